@@ -1,0 +1,73 @@
+// mkfifo(2) for Node, which has no binding for it. One syscall per FIFO keeps FIFO creation
+// off the run's critical path (spawning mkfifo(1) costs ~10 ms per run, ~5% of a run).
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <node_api.h>
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  napi_value msg, code, error, errnum, sys, p;
+  char buf[512];
+  const char *name = "EUNKNOWN";
+  switch (err) {
+    case EEXIST: name = "EEXIST"; break;
+    case ENOENT: name = "ENOENT"; break;
+    case EACCES: name = "EACCES"; break;
+    case ENOTDIR: name = "ENOTDIR"; break;
+    case ENOSPC: name = "ENOSPC"; break;
+    case EROFS: name = "EROFS"; break;
+    case ENAMETOOLONG: name = "ENAMETOOLONG"; break;
+    case EPERM: name = "EPERM"; break;
+  }
+  snprintf(buf, sizeof buf, "%s: %s, %s '%s'", name, strerror(err), syscall, path);
+  napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &error);
+  napi_create_int32(env, -err, &errnum);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
+  napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &p);
+  napi_set_named_property(env, error, "errno", errnum);
+  napi_set_named_property(env, error, "syscall", sys);
+  napi_set_named_property(env, error, "path", p);
+  napi_throw(env, error);
+  return NULL;
+}
+
+// mkfifo(path: string, mode: number): void
+static napi_value Mkfifo(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "mkfifo(path, mode) takes two arguments");
+    return NULL;
+  }
+  char path[4096];
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "path must be a string");
+    return NULL;
+  }
+  if (len >= sizeof path - 1) {
+    napi_throw_range_error(env, NULL, "path is too long");
+    return NULL;
+  }
+  uint32_t mode = 0;
+  if (napi_get_value_uint32(env, argv[1], &mode) != napi_ok) {
+    napi_throw_type_error(env, NULL, "mode must be a number");
+    return NULL;
+  }
+  if (mkfifo(path, (mode_t)(mode & 07777)) != 0) return throw_errno(env, errno, "mkfifo", path);
+  return NULL;
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_create_function(env, "mkfifo", NAPI_AUTO_LENGTH, Mkfifo, NULL, &fn);
+  napi_set_named_property(env, exports, "mkfifo", fn);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

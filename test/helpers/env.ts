@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ContainerdClient } from "../../src/containerd/client.js";
+import { ensureDefaultRootfs } from "../../src/rootfs/default-rootfs.js";
+
+/**
+ * An isolated place for one test file against the real containerd: its own containerd namespace, state dir,
+ * FIFO root and default rootfs. `assertNoLeaks` checks everything a run could leave behind; `dispose` removes
+ * what is left and the namespace itself.
+ */
+export interface TestEnv {
+  client: ContainerdClient;
+  namespace: string;
+  stateDir: string;
+  fifoRoot: string;
+  rootfs: string;
+  uniqueId(prefix?: string): string;
+  assertNoLeaks(): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+export async function createTestEnv(name: string): Promise<TestEnv> {
+  const namespace = `ctrexec-test-${name}-${process.pid}`;
+  const stateDir = await mkdtemp(join(tmpdir(), `ctrexec-test-${name}-`));
+  const fifoRoot = join(stateDir, "fifo");
+  const rootfs = await ensureDefaultRootfs(stateDir);
+  const client = new ContainerdClient({ namespace });
+  let n = 0;
+
+  const env: TestEnv = {
+    client,
+    namespace,
+    stateDir,
+    fifoRoot,
+    rootfs,
+    uniqueId: (prefix = "t") => `${prefix}${++n}-${randomBytes(4).toString("hex")}`,
+    async assertNoLeaks() {
+      const containers = await client.containers.list();
+      assert.deepEqual(containers.map((c) => c.id), [], "containers left in the namespace");
+      const tasks = await client.tasks.list();
+      assert.deepEqual(tasks.map((t) => t.id), [], "tasks left in the namespace");
+      const fifoDirs = await readdir(fifoRoot).catch(() => []);
+      assert.deepEqual(fifoDirs, [], "FIFO directories left");
+      assert.deepEqual(mountsUnder(stateDir), [], "mounts left under the state dir");
+      assert.deepEqual(shimsOf(namespace), [], "shims left for the namespace");
+      const bundles = await readdir(`/run/containerd/io.containerd.runtime.v2.task/${namespace}`).catch(() => []);
+      assert.deepEqual(bundles, [], "bundle directories left");
+    },
+    async dispose() {
+      for (const t of await client.tasks.list().catch(() => [])) {
+        await client.tasks.kill({ containerId: t.id, signal: 9, all: true }).catch(() => {});
+        await client.tasks.wait({ containerId: t.id }, { timeoutMs: 5000 }).catch(() => {});
+        await client.tasks.delete(t.id).catch(() => {});
+      }
+      for (const c of await client.containers.list().catch(() => [])) await client.containers.delete(c.id).catch(() => {});
+      await client.namespaces.delete(namespace).catch(() => {});
+      await client.close();
+      await rm(stateDir, { recursive: true, force: true });
+    },
+  };
+  return env;
+}
+
+/** Mount points (from /proc/self/mountinfo) at or below `dir`. */
+export function mountsUnder(dir: string): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((m) => m === dir || m.startsWith(dir + "/"));
+}
+
+/** Pids of containerd-shim processes serving `namespace` (read only; we never signal what we did not start). */
+export function shimsOf(namespace: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+    } catch {
+      continue;
+    }
+    if (!argv[0]?.includes("containerd-shim")) continue;
+    const i = argv.indexOf("-namespace");
+    if (i >= 0 && argv[i + 1] === namespace) pids.push(Number(entry));
+  }
+  return pids;
+}
