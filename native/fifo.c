@@ -1,6 +1,7 @@
 // mkfifo(2) for Node, which has no binding for it. One syscall per FIFO keeps FIFO creation
 // off the run's critical path (spawning mkfifo(1) costs ~10 ms per run, ~5% of a run).
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -9,7 +10,7 @@
 
 static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
   napi_value msg, code, error, errnum, sys, p;
-  char buf[512];
+  char buf[4096 + 512];
   const char *name = "EUNKNOWN";
   switch (err) {
     case EEXIST: name = "EEXIST"; break;
