@@ -25,6 +25,23 @@ function isServiceError(err: unknown): err is ServiceError {
   return err instanceof Error && typeof (err as Partial<ServiceError>).code === "number";
 }
 
+/** grpc-js's UNAVAILABLE details are long ("No connection established. Last error: ..."); keep the errno. */
+function connectionProblem(details: string): string {
+  const errno = /connect (E[A-Z]+)/.exec(details)?.[1];
+  switch (errno) {
+    case "ENOENT":
+      return "no socket at that path";
+    case "ECONNREFUSED":
+      return "connection refused";
+    case "EACCES":
+      return "permission denied";
+    case undefined:
+      return details.replace(/\. Resolution note: \.?$/, "");
+    default:
+      return `connect ${errno}`;
+  }
+}
+
 /** The one place where a gRPC status becomes a typed ctrexec error. */
 export function fromGrpcError(err: unknown, ctx: CallContext): CtrexecError {
   if (!isServiceError(err)) {
@@ -46,7 +63,7 @@ export function fromGrpcError(err: unknown, ctx: CallContext): CtrexecError {
       return new InvalidArgumentError(details, options);
     case status.UNAVAILABLE:
       return new UnavailableError(
-        `containerd is not reachable at ${ctx.address}: ${details}. Is containerd running? ` +
+        `containerd is not reachable at ${ctx.address} (${connectionProblem(details)}). Is containerd running? ` +
           `Start it (scripts/setup.sh does) or point --address / CONTAINERD_ADDRESS at its socket.`,
         options,
       );

@@ -25,6 +25,8 @@ export class GrpcTransport {
   readonly address: string;
   readonly #client: grpc.Client;
   readonly #methods = new Map<string, Method>();
+  /** Calls in flight; close() cancels them, since closing a grpc-js channel leaves its calls running. */
+  readonly #calls = new Set<grpc.Call>();
   #closed = false;
 
   constructor(address: string) {
@@ -99,11 +101,13 @@ export class GrpcTransport {
         this.#metadata(namespace),
         callOptions,
         (err, value) => {
+          this.#calls.delete(call);
           signal?.removeEventListener("abort", onAbort);
           if (err) reject(this.#error(err, m, timeout, signal));
           else resolve(value as Res);
         },
       );
+      this.#calls.add(call);
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
@@ -119,6 +123,7 @@ export class GrpcTransport {
     const m = this.#method(service, name);
     const signal = options?.signal;
     if (signal?.aborted) throw new CanceledError(`containerd ${m.label} was canceled`, { cause: signal.reason });
+    if (this.#closed) throw new CanceledError(`containerd ${m.label}: the client is closed`);
     const call = this.#client.makeServerStreamRequest(
       m.path,
       m.serialize,
@@ -129,20 +134,24 @@ export class GrpcTransport {
     );
     const onAbort = () => call.cancel();
     signal?.addEventListener("abort", onAbort, { once: true });
+    this.#calls.add(call);
     try {
       for await (const value of call) yield value as Res;
     } catch (err) {
       throw this.#error(err, m, options?.timeoutMs ?? 0, signal);
     } finally {
       signal?.removeEventListener("abort", onAbort);
+      this.#calls.delete(call);
       call.cancel();
     }
   }
 
-  /** Closes the channel; calls in flight fail, later calls are refused. Idempotent. */
+  /** Closes the channel; calls in flight fail with CanceledError, later calls are refused. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const call of this.#calls) call.cancel();
+    this.#calls.clear();
     this.#client.close();
   }
 }

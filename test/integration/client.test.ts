@@ -172,7 +172,7 @@ describe("containerd client against the real daemon", () => {
   });
 });
 
-describe("containerd client without a daemon", () => {
+describe("containerd client lifecycle", () => {
   it("fails fast with a typed, helpful UnavailableError", async () => {
     await using client = new ContainerdClient({ address: "/run/ctrexec-test-nonexistent/containerd.sock" });
     const started = Date.now();
@@ -180,9 +180,38 @@ describe("containerd client without a daemon", () => {
     assert.ok(err instanceof UnavailableError, String(err));
     assert.ok(CtrexecError.is(err));
     assert.equal(err.code, "UNAVAILABLE");
-    assert.match(err.message, /containerd is not reachable at \/run\/ctrexec-test-nonexistent\/containerd\.sock/);
+    assert.match(
+      err.message,
+      /containerd is not reachable at \/run\/ctrexec-test-nonexistent\/containerd\.sock \(no socket at that path\)/,
+    );
     assert.match(err.message, /Is containerd running\?/);
     assert.ok(Date.now() - started < 3000, "took too long to fail");
+  });
+
+  it("cancels calls in flight on close, so the process can exit", async () => {
+    const { execFile } = await import("node:child_process");
+    const clientModule = new URL("../../src/containerd/client.js", import.meta.url).href;
+    const script = `
+      const { ContainerdClient } = await import(${JSON.stringify(clientModule)});
+      const c = new ContainerdClient();
+      await c.version();
+      // A long-blocking stream keeps a grpc-js channel (and so the process) alive until it is canceled.
+      const stream = (async () => { for await (const e of c.events.subscribe()) {} })();
+      await new Promise((r) => setTimeout(r, 200));
+      await c.close();
+      await stream.then(() => { throw new Error("stream ended without an error"); }, (e) => {
+        if (e.code !== "CANCELED") throw e;
+      });
+      setTimeout(() => { console.log("still alive"); process.exit(3); }, 5000).unref();`;
+    const started = Date.now();
+    const code = await new Promise<number | null>((resolve) => {
+      const child = execFile(process.execPath, ["--input-type=module", "-e", script], (err) => {
+        resolve(err ? ((err as { code?: number }).code ?? 1) : 0);
+      });
+      child.stdin?.end();
+    });
+    assert.equal(code, 0);
+    assert.ok(Date.now() - started < 4000, "the client kept the process alive");
   });
 
   it("refuses calls after close", async () => {

@@ -50,8 +50,9 @@ describe("gRPC status mapping", () => {
   });
 
   it("says where it looked and what to do when containerd is unreachable", () => {
-    const err = fromGrpcError(serviceError(status.UNAVAILABLE, "No connection established"), ctx);
-    assert.match(err.message, /^containerd is not reachable at \/run\/containerd\/containerd\.sock: No connection/);
+    const details = "No connection established. Last error: Error: connect ENOENT /x. Resolution note: ";
+    const err = fromGrpcError(serviceError(status.UNAVAILABLE, details), ctx);
+    assert.match(err.message, /^containerd is not reachable at \/run\/containerd\/containerd\.sock \(no socket at that path\)/);
     assert.match(err.message, /Is containerd running\?/);
   });
 

@@ -1,0 +1,36 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { describe, it } from "node:test";
+
+const cli = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+
+function ctrexec(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe("ctrexec CLI basics", () => {
+  it("prints its own and the daemon's version", async () => {
+    const r = await ctrexec(["version"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ctrexec \d+\.\d+\.\d+\ncontainerd \d+\.\d+/);
+  });
+
+  it("exits 125 with one helpful line when containerd is unreachable", async () => {
+    const r = await ctrexec(["--address", "/run/ctrexec-test-nonexistent.sock", "version"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /^ctrexec: containerd is not reachable at \/run\/ctrexec-test-nonexistent\.sock/);
+    assert.equal(r.stderr.trim().split("\n").length, 1);
+  });
+
+  it("exits 125 on a bad flag or command", async () => {
+    assert.equal((await ctrexec(["--bogus"])).code, 125);
+    const r = await ctrexec(["frobnicate"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /unknown command "frobnicate"/);
+  });
+});
