@@ -1,4 +1,5 @@
 import { CanceledError, NotFoundError } from "../errors.js";
+import { serializeSpec } from "../oci/serialize.js";
 import type { Spec } from "../oci/types.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { ReleaseStack } from "../util/release-stack.js";
@@ -44,7 +45,7 @@ export async function runTask(client: ContainerdClient, options: RunTaskOptions)
         id,
         labels: options.labels ?? {},
         runtime: { name: options.runtime ?? DEFAULT_RUNTIME },
-        spec: jsonAny(SPEC_TYPE_URL, options.spec),
+        spec: jsonAny(SPEC_TYPE_URL, serializeSpec(options.spec)),
       },
       { signal },
     );

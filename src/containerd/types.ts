@@ -146,6 +146,7 @@ export interface SnapshotInfo {
 export const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 export const PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
+/** An Any holding JSON: `value` is serialized with JSON.stringify unless it is already a JSON string. */
 export function jsonAny(typeUrl: string, value: unknown): Any {
-  return { typeUrl, value: Buffer.from(JSON.stringify(value)) };
+  return { typeUrl, value: Buffer.from(typeof value === "string" ? value : JSON.stringify(value)) };
 }

@@ -42,8 +42,9 @@ export interface Capabilities {
 
 export interface Rlimit {
   type: string;
-  hard: number;
-  soft: number;
+  /** A bigint for values past 2^53 (RLIM_INFINITY); serializeSpec writes them exactly. */
+  hard: number | bigint;
+  soft: number | bigint;
 }
 
 export interface Mount {

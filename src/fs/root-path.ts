@@ -1,0 +1,59 @@
+import { lstat, readlink } from "node:fs/promises";
+import { isAbsolute, join, resolve } from "node:path";
+import { InvalidArgumentError } from "../errors.js";
+
+/** Symlinks followed while resolving one path, as in continuity's fs.RootPath and runc's securejoin. */
+export const MAX_SYMLINKS = 255;
+
+function components(p: string): string[] {
+  return p.split("/").filter((c) => c !== "" && c !== ".");
+}
+
+/**
+ * Resolves `path` (a path inside the container) to a host path inside `root`, following symlinks as the
+ * container would see them: `..` never climbs above the root and absolute link targets restart at the root,
+ * so the result is always `root` or below it, and none of its existing components is a symlink. Components
+ * that do not exist are kept as they are (the path may be about to be created).
+ *
+ * Races: something that swaps a component for a symlink after we looked can still redirect a later open. The
+ * callers here run before the container starts, or (stub cleaner) re-resolve and re-check right before acting.
+ */
+export async function resolveInRoot(root: string, path: string): Promise<string> {
+  const base = resolve(root);
+  const parts: string[] = [];
+  const queue = components(path);
+  let links = 0;
+  while (queue.length > 0) {
+    const c = queue.shift()!;
+    if (c === "..") {
+      parts.pop();
+      continue;
+    }
+    const candidate = join(base, ...parts, c);
+    let isLink = false;
+    try {
+      isLink = (await lstat(candidate)).isSymbolicLink();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" && code !== "ENOTDIR") throw err;
+    }
+    if (!isLink) {
+      parts.push(c);
+      continue;
+    }
+    if (++links > MAX_SYMLINKS) {
+      throw new InvalidArgumentError(`too many levels of symbolic links resolving ${path} inside ${base}`);
+    }
+    const target = await readlink(candidate);
+    if (isAbsolute(target)) parts.length = 0;
+    queue.unshift(...components(target));
+  }
+  return parts.length === 0 ? base : join(base, ...parts);
+}
+
+/** True when `hostPath` is `root` itself or below it (lexically). */
+export function isInside(root: string, hostPath: string): boolean {
+  const base = resolve(root);
+  const p = resolve(hostPath);
+  return p === base || p.startsWith(base.endsWith("/") ? base : base + "/");
+}
