@@ -63,7 +63,11 @@ export class MountStubsCleaner {
 
   /** Removes recorded stubs that are still empty. Never follows a symlink; never fails (problems are logged). */
   async clean(): Promise<void> {
-    for (const p of this.#stubs) {
+    // Deepest first, so a created parent shared by two stubs (/etc for resolv.conf and hosts) is empty by the
+    // time its turn comes.
+    const depth = (p: string) => p.split("/").length;
+    const ordered = [...this.#stubs].sort((a, b) => depth(b) - depth(a));
+    for (const p of ordered) {
       const expected = join(this.#rootfs, p);
       let host: string;
       try {
