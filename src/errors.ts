@@ -118,3 +118,26 @@ export class ExitError extends CtrexecError {
   }
 }
 named(ExitError, "ExitError");
+
+/** exec into a run whose process is gone: "container X has stopped" or "... has exited with error: ...". */
+export class ContainerExitedError extends CtrexecError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("FAILED_PRECONDITION", message, options);
+  }
+}
+named(ContainerExitedError, "ContainerExitedError");
+
+export type StartFailure = "not-found" | "not-executable" | "other";
+
+/**
+ * The runtime could not start the process. `reason` tells a missing command (the CLI's 127) from one that
+ * cannot be executed (126); the message keeps the runtime's words.
+ */
+export class StartError extends CtrexecError {
+  readonly reason: StartFailure;
+  constructor(message: string, reason: StartFailure, options?: ErrorOptions) {
+    super("UNKNOWN", message, options);
+    this.reason = reason;
+  }
+}
+named(StartError, "StartError");

@@ -28,3 +28,17 @@ export { defaultSpec } from "./oci/defaults.js";
 export type * as oci from "./oci/types.js";
 export { defaultRootfsPath, ensureDefaultRootfs } from "./rootfs/default-rootfs.js";
 export { type Logger, type LogLevel, silentLogger, stderrLogger } from "./util/logger.js";
+export { ContainerExitedError, StartError, type StartFailure } from "./errors.js";
+export {
+  ContainerdExecutor,
+  DEFAULT_FIFO_ROOT,
+  DEFAULT_STATE_DIR,
+  type ExecutorOptions,
+} from "./executor/executor.js";
+export type * from "./executor/types.js";
+export { bindMountable, tmpfsMountable } from "./executor/mountables.js";
+export type { NetworkHandle, NetworkProvider } from "./network/types.js";
+export { hostNetwork, noneNetwork } from "./network/basic.js";
+export type { LinuxResources, SecurityMode, Ulimit } from "./oci/spec.js";
+export type { DnsConfig } from "./oci/resolv-conf.js";
+export type { HostIP } from "./oci/hosts.js";

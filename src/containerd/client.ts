@@ -11,7 +11,7 @@ import type {
   Mount,
   NewContainer,
   PluginInfo,
-  ProcessInfo,
+  ProcessState,
   ProcessRef,
   ResizePtyRequest,
   SnapshotInfo,
@@ -113,10 +113,10 @@ export class ContainerdClient implements AsyncDisposable {
     exec: async (request: ExecProcessRequest, options?: CallOptions): Promise<void> => {
       await this.#call(S.tasks, "Exec", request, options);
     },
-    get: async (ref: ProcessRef, options?: CallOptions): Promise<ProcessInfo> =>
-      (await this.#call<{ process: ProcessInfo }>(S.tasks, "Get", ref, options)).process,
-    list: async (filter = "", options?: CallOptions): Promise<ProcessInfo[]> =>
-      (await this.#call<{ tasks: ProcessInfo[] }>(S.tasks, "List", { filter }, options)).tasks,
+    get: async (ref: ProcessRef, options?: CallOptions): Promise<ProcessState> =>
+      (await this.#call<{ process: ProcessState }>(S.tasks, "Get", ref, options)).process,
+    list: async (filter = "", options?: CallOptions): Promise<ProcessState[]> =>
+      (await this.#call<{ tasks: ProcessState[] }>(S.tasks, "List", { filter }, options)).tasks,
     listPids: async (containerId: string, options?: CallOptions): Promise<number[]> =>
       (await this.#call<{ processes: { pid: number }[] }>(S.tasks, "ListPids", { containerId }, options)).processes.map(
         (p) => p.pid,

@@ -22,7 +22,7 @@ export interface Mount {
 
 export type ProcessStatus = "UNKNOWN" | "CREATED" | "RUNNING" | "STOPPED" | "PAUSED" | "PAUSING";
 
-export interface ProcessInfo {
+export interface ProcessState {
   containerId: string;
   id: string;
   pid: number;

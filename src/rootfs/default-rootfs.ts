@@ -11,7 +11,7 @@ import { FailedPreconditionError } from "../errors.js";
  * carries a format version so a change here rebuilds it instead of reusing an old tree.
  */
 
-const FORMAT = "v1";
+const FORMAT = "v2";
 const BUSYBOX_CANDIDATES = ["/bin/busybox", "/usr/bin/busybox"];
 
 export const DEFAULT_ROOTFS_PASSWD = [
@@ -110,5 +110,8 @@ async function buildInto(root: string, busybox: string): Promise<void> {
   await writeFile(join(root, "etc", "passwd"), DEFAULT_ROOTFS_PASSWD, { mode: 0o644 });
   await writeFile(join(root, "etc", "group"), DEFAULT_ROOTFS_GROUP, { mode: 0o644 });
   await writeFile(join(root, "etc", "hostname"), "ctrexec\n", { mode: 0o644 });
+  // Mount points that exist are not stubs: concurrent runs sharing this tree never remove them under each other.
+  await writeFile(join(root, "etc", "hosts"), "", { mode: 0o644 });
+  await writeFile(join(root, "etc", "resolv.conf"), "", { mode: 0o644 });
   await chown(join(root, "home", "user"), 1000, 1000);
 }

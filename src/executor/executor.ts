@@ -1,0 +1,529 @@
+import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { ContainerdClient } from "../containerd/client.js";
+import { ProcessIO } from "../containerd/io.js";
+import { DEFAULT_RUNTIME, deleteTask } from "../containerd/run-task.js";
+import { jsonAny, PROCESS_TYPE_URL, SPEC_TYPE_URL } from "../containerd/types.js";
+import {
+  AlreadyExistsError,
+  CanceledError,
+  ContainerExitedError,
+  ExitError,
+  InvalidArgumentError,
+  NotFoundError,
+} from "../errors.js";
+import { ensureCwd } from "../fs/cwd.js";
+import { hostNetwork, noneNetwork } from "../network/basic.js";
+import type { NetworkProvider } from "../network/types.js";
+import { DEFAULT_HOSTNAME, normalizeExtraHosts } from "../oci/hosts.js";
+import { detectHostFeatures, type HostFeatures } from "../oci/host-features.js";
+import type { DnsConfig } from "../oci/resolv-conf.js";
+import { validateDnsConfig } from "../oci/resolv-conf.js";
+import { serializeSpec } from "../oci/serialize.js";
+import { generateSpec, mergeEnv, type SpecInput } from "../oci/spec.js";
+import type { Mount as OciMount, Process as OciProcess, Spec } from "../oci/types.js";
+import { getUser, processGids } from "../oci/user.js";
+import { type Logger, silentLogger } from "../util/logger.js";
+import { ReleaseStack } from "../util/release-stack.js";
+import { type Span, startSpan, type Tracer } from "../util/tracing.js";
+import { newContainerId, validateContainerId } from "./container-id.js";
+import { EnvFiles } from "./env-files.js";
+import { LABEL, runLabels } from "./labels.js";
+import { mountLocally } from "./local-mount.js";
+import { MountStubsCleaner } from "./mount-stubs.js";
+import { OomWatch } from "./oom-watch.js";
+import { runProcess } from "./run-process.js";
+import { RunState } from "./running.js";
+import { toStartError } from "./start-error.js";
+import type { ExecOptions, NetworkMode, ProcessInfo, ProcessMeta, RunRequest, RunResult } from "./types.js";
+import { sampleUsage } from "./usage.js";
+
+export const DEFAULT_STATE_DIR = "/var/lib/ctrexec";
+export const DEFAULT_FIFO_ROOT = "/run/ctrexec/fifo";
+const CLEANUP_MS = 30_000;
+
+export interface ExecutorOptions {
+  /** containerd socket; default `$CONTAINERD_ADDRESS` or /run/containerd/containerd.sock. */
+  address?: string;
+  /** containerd namespace; default `$CONTAINERD_NAMESPACE` or "ctrexec". */
+  namespace?: string;
+  /** An existing client to use (its address and namespace win); the executor then does not close it. */
+  client?: ContainerdClient;
+  /** State dir for resolv.conf, hosts and local mounts. Default /var/lib/ctrexec. */
+  root?: string;
+  /** Where FIFO directories go. Default /run/ctrexec/fifo. */
+  fifoRoot?: string;
+  /** containerd runtime. Default io.containerd.runc.v2. */
+  runtime?: string;
+  /** The mode used for `network: "default"`. Default "host" (BuildKit's fallback when no CNI is set up). */
+  defaultNetwork?: NetworkMode;
+  /** Extra or replacement network providers by mode name. */
+  networkProviders?: Record<string, NetworkProvider>;
+  dns?: DnsConfig;
+  cgroupParent?: string;
+  apparmorProfile?: string;
+  /** Require SELinux labels (fails where the host has no SELinux). */
+  selinux?: { processLabel?: string; mountLabel?: string };
+  rootless?: boolean;
+  /** Host path of an OTLP gRPC socket to offer inside containers. */
+  traceSocket?: string;
+  logger?: Logger;
+  tracer?: Tracer;
+  /** Test hook: host facts instead of detecting them. */
+  hostFeatures?: HostFeatures;
+}
+
+/**
+ * Runs processes in containers through containerd with BuildKit's semantics (reference §2–§4), fixed where
+ * BuildKit is weak (docs/differences-from-buildkit.md).
+ */
+export class ContainerdExecutor implements AsyncDisposable {
+  readonly client: ContainerdClient;
+  readonly root: string;
+  readonly fifoRoot: string;
+  readonly #options: ExecutorOptions;
+  readonly #ownsClient: boolean;
+  readonly #logger: Logger;
+  readonly #host: HostFeatures;
+  readonly #env: EnvFiles;
+  readonly #networks: Map<string, NetworkProvider>;
+  readonly #running = new Map<string, RunState>();
+  readonly #inflight = new Set<Promise<unknown>>();
+  readonly #closing = new AbortController();
+  readonly #oom: OomWatch;
+  /** Runs in progress per rootfs path, and stub cleaners waiting for the last of them (see #run). */
+  readonly #rootUsers = new Map<string, { active: number; pending: MountStubsCleaner[] }>();
+  #closed: Promise<void> | undefined;
+
+  private constructor(options: ExecutorOptions, client: ContainerdClient) {
+    this.#options = options;
+    this.client = client;
+    this.#ownsClient = options.client === undefined;
+    this.root = options.root ?? DEFAULT_STATE_DIR;
+    this.fifoRoot = options.fifoRoot ?? DEFAULT_FIFO_ROOT;
+    this.#logger = options.logger ?? silentLogger;
+    this.#host = options.hostFeatures ?? detectHostFeatures();
+    this.#env = new EnvFiles({ dir: this.root, dns: options.dns, logger: this.#logger });
+    this.#networks = new Map<string, NetworkProvider>([
+      ["host", hostNetwork()],
+      ["none", noneNetwork()],
+      ...Object.entries(options.networkProviders ?? {}),
+    ]);
+    this.#oom = new OomWatch(client, this.#logger);
+  }
+
+  /** Connects (fails with UnavailableError if containerd does not answer) and prepares the state dirs. */
+  static async create(options: ExecutorOptions = {}): Promise<ContainerdExecutor> {
+    validateDnsConfig(options.dns);
+    const client = options.client ?? new ContainerdClient({ address: options.address, namespace: options.namespace });
+    try {
+      await client.version();
+      const root = options.root ?? DEFAULT_STATE_DIR;
+      await mkdir(join(root, "mnt"), { recursive: true, mode: 0o700 });
+      await mkdir(options.fifoRoot ?? DEFAULT_FIFO_ROOT, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      if (!options.client) await client.close();
+      throw err;
+    }
+    return new ContainerdExecutor(options, client);
+  }
+
+  get namespace(): string {
+    return this.client.namespace;
+  }
+
+  /** The ids of the runs of this executor that are in progress. */
+  get runs(): string[] {
+    return [...this.#running.keys()];
+  }
+
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#inflight.add(p);
+    void p.then(
+      () => this.#inflight.delete(p),
+      () => this.#inflight.delete(p),
+    );
+    return p;
+  }
+
+  #network(mode: NetworkMode | undefined): NetworkProvider {
+    const name = !mode || mode === "default" ? (this.#options.defaultNetwork ?? "host") : mode;
+    const provider = this.#networks.get(name);
+    if (!provider) {
+      throw new InvalidArgumentError(`unknown network mode ${name}; available: ${[...this.#networks.keys()].join(", ")}`, {
+        field: "network",
+      });
+    }
+    return provider;
+  }
+
+  /**
+   * Creates a container for `req.process` on `req.root` plus `req.mounts`, runs it to completion and removes
+   * everything it made before settling. Resolves with the exit code and resource usage when the code is valid;
+   * rejects with ExitError otherwise (137 with the signal's reason as cause when canceled), StartError when the
+   * command cannot start, and the typed errors of errors.ts for everything else.
+   */
+  run(req: RunRequest): Promise<RunResult> {
+    return this.#track(this.#runTracked(req));
+  }
+
+  async #runTracked(req: RunRequest): Promise<RunResult> {
+    if (this.#closed) throw new CanceledError("the executor is closed");
+    const id = req.id ?? newContainerId();
+    validateContainerId(id);
+    if (this.#running.has(id)) throw new AlreadyExistsError(`container ${id} already exists`);
+    const state = new RunState(id);
+    this.#running.set(id, state);
+    const span = startSpan(this.#options.tracer, "ctrexec.run", { "container.id": id });
+    const signal = req.signal ? AbortSignal.any([req.signal, this.#closing.signal]) : this.#closing.signal;
+    const stack = new ReleaseStack(this.#logger);
+    let failure: unknown;
+    try {
+      return await this.#run(id, req, state, stack, span, signal);
+    } catch (err) {
+      failure = err;
+      throw err;
+    } finally {
+      const errors = await stack.release();
+      this.#running.delete(id);
+      state.finish(failure);
+      span.end();
+      // Only a failed delete of the task or container changes a successful result (as in BuildKit).
+      if (failure === undefined && errors.length > 0) throw errors[0];
+    }
+  }
+
+  async #run(id: string, req: RunRequest, state: RunState, stack: ReleaseStack, span: Span, signal: AbortSignal): Promise<RunResult> {
+    const meta = req.process.meta;
+    const checkpoint = () => {
+      if (signal.aborted) throw new CanceledError(`run ${id} was canceled before it started`, { cause: signal.reason });
+    };
+    checkpoint();
+    const provider = this.#network(meta.network);
+    const hostname = meta.hostname || DEFAULT_HOSTNAME;
+    const extraHosts = normalizeExtraHosts(meta.extraHosts ?? []);
+    const specBase: Omit<SpecInput, "user" | "network"> = {
+      id,
+      namespace: this.namespace,
+      args: meta.args ?? [],
+      env: meta.env,
+      cwd: meta.cwd,
+      hostname,
+      terminal: meta.tty,
+      consoleSize: meta.consoleSize,
+      readonlyRootfs: meta.readonlyRootfs || req.root.readonly,
+      ulimits: meta.ulimits,
+      cgroupParent: meta.cgroupParent || this.#options.cgroupParent,
+      resources: meta.resources,
+      security: meta.security,
+      apparmorProfile: this.#options.apparmorProfile,
+      selinux: this.#options.selinux,
+      traceSocket: this.#options.traceSocket,
+      rootless: this.#options.rootless,
+      mounts: (req.mounts ?? []).map((m) => ({ destination: m.dest, type: "bind" })),
+    };
+    // Everything that can be checked without side effects is checked now, before anything is created.
+    generateSpec({ ...specBase, user: { uid: 0, gid: 0, additionalGids: [] } }, this.#host);
+    for (const m of req.mounts ?? []) {
+      if (m.selector && m.selector !== "/" && m.selector !== "") {
+        throw new InvalidArgumentError(`mount ${m.dest}: selectors are not supported yet`, { field: "mounts" });
+      }
+    }
+
+    const net = await provider.create({ id, hostname, signal });
+    stack.defer("close network namespace", () => net.close());
+    checkpoint();
+    const resolvConfPath = await this.#env.resolvConf(net.hostNetwork);
+    const hosts = await this.#env.hosts(hostname, extraHosts);
+    stack.defer("remove hosts file", () => hosts.release());
+
+    const rootRef = await req.root.source.mount(false);
+    stack.defer("release root mount", () => rootRef.release());
+    const local = await mountLocally(rootRef.mounts, join(this.root, "mnt"));
+    stack.defer("unmount rootfs", () => local.unmount());
+    state.rootfs = local.path;
+    const stubs = await MountStubsCleaner.prepare(
+      local.path,
+      (req.mounts ?? []).map((m) => m.dest),
+      { recursive: meta.removeMountStubsRecursive ?? true, logger: this.#logger },
+    );
+    // Concurrent runs on one writable root share its mount points: a stub one run made may be in use by
+    // another's container, so stubs are removed when the last run on that root is done.
+    const users = this.#rootUsers.get(local.path) ?? { active: 0, pending: [] };
+    users.active++;
+    this.#rootUsers.set(local.path, users);
+    stack.defer("remove mount stubs", async () => {
+      users.pending.push(stubs);
+      if (--users.active > 0) return;
+      this.#rootUsers.delete(local.path);
+      for (const c of users.pending.splice(0)) await c.clean();
+    });
+    checkpoint();
+
+    const user = await getUser(local.path, meta.user ?? "");
+    await ensureCwd(local.path, meta.cwd || "/", user.uid, user.gid);
+
+    const mounts: OciMount[] = [];
+    for (const m of req.mounts ?? []) {
+      const ref = await m.source.mount(m.readonly ?? false);
+      stack.defer(`release mount ${m.dest}`, () => ref.release());
+      for (const cm of ref.mounts) mounts.push({ destination: m.dest, type: cm.type, source: cm.source, options: [...cm.options] });
+    }
+    checkpoint();
+
+    const spec = generateSpec(
+      {
+        ...specBase,
+        user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
+        network: net.namespace,
+        resolvConfPath,
+        hostsPath: hosts.path,
+        mounts,
+      },
+      this.#host,
+    );
+    state.spec = spec;
+
+    const labels = runLabels({ rootfs: local.path, args: spec.process!.args, stateDir: this.root, fifoRoot: this.fifoRoot });
+    await this.client.containers.create(
+      { id, labels, runtime: { name: this.#options.runtime ?? DEFAULT_RUNTIME }, spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)) },
+      { signal },
+    );
+    const taskGone = { value: true };
+    stack.defer("delete container", () => this.#deleteContainer(id, taskGone));
+
+    const p = req.process;
+    const io = await ProcessIO.create({
+      fifoRoot: this.fifoRoot,
+      id,
+      stdin: p.stdin,
+      stdout: p.stdout,
+      stderr: p.stderr,
+      terminal: meta.tty,
+      logger: this.#logger,
+    });
+    stack.defer("close IO", () => io.close());
+    checkpoint();
+
+    try {
+      await this.client.tasks.create(
+        { containerId: id, rootfs: [{ type: "bind", source: local.path, options: ["rbind"] }], ...io.config },
+        { signal },
+      );
+    } catch (err) {
+      span.addEvent("Container start failed", { "error.message": (err as Error).message });
+      throw toStartError(err, spec.process!.args[0] ?? "");
+    }
+    taskGone.value = false;
+    stack.defer("delete task", async () => {
+      taskGone.value = await deleteTask(this.client, id, this.#logger);
+    });
+    span.addEvent("Container created");
+
+    let started = false;
+    const outcome = await runProcess({
+      client: this.client,
+      ref: { containerId: id },
+      io,
+      command: spec.process!.args[0] ?? "",
+      logger: this.#logger,
+      span,
+      signal,
+      resize: p.resize,
+      signals: p.signals,
+      tty: meta.tty,
+      initialSize: meta.consoleSize,
+      onStarted: (pid) => {
+        if (started) return;
+        started = true;
+        state.markStarted();
+        span.addEvent("Container started");
+        req.onStarted?.({ id, pid });
+      },
+    });
+
+    const usage = spec.linux?.cgroupsPath ? await sampleUsage(spec.linux.cgroupsPath) : {};
+    const oomKilled = this.#oom.take(id) || (usage.oomKills ?? 0) > 0;
+    delete usage.oomKills;
+    return this.#result(id, outcome, meta, signal, usage, oomKilled);
+  }
+
+  #result(
+    id: string,
+    outcome: { exitCode: number; canceled: boolean; waitError?: unknown },
+    meta: ProcessMeta,
+    signal: AbortSignal,
+    usage: RunResult["usage"],
+    oomKilled: boolean,
+  ): RunResult {
+    const valid = meta.validExitCodes?.length ? meta.validExitCodes : [0];
+    if (outcome.waitError === undefined && valid.includes(outcome.exitCode)) return { id, exitCode: outcome.exitCode, usage };
+    if (outcome.waitError !== undefined) {
+      throw new ExitError(outcome.exitCode, {
+        cause: outcome.waitError,
+        message: `failure waiting for process: ${(outcome.waitError as Error).message}`,
+      });
+    }
+    if (outcome.canceled) {
+      const reason = signal.reason as unknown;
+      const why = reason instanceof Error ? reason.message : String(reason);
+      throw new ExitError(outcome.exitCode, { cause: reason, oomKilled, message: `exit code: ${outcome.exitCode}: canceled: ${why}` });
+    }
+    return this.#throwExit(outcome.exitCode, oomKilled);
+  }
+
+  #throwExit(code: number, oomKilled: boolean): never {
+    throw new ExitError(code, { oomKilled });
+  }
+
+  async #deleteContainer(id: string, taskGone: { value: boolean }): Promise<void> {
+    if (!taskGone.value) {
+      this.#logger.error("the task could not be deleted; keeping its container record so prune can finish it", { id });
+      return;
+    }
+    try {
+      await this.client.containers.delete(id, { timeoutMs: CLEANUP_MS });
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+  }
+
+  /**
+   * Runs another process in a running container: one of this executor's runs (waiting for it to start if it
+   * is still starting), or one started by any other ctrexec process on this host. Resolves when the process
+   * exits with a valid code; rejects like run() otherwise, with NotFoundError for an unknown id and
+   * ContainerExitedError when the container's process is gone.
+   */
+  exec(id: string, process: ProcessInfo, options: ExecOptions = {}): Promise<void> {
+    return this.#track(this.#exec(id, process, options));
+  }
+
+  async #exec(id: string, proc: ProcessInfo, options: ExecOptions): Promise<void> {
+    if (this.#closed) throw new CanceledError("the executor is closed");
+    validateContainerId(id);
+    const meta = proc.meta;
+    if (!meta.args?.length) throw new InvalidArgumentError("no command given: args is empty", { field: "args" });
+    if (meta.cwd && !meta.cwd.startsWith("/")) {
+      throw new InvalidArgumentError(`working directory ${JSON.stringify(meta.cwd)} must be an absolute path`, { field: "cwd" });
+    }
+    const signal = options.signal ? AbortSignal.any([options.signal, this.#closing.signal]) : this.#closing.signal;
+    const target = await this.#execTarget(id, signal);
+
+    const base: OciProcess = target.process;
+    const process: OciProcess = { ...base, args: [...meta.args], terminal: meta.tty ?? false };
+    delete process.consoleSize;
+    if (meta.tty && meta.consoleSize) process.consoleSize = { height: meta.consoleSize.rows, width: meta.consoleSize.cols };
+    if (meta.cwd) process.cwd = meta.cwd;
+    // Same env rule as run: inherit the container's, then override by key; a bare KEY unsets (§12.9).
+    if (meta.env?.length) process.env = mergeEnv(base.env ?? [], meta.env);
+    if (meta.user) {
+      const u = await getUser(target.rootfs, meta.user);
+      process.user = { uid: u.uid, gid: u.gid, additionalGids: processGids(u) };
+    }
+    for (const a of [...process.args, ...(process.env ?? [])]) {
+      if (a.includes("\0")) throw new InvalidArgumentError("args and env must not contain NUL bytes", { field: "args" });
+    }
+
+    const execId = `exec${randomBytes(8).toString("hex")}`;
+    const span = startSpan(this.#options.tracer, "ctrexec.exec", { "container.id": id, "exec.id": execId });
+    const stack = new ReleaseStack(this.#logger);
+    try {
+      const io = await ProcessIO.create({
+        fifoRoot: this.fifoRoot,
+        id: `${id}.${execId}`,
+        stdin: proc.stdin,
+        stdout: proc.stdout,
+        stderr: proc.stderr,
+        terminal: meta.tty,
+        logger: this.#logger,
+      });
+      stack.defer("close IO", () => io.close());
+      await this.client.tasks.exec(
+        { containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...io.config },
+        { signal },
+      );
+      // Exec processes are deleted after they exit (BuildKit never deletes them, §12.6).
+      stack.defer("delete exec process", () =>
+        this.client.tasks.deleteProcess({ containerId: id, execId }, { timeoutMs: CLEANUP_MS }).catch((err: unknown) => {
+          if (!(err instanceof NotFoundError)) throw err;
+        }),
+      );
+      const outcome = await runProcess({
+        client: this.client,
+        ref: { containerId: id, execId },
+        io,
+        command: meta.args[0] ?? "",
+        logger: this.#logger,
+        span,
+        signal,
+        resize: proc.resize,
+        signals: proc.signals,
+        tty: meta.tty,
+        initialSize: meta.consoleSize,
+        onStarted: (pid) => options.onStarted?.({ id, execId, pid }),
+      });
+      this.#result(id, outcome, meta, signal, {}, false);
+    } finally {
+      await stack.release();
+      span.end();
+    }
+  }
+
+  /** The process spec and rootfs to exec with, from our own run or from containerd's record of another's. */
+  async #execTarget(id: string, signal: AbortSignal): Promise<{ process: OciProcess; rootfs: string }> {
+    const state = this.#running.get(id);
+    if (state) {
+      await state.waitRunning(signal);
+      return { process: state.spec!.process!, rootfs: state.rootfs! };
+    }
+    let record;
+    try {
+      record = await this.client.containers.get(id, { signal });
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new NotFoundError(`container ${id} not found`, { cause: err });
+      throw err;
+    }
+    const rootfs = record.labels[LABEL.rootfs];
+    if (!record.labels[LABEL.owner] || !rootfs || !record.spec) {
+      throw new NotFoundError(`container ${id} not found (it exists in namespace ${this.namespace} but was not made by ctrexec)`);
+    }
+    for (;;) {
+      let status;
+      try {
+        status = (await this.client.tasks.get({ containerId: id }, { signal })).status;
+      } catch (err) {
+        if (err instanceof NotFoundError) throw new ContainerExitedError(`container ${id} has stopped`, { cause: err });
+        throw err;
+      }
+      if (status === "RUNNING") break;
+      if (status !== "CREATED") throw new ContainerExitedError(`container ${id} has stopped`);
+      await new Promise((r) => setTimeout(r, 100));
+      if (signal.aborted) throw new CanceledError(`exec into ${id} was canceled`, { cause: signal.reason });
+    }
+    const spec = JSON.parse(Buffer.from(record.spec.value).toString("utf8")) as Spec;
+    if (!spec.process) throw new NotFoundError(`container ${id} has no process spec`);
+    return { process: spec.process, rootfs };
+  }
+
+  /**
+   * Cancels runs and execs in progress (SIGKILL), waits for their cleanup, and releases the event stream,
+   * network providers and (if the executor made it) the client. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      this.#closing.abort(new CanceledError("the executor is closing"));
+      await Promise.allSettled([...this.#inflight]);
+      await this.#oom.close();
+      for (const p of new Set(this.#networks.values())) {
+        await p.close().catch((err: unknown) => this.#logger.warn("closing a network provider failed", { error: err }));
+      }
+      if (this.#ownsClient) await this.client.close();
+    })();
+    return this.#closed;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

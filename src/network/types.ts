@@ -1,0 +1,17 @@
+import type { NetworkNamespace } from "../oci/spec.js";
+
+/** A network namespace prepared for one run. */
+export interface NetworkHandle {
+  /** How the spec gets its network namespace. */
+  namespace: NetworkNamespace;
+  /** True when the run shares the host's network stack (resolv.conf is then kept as the host has it). */
+  hostNetwork: boolean;
+  /** Gives the namespace back (to a pool, or destroys it). Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Makes network namespaces for runs: host, none, CNI bridge, or one of the caller's. */
+export interface NetworkProvider {
+  create(options: { id: string; hostname: string; signal?: AbortSignal | undefined }): Promise<NetworkHandle>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,476 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { PassThrough, Readable } from "node:stream";
+import { after, afterEach, before, describe, it } from "node:test";
+import type { Attributes, Span, Tracer } from "@opentelemetry/api";
+import {
+  AlreadyExistsError,
+  CanceledError,
+  ContainerExitedError,
+  ExitError,
+  InvalidArgumentError,
+  NotFoundError,
+  StartError,
+} from "../../src/errors.js";
+import { bindMountable, tmpfsMountable } from "../../src/executor/mountables.js";
+import type { ProcessInfo, ProcessMeta, RunRequest, WinSize } from "../../src/executor/types.js";
+import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
+import { Collect, HashSink, repeatedDigest } from "../helpers/streams.js";
+
+/** An async iterable the test pushes into. */
+class Channel<T> implements AsyncIterable<T> {
+  readonly #items: T[] = [];
+  #wake: (() => void) | undefined;
+  #closed = false;
+  push(v: T): void {
+    this.#items.push(v);
+    this.#wake?.();
+  }
+  close(): void {
+    this.#closed = true;
+    this.#wake?.();
+  }
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for (;;) {
+      const v = this.#items.shift();
+      if (v !== undefined) yield v;
+      else if (this.#closed) return;
+      else await new Promise<void>((r) => (this.#wake = r));
+    }
+  }
+}
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("ContainerdExecutor behaviour (real containerd)", () => {
+  let env: ExecutorEnv;
+  before(async () => {
+    env = await createExecutorEnv("exec");
+  });
+  afterEach(async () => {
+    await env.assertClean();
+  });
+  after(async () => {
+    await env.dispose();
+  });
+
+  const run = (meta: Partial<ProcessMeta> & { args: string[] }, extra: Partial<RunRequest> & Partial<ProcessInfo> = {}) => {
+    const { stdin, stdout, stderr, resize, signals, ...req } = extra;
+    return env.executor.run({
+      root: { source: bindMountable(env.rootfs) },
+      ...req,
+      process: { meta, stdin: stdin ?? null, stdout: stdout ?? null, stderr: stderr ?? null, ...(resize ? { resize } : {}), ...(signals ? { signals } : {}) },
+    });
+  };
+  const sh = (script: string, meta: Partial<ProcessMeta> = {}, extra: Partial<RunRequest> & Partial<ProcessInfo> = {}) =>
+    run({ args: ["sh", "-c", script], ...meta }, extra);
+  async function output(script: string, meta: Partial<ProcessMeta> = {}, extra: Partial<RunRequest> & Partial<ProcessInfo> = {}) {
+    const stdout = new Collect();
+    const stderr = new Collect();
+    await sh(script, meta, { stdout, stderr, ...extra });
+    return stdout.text;
+  }
+  /** Starts a long run in the background and resolves with its id once it runs. */
+  async function background(script = "sleep 30", meta: Partial<ProcessMeta> = {}) {
+    const id = env.uniqueId("bg");
+    const ac = new AbortController();
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    const done = sh(script, meta, { id, signal: ac.signal, onStarted: () => started() }).catch((e: unknown) => e);
+    await Promise.race([running, done]);
+    return { id, ac, done };
+  }
+
+  describe("exit codes", () => {
+    it("resolves with exit code 0 and usage", async () => {
+      const r = await sh("true");
+      assert.equal(r.exitCode, 0);
+      assert.match(r.id, /^[a-z0-9]{25}$/);
+    });
+
+    for (const code of [1, 3, 99]) {
+      it(`rejects with ExitError ${code}`, async () => {
+        const err = await sh(`exit ${code}`).catch((e: unknown) => e);
+        assert.ok(err instanceof ExitError, String(err));
+        assert.equal(err.exitCode, code);
+        assert.equal(err.message, `exit code: ${code}`);
+        assert.equal(err.oomKilled, false);
+      });
+    }
+
+    it("reports a signal death as 128+n", async () => {
+      const signals = new Channel<NodeJS.Signals | number>();
+      const err = await sh("sleep 30", {}, { signals, onStarted: () => signals.push(9) }).catch((e: unknown) => e);
+      signals.close();
+      assert.ok(err instanceof ExitError);
+      assert.equal(err.exitCode, 137);
+      assert.equal(err.signal, 9);
+    });
+
+    it("honours validExitCodes; empty means only 0", async () => {
+      assert.equal((await sh("exit 1", { validExitCodes: [1] })).exitCode, 1);
+      assert.equal((await sh("exit 3", { validExitCodes: [2, 3] })).exitCode, 3);
+      await assert.rejects(sh("exit 0", { validExitCodes: [1] }), { message: "exit code: 0" });
+      assert.equal((await sh("exit 0", { validExitCodes: [] })).exitCode, 0);
+      await assert.rejects(sh("exit 2", { validExitCodes: [] }), ExitError);
+    });
+  });
+
+  describe("IO", () => {
+    it("keeps stdout and stderr apart and complete", async () => {
+      const stdout = new Collect();
+      const stderr = new Collect();
+      await sh("echo out; echo err >&2; echo out2", {}, { stdout, stderr });
+      assert.equal(stdout.text, "out\nout2\n");
+      assert.equal(stderr.text, "err\n");
+    });
+
+    it("delivers 64 MiB of stdout byte-exact", async () => {
+      const size = 64 * 1024 * 1024;
+      const sink = new HashSink();
+      await sh(`yes 0123456789abcdef | head -c ${size}`, {}, { stdout: sink });
+      assert.equal(sink.bytes, size);
+      assert.equal(sink.digest(), repeatedDigest("0123456789abcdef\n", size));
+    });
+
+    it("feeds stdin to cat and ends it", async () => {
+      const input = randomBytes(300_000);
+      const stdout = new Collect();
+      await run({ args: ["cat"] }, { stdin: Readable.from([input]), stdout });
+      assert.ok(stdout.buffer.equals(input));
+    });
+
+    it("does not hang without stdin (nil) or with an empty one", async () => {
+      assert.equal((await run({ args: ["cat"] }, { stdout: new Collect() })).exitCode, 0);
+      assert.equal((await run({ args: ["cat"] }, { stdin: Readable.from([]), stdout: new Collect() })).exitCode, 0);
+    });
+
+    it("gives a TTY its initial size and follows resizes", async () => {
+      const stdin = new PassThrough();
+      const stdout = new Collect();
+      const resize = new Channel<WinSize>();
+      const done = run(
+        { args: ["sh"], tty: true, consoleSize: { rows: 40, cols: 100 } },
+        { stdin, stdout, resize, onStarted: () => {} },
+      );
+      stdin.write("stty size\n");
+      await delay(300);
+      resize.push({ rows: 60, cols: 120 });
+      await delay(300);
+      stdin.write("stty size; exit 7\n");
+      const err = await done.catch((e: unknown) => e);
+      resize.close();
+      assert.ok(err instanceof ExitError && err.exitCode === 7, String(err));
+      assert.match(stdout.text, /40 100\r\n/);
+      assert.match(stdout.text, /60 120\r\n/);
+    });
+  });
+
+  describe("signals and cancellation", () => {
+    it("forwards signals to the process (trap in sh)", async () => {
+      const signals = new Channel<NodeJS.Signals | number>();
+      const err = await sh('trap "exit 99" HUP; while true; do sleep 0.1; done', {}, {
+        signals,
+        onStarted: () => void delay(300).then(() => signals.push("SIGHUP")),
+      }).catch((e: unknown) => e);
+      signals.close();
+      assert.ok(err instanceof ExitError && err.exitCode === 99, String(err));
+    });
+
+    it("cancels a running process: 137 within 2 s, the reason as cause, nothing left", async () => {
+      const ac = new AbortController();
+      const reason = new Error("user canceled");
+      let canceledAt = 0;
+      const err = await sh("sleep 60", {}, {
+        signal: ac.signal,
+        onStarted: () => void delay(100).then(() => {
+          canceledAt = Date.now();
+          ac.abort(reason);
+        }),
+      }).catch((e: unknown) => e);
+      assert.ok(err instanceof ExitError, String(err));
+      assert.equal(err.exitCode, 137);
+      assert.equal(err.cause, reason);
+      assert.ok(Date.now() - canceledAt < 2000, `took ${Date.now() - canceledAt} ms`);
+    });
+
+    it("cancels before start without creating anything", async () => {
+      let started = 0;
+      const err = await sh("true", {}, { signal: AbortSignal.abort(new Error("early")), onStarted: () => started++ }).catch(
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof CanceledError, String(err));
+      assert.equal((err.cause as Error).message, "early");
+      assert.equal(started, 0);
+    });
+
+    it("calls onStarted exactly once on success and never on failure", async () => {
+      let n = 0;
+      await sh("true", {}, { onStarted: () => n++ });
+      assert.equal(n, 1);
+      await sh("exit 1", {}, { onStarted: () => n++ }).catch(() => {});
+      assert.equal(n, 2);
+      await run({ args: ["/no/such/binary"] }, { onStarted: () => n++ }).catch(() => {});
+      await run({ args: ["true"], user: "nosuchuser" }, { onStarted: () => n++ }).catch(() => {});
+      assert.equal(n, 2);
+    });
+  });
+
+  describe("exec", () => {
+    it("runs with a user name, uid:gid, cwd, env and inherits the rest", async () => {
+      const bg = await background("sleep 30", { env: ["FROM_RUN=1"] });
+      try {
+        const ex = async (meta: Partial<ProcessMeta> & { args: string[] }) => {
+          const stdout = new Collect();
+          await env.executor.exec(bg.id, { meta, stdout, stderr: new Collect() });
+          return stdout.text.trim();
+        };
+        assert.equal(await ex({ args: ["id", "-un"], user: "daemon" }), "daemon");
+        assert.equal(await ex({ args: ["id"], user: "1:1" }), "uid=1(daemon) gid=1(daemon) groups=1(daemon)");
+        assert.equal(await ex({ args: ["pwd"], cwd: "/tmp" }), "/tmp");
+        assert.match(await ex({ args: ["sh", "-c", "echo $FROM_RUN $A"], env: ["A=2"] }), /^1 2$/);
+        assert.equal(await ex({ args: ["sh", "-c", "echo ${FROM_RUN:-unset}"], env: ["FROM_RUN"] }), "unset");
+        assert.equal(await ex({ args: ["ps", "-o", "pid,comm"] }).then((o) => /^\s*1 sleep$/m.test(o)), true);
+      } finally {
+        bg.ac.abort();
+        await bg.done;
+      }
+    });
+
+    it("gives an exec a TTY with its initial size", async () => {
+      const bg = await background();
+      try {
+        const stdout = new Collect();
+        await env.executor.exec(bg.id, { meta: { args: ["stty", "size"], tty: true, consoleSize: { rows: 33, cols: 77 } }, stdout });
+        assert.match(stdout.text, /^33 77\r\n$/);
+      } finally {
+        bg.ac.abort();
+        await bg.done;
+      }
+    });
+
+    it("writes stdin through an exec, and deletes each exec process after it exits", async () => {
+      const bg = await background();
+      try {
+        let execId = "";
+        await env.executor.exec(
+          bg.id,
+          { meta: { args: ["sh", "-c", "cat > /tmp/msg"] }, stdin: Readable.from(["hello"]) },
+          { onStarted: (i) => (execId = i.execId) },
+        );
+        const stdout = new Collect();
+        await env.executor.exec(bg.id, { meta: { args: ["cat", "/tmp/msg"] }, stdout });
+        assert.equal(stdout.text, "hello");
+        await assert.rejects(env.client.tasks.get({ containerId: bg.id, execId }), NotFoundError);
+      } finally {
+        bg.ac.abort();
+        await bg.done;
+      }
+    });
+
+    it("reports exit codes, start failures and cancellation of execs; pid 1 keeps running", async () => {
+      const bg = await background();
+      try {
+        await assert.rejects(env.executor.exec(bg.id, { meta: { args: ["sh", "-c", "exit 4"] } }), { exitCode: 4 });
+        const nf = await env.executor.exec(bg.id, { meta: { args: ["bogus"] } }).catch((e: unknown) => e);
+        assert.ok(nf instanceof StartError && nf.reason === "not-found", String(nf));
+        const ac = new AbortController();
+        const canceled = env.executor.exec(bg.id, { meta: { args: ["sleep", "30"] } }, { signal: ac.signal, onStarted: () => ac.abort() });
+        await assert.rejects(canceled, { exitCode: 137 });
+        await env.executor.exec(bg.id, { meta: { args: ["true"] } });
+      } finally {
+        bg.ac.abort();
+        await bg.done;
+      }
+    });
+
+    it("fails for an unknown id, a finished run and a bad user; waits for a run that is starting", async () => {
+      await assert.rejects(env.executor.exec("nosuchrun", { meta: { args: ["true"] } }), (e: unknown) => {
+        assert.ok(e instanceof NotFoundError);
+        assert.equal(e.message, "container nosuchrun not found");
+        return true;
+      });
+      const id = env.uniqueId("fin");
+      await sh("true", {}, { id });
+      await assert.rejects(env.executor.exec(id, { meta: { args: ["true"] } }), NotFoundError);
+
+      const starting = env.uniqueId("starting");
+      const ac = new AbortController();
+      const runP = sh("sleep 30", {}, { id: starting, signal: ac.signal }).catch(() => {});
+      const stdout = new Collect();
+      await env.executor.exec(starting, { meta: { args: ["echo", "in"] }, stdout });
+      assert.equal(stdout.text, "in\n");
+      await assert.rejects(env.executor.exec(starting, { meta: { args: ["true"], user: "nosuch" } }), /unable to find user nosuch/);
+      ac.abort();
+      await runP;
+    });
+
+    it("tells an exec waiting for a run that failed to start how it ended", async () => {
+      const id = env.uniqueId("failing");
+      const runP = run({ args: ["/no/such/binary"] }, { id }).catch((e: unknown) => e);
+      const err = await env.executor.exec(id, { meta: { args: ["true"] } }).catch((e: unknown) => e);
+      assert.ok(err instanceof ContainerExitedError || err instanceof NotFoundError, String(err));
+      assert.ok((await runP) instanceof StartError);
+    });
+
+    it("kills execs when pid 1 exits", async () => {
+      const bg = await background("sleep 1");
+      const started = Date.now();
+      const err = await env.executor.exec(bg.id, { meta: { args: ["sleep", "10"] } }).catch((e: unknown) => e);
+      assert.ok(err instanceof ExitError && err.exitCode === 137, String(err));
+      assert.ok(Date.now() - started < 9000);
+      await bg.done;
+    });
+
+    it("execs into a run of another process", async () => {
+      const bg = await background();
+      try {
+        const mod = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
+        const script = `
+          const { ContainerdExecutor } = await import(${mod("../../src/executor/executor.js")});
+          const ex = await ContainerdExecutor.create({ namespace: ${JSON.stringify(env.namespace)}, root: ${JSON.stringify(env.stateDir)}, fifoRoot: ${JSON.stringify(env.fifoRoot)} });
+          try { await ex.exec(${JSON.stringify(bg.id)}, { meta: { args: ["sh", "-c", "echo from-$(id -un)"], user: "daemon" }, stdout: process.stdout }); }
+          finally { await ex.close(); }`;
+        const out = await new Promise<string>((resolve, reject) =>
+          execFile(process.execPath, ["--input-type=module", "-e", script], (err, stdout, stderr) =>
+            err ? reject(new Error(stderr || String(err))) : resolve(stdout),
+          ),
+        );
+        assert.equal(out, "from-daemon\n");
+      } finally {
+        bg.ac.abort();
+        await bg.done;
+      }
+    });
+  });
+
+  describe("input errors create nothing", () => {
+    const rootfsEntries = async () => (await readdir(env.rootfs)).sort();
+
+    it("rejects bad ids, duplicates, unknown network modes, bad users and cwds with typed errors", async () => {
+      const before = await rootfsEntries();
+      await assert.rejects(sh("true", {}, { id: "a/b" }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "id");
+      await assert.rejects(sh("true", {}, { id: "x".repeat(300) }), InvalidArgumentError);
+      await assert.rejects(sh("true", { network: "nosuchnet" }), (e: unknown) => e instanceof InvalidArgumentError && /unknown network mode nosuchnet/.test(e.message));
+      await assert.rejects(sh("true", { user: "nosuchuser", cwd: "/created/by/mistake" }), {
+        message: "unable to find user nosuchuser: no matching entries in passwd file",
+      });
+      await assert.rejects(sh("true", { cwd: "relative" }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "cwd");
+      await assert.rejects(sh("true", { ulimits: [{ name: "bogus", soft: 1, hard: 1 }] }), InvalidArgumentError);
+      await assert.rejects(sh("true", { extraHosts: [{ host: "h", ip: "nope" }] }), /failed to parse IP nope/);
+      await assert.rejects(run({ args: [] }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "args");
+      await assert.rejects(
+        sh("true", {}, { mounts: [{ source: tmpfsMountable(), dest: "relative/dir" }] }),
+        (e: unknown) => e instanceof InvalidArgumentError && e.field === "mounts",
+      );
+      assert.deepEqual(await rootfsEntries(), before, "the rootfs changed");
+    });
+
+    it("rejects a second run with an id in use", async () => {
+      const bg = await background();
+      try {
+        await assert.rejects(sh("true", {}, { id: bg.id }), AlreadyExistsError);
+      } finally {
+        bg.ac.abort();
+        await bg.done;
+      }
+    });
+
+    it("names a missing command in a StartError", async () => {
+      const err = await run({ args: ["bogus-command"] }).catch((e: unknown) => e);
+      assert.ok(err instanceof StartError, String(err));
+      assert.equal(err.reason, "not-found");
+      assert.match(err.message, /failed to start "bogus-command"/);
+      const dir = await run({ args: ["/etc"] }).catch((e: unknown) => e);
+      assert.ok(dir instanceof StartError, String(dir));
+      assert.equal(dir.reason, "not-executable");
+    });
+  });
+
+  describe("filesystem", () => {
+    it("creates the cwd owned by the user", async () => {
+      const out = await output("pwd; id -u", { cwd: "/work/a/b", user: "daemon" });
+      assert.equal(out, "/work/a/b\n1\n");
+      const st = await stat(join(env.rootfs, "work/a"));
+      assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [1, 1, 0o755]);
+    });
+
+    it("mounts binds and tmpfs, and removes the mount stubs after the run", async () => {
+      const out = await output("echo hi > /scratch/f && cat /scratch/f && ls /data >/dev/null && grep ' /scratch ' /proc/mounts", {}, {
+        mounts: [
+          { source: tmpfsMountable({ size: 1 << 20 }), dest: "/scratch" },
+          { source: bindMountable(env.stateDir), dest: "/data/state", readonly: true },
+        ],
+      });
+      assert.match(out, /^hi\ntmpfs \/scratch tmpfs \S*size=1024k/);
+      assert.equal(existsSync(join(env.rootfs, "scratch")), false, "tmpfs mount stub left");
+      assert.equal(existsSync(join(env.rootfs, "data")), false, "bind mount stub parents left");
+    });
+
+    it("makes a read-only bind mount read-only, and honours a read-only root", async () => {
+      await assert.rejects(sh("touch /data/x", {}, { mounts: [{ source: bindMountable(env.stateDir), dest: "/data", readonly: true }] }), ExitError);
+      const stderr = new Collect();
+      const err = await sh("touch /ro-test", {}, { root: { source: bindMountable(env.rootfs), readonly: true }, stderr }).catch((e: unknown) => e);
+      assert.ok(err instanceof ExitError, String(err));
+      assert.match(stderr.text, /Read-only file system/);
+    });
+  });
+
+  describe("resources", () => {
+    it("reports an OOM kill", async () => {
+      const err = await sh("dd if=/dev/zero of=/dev/null bs=64M count=1", { resources: { memory: 16 * 1024 * 1024 } }, { stderr: new Collect() }).catch(
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof ExitError, String(err));
+      assert.equal(err.exitCode, 137);
+      assert.equal(err.oomKilled, true);
+    });
+
+    it("reports CPU time and peak memory of the run", async () => {
+      const r = await sh("i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done");
+      assert.ok((r.usage.cpuNanos ?? 0) > 10_000_000, `cpu ${r.usage.cpuNanos}`);
+      assert.ok((r.usage.memoryPeakBytes ?? 0) > 0);
+    });
+  });
+
+  describe("concurrency and tracing", () => {
+    it("runs 20 at once with distinct outputs", async () => {
+      const outs = await Promise.all(Array.from({ length: 20 }, (_, i) => output(`echo run-${i}`)));
+      assert.deepEqual(outs, Array.from({ length: 20 }, (_, i) => `run-${i}\n`));
+    });
+
+    it("emits span events in order", async () => {
+      const events: string[] = [];
+      const attrs: Attributes[] = [];
+      const span = {
+        addEvent: (name: string, a?: Attributes) => (events.push(name), attrs.push(a ?? {}), span),
+        end: () => {},
+      } as unknown as Span;
+      const tracer = { startSpan: () => span } as unknown as Tracer;
+      const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+      await using ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, tracer });
+      await ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } });
+      assert.deepEqual(events, ["Container created", "Container started", "Container exited"]);
+      assert.deepEqual(attrs[2], { "exit.code": 0 });
+      events.length = 0;
+      await ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["bogus"] } } }).catch(() => {});
+      assert.deepEqual(events, ["Container start failed"]);
+    });
+  });
+
+  it("a closed executor refuses work and kills what runs", async () => {
+    const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+    const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot });
+    let started!: () => void;
+    const s = new Promise<void>((r) => (started = r));
+    const p = ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] } }, onStarted: () => started() });
+    await s;
+    await ex.close();
+    await assert.rejects(p, { exitCode: 137 });
+    await assert.rejects(ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } }), CanceledError);
+  });
+});
