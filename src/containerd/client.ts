@@ -113,6 +113,13 @@ export class ContainerdClient implements AsyncDisposable {
     exec: async (request: ExecProcessRequest, options?: CallOptions): Promise<void> => {
       await this.#call(S.tasks, "Exec", request, options);
     },
+    /** Freezes every process of the task (cgroup freezer). */
+    pause: async (containerId: string, options?: CallOptions): Promise<void> => {
+      await this.#call(S.tasks, "Pause", { containerId }, options);
+    },
+    resume: async (containerId: string, options?: CallOptions): Promise<void> => {
+      await this.#call(S.tasks, "Resume", { containerId }, options);
+    },
     get: async (ref: ProcessRef, options?: CallOptions): Promise<ProcessState> =>
       (await this.#call<{ process: ProcessState }>(S.tasks, "Get", ref, options)).process,
     list: async (filter = "", options?: CallOptions): Promise<ProcessState[]> =>

@@ -99,13 +99,18 @@ export async function runTask(client: ContainerdClient, options: RunTaskOptions)
 }
 
 /**
- * Deletes a task whatever its state: a running or created task is SIGKILLed (all processes) and waited for,
- * within KILL_WAIT_MS, first. Returns true when the task is gone (deleted, or there was none).
+ * Deletes a task whatever its state: a paused task is resumed, a running or created one SIGKILLed (all
+ * processes) and waited for, within KILL_WAIT_MS, first. Bounded: every RPC has a deadline. Returns true when
+ * the task is gone (deleted, or there was none).
  */
 export async function deleteTask(client: ContainerdClient, containerId: string, logger: Logger): Promise<boolean> {
   const opts = { timeoutMs: CLEANUP_RPC_MS };
   try {
     const info = await client.tasks.get({ containerId }, opts);
+    if (info.status === "PAUSED" || info.status === "PAUSING") {
+      // A frozen process cannot receive SIGKILL: thaw it first, or the delete below could never succeed.
+      await client.tasks.resume(containerId, opts).catch((err: unknown) => logger.warn("resume before delete failed", { id: containerId, error: err }));
+    }
     if (info.status !== "STOPPED") {
       const exited = client.tasks.wait({ containerId }, { timeoutMs: KILL_WAIT_MS });
       exited.catch(() => {});

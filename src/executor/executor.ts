@@ -232,6 +232,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     }
 
     const net = await provider.create({ id, hostname, signal });
+    if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
     stack.defer("close network namespace", () => net.close());
     checkpoint();
     const resolvConfPath = await this.#env.resolvConf(net.hostNetwork);

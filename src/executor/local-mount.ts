@@ -16,13 +16,13 @@ export interface LocalMount {
 }
 
 /**
- * Makes a root's mounts visible on the host (to read /etc/passwd, create the cwd, clean stubs). A single bind
- * mount is used in place; anything else is mounted on a private temp dir under `tmpRoot` and always unmounted
+ * Makes a root's mounts visible on the host (to read /etc/passwd, create the cwd, clean stubs). A single
+ * writable bind mount is used in place; anything else is mounted on a private temp dir under `tmpRoot` and always unmounted
  * (lazily) and removed.
  */
 export async function mountLocally(mounts: readonly Mount[], tmpRoot: string): Promise<LocalMount> {
   const only = mounts.length === 1 ? mounts[0] : undefined;
-  if (only && (only.type === "bind" || only.type === "rbind")) {
+  if (only && (only.type === "bind" || only.type === "rbind") && !only.options.includes("ro")) {
     return { path: only.source, inPlace: true, unmount: async () => {} };
   }
   const dir = await mkdtemp(join(tmpRoot, "mount-"));

@@ -26,6 +26,8 @@ export interface RunProcessOptions {
   tty?: boolean | undefined;
   initialSize?: WinSize | undefined;
   onStarted?: ((pid: number) => void) | undefined;
+  /** How long to wait for a SIGKILLed process's exit. Default KILL_TIMEOUT_MS. */
+  killTimeoutMs?: number | undefined;
 }
 
 export interface ProcessOutcome {
@@ -77,6 +79,7 @@ function pump<T>(source: AsyncIterable<T> | undefined, stop: AbortSignal, apply:
  */
 export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> {
   const { client, ref, io, signal, logger } = o;
+  const killTimeoutMs = o.killTimeoutMs ?? KILL_TIMEOUT_MS;
   if (signal?.aborted) throw new CanceledError("canceled before the process started", { cause: signal.reason });
 
   let waitError: unknown;
@@ -104,10 +107,10 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
   const onAbort = () => {
     // SIGKILL everything of an init process (execs too); just the process for an exec.
     client.tasks
-      .kill({ ...ref, signal: 9, all: isInit }, { timeoutMs: KILL_TIMEOUT_MS })
+      .kill({ ...ref, signal: 9, all: isInit }, { timeoutMs: killTimeoutMs })
       .catch((err: unknown) => logger.debug("kill on cancel failed", { error: err }));
     io.cancel();
-    killTimer = setTimeout(() => onKillTimeout?.(), KILL_TIMEOUT_MS);
+    killTimer = setTimeout(() => onKillTimeout?.(), killTimeoutMs);
   };
   // Listen before telling anyone the process started: a caller may cancel from onStarted itself.
   if (signal?.aborted) onAbort();

@@ -152,10 +152,11 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
     it("gives a TTY its initial size and follows resizes", async () => {
       const stdin = new PassThrough();
       const stdout = new Collect();
+      const stderr = new Collect();
       const resize = new Channel<WinSize>();
       const done = run(
         { args: ["sh"], tty: true, consoleSize: { rows: 40, cols: 100 } },
-        { stdin, stdout, resize, onStarted: () => {} },
+        { stdin, stdout, stderr, resize, onStarted: () => {} },
       );
       stdin.write("stty size\n");
       await delay(300);
@@ -167,6 +168,7 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.ok(err instanceof ExitError && err.exitCode === 7, String(err));
       assert.match(stdout.text, /40 100\r\n/);
       assert.match(stdout.text, /60 120\r\n/);
+      assert.equal(stderr.text, "", "a TTY merges stderr into stdout");
     });
   });
 
@@ -196,6 +198,22 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.equal(err.exitCode, 137);
       assert.equal(err.cause, reason);
       assert.ok(Date.now() - canceledAt < 2000, `took ${Date.now() - canceledAt} ms`);
+    });
+
+    it("cancels a paused run and still removes everything", async () => {
+      const ac = new AbortController();
+      const id = env.uniqueId("paused");
+      const err = await sh("sleep 60", {}, {
+        id,
+        signal: ac.signal,
+        onStarted: () => void env.client.tasks.pause(id).then(() => ac.abort(new Error("stop"))),
+      }).catch((e: unknown) => e);
+      // Either the kernel delivers SIGKILL to the frozen process (137), or the kill times out; cleanup must
+      // resume, kill and delete the task either way (afterEach checks nothing is left).
+      assert.ok(
+        (err instanceof ExitError && err.exitCode === 137) || (err instanceof Error && err.message === "failed to kill process on cancel"),
+        String(err),
+      );
     });
 
     it("cancels before start without creating anything", async () => {
@@ -281,6 +299,16 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         const ac = new AbortController();
         const canceled = env.executor.exec(bg.id, { meta: { args: ["sleep", "30"] } }, { signal: ac.signal, onStarted: () => ac.abort() });
         await assert.rejects(canceled, { exitCode: 137 });
+        const missingCwd = await env.executor.exec(bg.id, { meta: { args: ["true"], cwd: "/no/such/dir" } }).catch((e: unknown) => e);
+        assert.ok(missingCwd instanceof StartError, String(missingCwd));
+        const signals = new Channel<NodeJS.Signals | number>();
+        const trapped = env.executor.exec(
+          bg.id,
+          { meta: { args: ["sh", "-c", 'trap "exit 111" INT; while true; do sleep 0.1; done'] }, signals },
+          { onStarted: () => void delay(300).then(() => signals.push("SIGINT")) },
+        );
+        await assert.rejects(trapped, { exitCode: 111 });
+        signals.close();
         await env.executor.exec(bg.id, { meta: { args: ["true"] } });
       } finally {
         bg.ac.abort();
@@ -416,6 +444,27 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       const stderr = new Collect();
       const err = await sh("touch /ro-test", {}, { root: { source: bindMountable(env.rootfs), readonly: true }, stderr }).catch((e: unknown) => e);
       assert.ok(err instanceof ExitError, String(err));
+      assert.match(stderr.text, /Read-only file system/);
+    });
+  });
+
+  describe("roots", () => {
+    it("keeps extra mounts writable under a read-only root", async () => {
+      const out = await output("echo ok > /scratch/f && cat /scratch/f", { readonlyRootfs: true }, {
+        mounts: [{ source: tmpfsMountable(), dest: "/scratch" }],
+      });
+      assert.equal(out, "ok\n");
+    });
+
+    it("mounts a root that is not a plain writable bind on a private dir, and unmounts it", async () => {
+      const roBind = {
+        mount: async () => ({ mounts: [{ type: "bind", source: env.rootfs, options: ["rbind", "ro"] }], release: async () => {} }),
+      };
+      const stderr = new Collect();
+      const stdout = new Collect();
+      const err = await sh("cat /etc/passwd | head -1; touch /x", {}, { root: { source: roBind }, stdout, stderr }).catch((e: unknown) => e);
+      assert.ok(err instanceof ExitError, String(err));
+      assert.match(stdout.text, /^root:x:0:0/);
       assert.match(stderr.text, /Read-only file system/);
     });
   });
