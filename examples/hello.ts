@@ -1,32 +1,27 @@
 /**
- * The README's first command: one real container job on the built-in default rootfs, driven by the low-level
- * client and IO layer (the executor and CLI build on these).
+ * The README's first command: one real container job on the built-in default rootfs, through the library's
+ * executor (what a build tool or CI runner would call).
  */
-import { ContainerdClient } from "../src/containerd/client.js";
-import { runTask } from "../src/containerd/run-task.js";
-import { defaultSpec } from "../src/oci/defaults.js";
-import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
+import { ContainerdExecutor } from "../src/executor/executor.js";
 
-const stateDir = process.env["CTREXEC_ROOT"] ?? "/var/lib/ctrexec";
-const rootfs = await ensureDefaultRootfs(stateDir);
-await using client = new ContainerdClient();
-const { version } = await client.version();
-const id = `hello-${process.pid}-${Date.now().toString(36)}`;
+await using executor = await ContainerdExecutor.create({ root: process.env["CTREXEC_ROOT"] ?? "/var/lib/ctrexec" });
+const { version } = await executor.client.version();
+process.stderr.write(`containerd ${version}, namespace ${executor.namespace}\n`);
 
-const spec = defaultSpec(client.namespace, id);
-spec.hostname = "ctrexec";
-spec.process!.args = ["sh", "-c", 'echo "hello from ctrexec"; id; uname -a; echo "cwd: $(pwd)"'];
-spec.mounts = spec.mounts!.filter((m) => m.destination !== "/run");
-
-process.stderr.write(`containerd ${version}, namespace ${client.namespace}, rootfs ${rootfs}\n`);
 const started = performance.now();
-const { exitStatus } = await runTask(client, {
-  id,
-  spec,
-  rootfs: [{ type: "bind", source: rootfs, options: ["rbind", "ro"] }],
-  fifoRoot: "/run/ctrexec/fifo",
-  streams: { stdout: process.stdout, stderr: process.stderr },
-  labels: { "ctrexec.example": "hello" },
+const result = await executor.run({
+  // No root: the built-in busybox rootfs. No network mode: the default.
+  process: {
+    meta: {
+      args: ["sh", "-c", 'echo "hello from ctrexec"; id; uname -a; echo "hostname: $(hostname), cwd: $(pwd)"'],
+      user: "user",
+      cwd: "/home/user/work",
+    },
+    stdout: process.stdout,
+    stderr: process.stderr,
+  },
 });
-process.stderr.write(`exit status ${exitStatus} after ${Math.round(performance.now() - started)} ms\n`);
-process.exitCode = exitStatus;
+process.stderr.write(
+  `exit code ${result.exitCode} after ${Math.round(performance.now() - started)} ms, ` +
+    `cpu ${((result.usage.cpuNanos ?? 0) / 1e6).toFixed(1)} ms\n`,
+);

@@ -24,6 +24,7 @@ import { serializeSpec } from "../oci/serialize.js";
 import { generateSpec, mergeEnv, type SpecInput } from "../oci/spec.js";
 import type { Mount as OciMount, Process as OciProcess, Spec } from "../oci/types.js";
 import { getUser, processGids } from "../oci/user.js";
+import { ensureDefaultRootfs } from "../rootfs/default-rootfs.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { ReleaseStack } from "../util/release-stack.js";
 import { type Span, startSpan, type Tracer } from "../util/tracing.js";
@@ -31,6 +32,7 @@ import { newContainerId, validateContainerId } from "./container-id.js";
 import { EnvFiles } from "./env-files.js";
 import { LABEL, runLabels } from "./labels.js";
 import { mountLocally } from "./local-mount.js";
+import { bindMountable } from "./mountables.js";
 import { MountStubsCleaner } from "./mount-stubs.js";
 import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
@@ -212,7 +214,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       hostname,
       terminal: meta.tty,
       consoleSize: meta.consoleSize,
-      readonlyRootfs: meta.readonlyRootfs || req.root.readonly,
+      readonlyRootfs: meta.readonlyRootfs || req.root?.readonly,
       ulimits: meta.ulimits,
       cgroupParent: meta.cgroupParent || this.#options.cgroupParent,
       resources: meta.resources,
@@ -239,7 +241,8 @@ export class ContainerdExecutor implements AsyncDisposable {
     const hosts = await this.#env.hosts(hostname, extraHosts);
     stack.defer("remove hosts file", () => hosts.release());
 
-    const rootRef = await req.root.source.mount(false);
+    const root = req.root ?? { source: bindMountable(await ensureDefaultRootfs(this.root)) };
+    const rootRef = await root.source.mount(false);
     stack.defer("release root mount", () => rootRef.release());
     const local = await mountLocally(rootRef.mounts, join(this.root, "mnt"));
     stack.defer("unmount rootfs", () => local.unmount());

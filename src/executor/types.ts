@@ -75,7 +75,8 @@ export interface ProcessInfo {
 export interface RunRequest {
   /** Letters, digits and `._-` (containerd's identifier rules); generated when absent. */
   id?: string;
-  root: RootSpec;
+  /** The root filesystem; the built-in default rootfs (busybox, in the state dir) when absent. */
+  root?: RootSpec;
   mounts?: MountSpec[];
   process: ProcessInfo;
   signal?: AbortSignal;
