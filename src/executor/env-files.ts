@@ -77,9 +77,13 @@ export class EnvFiles {
 
   /**
    * The hosts file for a run. The default hostname without extra hosts shares one file (hostname "" counts as
-   * the default, unlike BuildKit, §12.18); anything else gets its own file, removed by `release`.
+   * the default, unlike BuildKit, §12.18); anything else gets its own file in `perRunDir`, removed by `release`.
    */
-  async hosts(hostname: string, extraHosts: readonly HostIP[]): Promise<{ path: string; release: () => Promise<void> }> {
+  async hosts(
+    hostname: string,
+    extraHosts: readonly HostIP[],
+    perRunDir: string = this.#dir,
+  ): Promise<{ path: string; release: () => Promise<void> }> {
     const name = hostname === "" ? DEFAULT_HOSTNAME : hostname;
     const extras = normalizeExtraHosts(extraHosts);
     const content = buildHosts(name, extras);
@@ -99,7 +103,7 @@ export class EnvFiles {
       }
       return { path, release: async () => {} };
     }
-    const path = join(this.#dir, `hosts.${randomBytes(8).toString("hex")}`);
+    const path = join(perRunDir, `hosts.${randomBytes(8).toString("hex")}`);
     await writeFileAtomic(path, content);
     return { path, release: () => rm(path, { force: true }) };
   }

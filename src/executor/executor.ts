@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, rm } from "node:fs/promises";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
 import { DEFAULT_RUNTIME, deleteTask } from "../containerd/run-task.js";
@@ -36,6 +35,7 @@ import { bindMountable } from "./mountables.js";
 import { MountStubsCleaner } from "./mount-stubs.js";
 import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
+import { createRunDir, fifoDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
 import { toStartError } from "./start-error.js";
 import type { ExecOptions, NetworkMode, ProcessInfo, ProcessMeta, RunRequest, RunResult } from "./types.js";
@@ -94,6 +94,8 @@ export class ContainerdExecutor implements AsyncDisposable {
   readonly #inflight = new Set<Promise<unknown>>();
   readonly #closing = new AbortController();
   readonly #oom: OomWatch;
+  /** This namespace's FIFO directory under the FIFO root. */
+  readonly #fifos: string;
   /** Runs in progress per rootfs path, and stub cleaners waiting for the last of them (see #run). */
   readonly #rootUsers = new Map<string, { active: number; pending: MountStubsCleaner[] }>();
   #closed: Promise<void> | undefined;
@@ -113,6 +115,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       ...Object.entries(options.networkProviders ?? {}),
     ]);
     this.#oom = new OomWatch(client, this.#logger);
+    this.#fifos = fifoDir(this.fifoRoot, client.namespace);
   }
 
   /** Connects (fails with UnavailableError if containerd does not answer) and prepares the state dirs. */
@@ -122,7 +125,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     try {
       await client.version();
       const root = options.root ?? DEFAULT_STATE_DIR;
-      await mkdir(join(root, "mnt"), { recursive: true, mode: 0o700 });
+      await mkdir(runsDir(root, client.namespace), { recursive: true, mode: 0o700 });
       await mkdir(options.fifoRoot ?? DEFAULT_FIFO_ROOT, { recursive: true, mode: 0o700 });
     } catch (err) {
       if (!options.client) await client.close();
@@ -227,24 +230,34 @@ export class ContainerdExecutor implements AsyncDisposable {
     };
     // Everything that can be checked without side effects is checked now, before anything is created.
     generateSpec({ ...specBase, user: { uid: 0, gid: 0, additionalGids: [] } }, this.#host);
+    for (const [k, v] of Object.entries(req.labels ?? {})) {
+      if (k.startsWith("ctrexec.")) throw new InvalidArgumentError(`label ${k}: the "ctrexec." prefix is reserved`, { field: "labels" });
+      if (k === "" || k.length + v.length > 4096) {
+        throw new InvalidArgumentError(`label ${JSON.stringify(k.slice(0, 50))}: keys must be non-empty and key+value at most 4096 bytes`, {
+          field: "labels",
+        });
+      }
+    }
     for (const m of req.mounts ?? []) {
       if (m.selector && m.selector !== "/" && m.selector !== "") {
         throw new InvalidArgumentError(`mount ${m.dest}: selectors are not supported yet`, { field: "mounts" });
       }
     }
 
+    const runDir = await createRunDir(this.root, this.namespace, id);
+    stack.defer("remove run dir", () => rm(runDir, { recursive: true, force: true }));
     const net = await provider.create({ id, hostname, signal });
     if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
     stack.defer("close network namespace", () => net.close());
     checkpoint();
     const resolvConfPath = await this.#env.resolvConf(net.hostNetwork);
-    const hosts = await this.#env.hosts(hostname, extraHosts);
+    const hosts = await this.#env.hosts(hostname, extraHosts, runDir);
     stack.defer("remove hosts file", () => hosts.release());
 
     const root = req.root ?? { source: bindMountable(await ensureDefaultRootfs(this.root)) };
     const rootRef = await root.source.mount(false);
     stack.defer("release root mount", () => rootRef.release());
-    const local = await mountLocally(rootRef.mounts, join(this.root, "mnt"));
+    const local = await mountLocally(rootRef.mounts, runDir);
     stack.defer("unmount rootfs", () => local.unmount());
     state.rootfs = local.path;
     const stubs = await MountStubsCleaner.prepare(
@@ -289,7 +302,10 @@ export class ContainerdExecutor implements AsyncDisposable {
     );
     state.spec = spec;
 
-    const labels = runLabels({ rootfs: local.path, args: spec.process!.args, stateDir: this.root, fifoRoot: this.fifoRoot });
+    const labels = {
+      ...req.labels,
+      ...runLabels({ rootfs: local.path, args: spec.process!.args, stateDir: this.root, fifoRoot: this.#fifos, runDir }),
+    };
     await this.client.containers.create(
       { id, labels, runtime: { name: this.#options.runtime ?? DEFAULT_RUNTIME }, spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)) },
       { signal },
@@ -299,7 +315,7 @@ export class ContainerdExecutor implements AsyncDisposable {
 
     const p = req.process;
     const io = await ProcessIO.create({
-      fifoRoot: this.fifoRoot,
+      fifoRoot: this.#fifos,
       id,
       stdin: p.stdin,
       stdout: p.stdout,
@@ -434,7 +450,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     const stack = new ReleaseStack(this.#logger);
     try {
       const io = await ProcessIO.create({
-        fifoRoot: this.fifoRoot,
+        fifoRoot: this.#fifos,
         id: `${id}.${execId}`,
         stdin: proc.stdin,
         stdout: proc.stdout,

@@ -9,6 +9,7 @@ export const LABEL = {
   command: "ctrexec.command",
   state: "ctrexec.state-dir",
   fifo: "ctrexec.fifo-root",
+  runDir: "ctrexec.run-dir",
 } as const;
 
 /** The kernel's start time of a pid (clock ticks since boot), which tells a live owner from a reused pid. */
@@ -38,7 +39,13 @@ export function ownerAlive(owner: string): boolean | undefined {
 
 const MAX_LABEL = 1024;
 
-export function runLabels(options: { rootfs: string; args: readonly string[]; stateDir: string; fifoRoot: string }): Record<string, string> {
+export function runLabels(options: {
+  rootfs: string;
+  args: readonly string[];
+  stateDir: string;
+  fifoRoot: string;
+  runDir: string;
+}): Record<string, string> {
   let command = JSON.stringify(options.args);
   if (command.length > MAX_LABEL) command = command.slice(0, MAX_LABEL - 1) + "…";
   return {
@@ -48,5 +55,6 @@ export function runLabels(options: { rootfs: string; args: readonly string[]; st
     [LABEL.command]: command,
     [LABEL.state]: options.stateDir,
     [LABEL.fifo]: options.fifoRoot,
+    [LABEL.runDir]: options.runDir,
   };
 }

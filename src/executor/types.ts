@@ -79,6 +79,8 @@ export interface RunRequest {
   root?: RootSpec;
   mounts?: MountSpec[];
   process: ProcessInfo;
+  /** Your labels on the container; keys starting with "ctrexec." are reserved. */
+  labels?: Record<string, string>;
   signal?: AbortSignal;
   /** Called once, when the process has started; never on a failure path. */
   onStarted?: (info: { id: string; pid: number }) => void;

@@ -43,7 +43,10 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
       assert.deepEqual(containers.map((c) => c.id), [], "containers left in the namespace");
       const tasks = await client.tasks.list();
       assert.deepEqual(tasks.map((t) => t.id), [], "tasks left in the namespace");
-      const fifoDirs = await readdir(fifoRoot).catch(() => []);
+      const fifoDirs: string[] = [];
+      for (const ns of await readdir(fifoRoot).catch(() => [])) {
+        for (const d of await readdir(join(fifoRoot, ns)).catch(() => [])) fifoDirs.push(`${ns}/${d}`);
+      }
       assert.deepEqual(fifoDirs, [], "FIFO directories left");
       assert.deepEqual(mountsUnder(stateDir), [], "mounts left under the state dir");
       assert.deepEqual(shimsOf(namespace), [], "shims left for the namespace");
