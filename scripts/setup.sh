@@ -17,7 +17,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # 1. Debian packages.
-packages=(containerd runc busybox-static containernetworking-plugins iproute2 python3 make g++)
+packages=(containerd runc busybox-static containernetworking-plugins iproute2 python3 make g++ tmux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,71 +1,82 @@
-#!/usr/bin/env node
 /**
- * The ctrexec command line. For now: `version` (client and daemon) and the global flags; `run`, `exec`, `ps`,
- * `kill`, `prune` and `info` arrive with the executor. Exit code 125 means ctrexec itself failed.
+ * The ctrexec command line: docker/nerdctl spellings over the public library API. Exit codes: the process's
+ * own, 128+n for a signal, 125 when ctrexec failed, 126/127 when the command cannot run / was not found.
  */
-import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
-import { ContainerdClient } from "../containerd/client.js";
-import { CtrexecError } from "../errors.js";
+import { type OptionSpec, optionsHelp, parseOptions } from "./args.js";
+import { execCommand, EXEC_HELP } from "./commands/exec.js";
+import { infoCommand } from "./commands/info.js";
+import { killCommand, psCommand, pruneCommand } from "./commands/manage.js";
+import { runCommand } from "./commands/run.js";
+import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "./context.js";
+import { errorLine, EXIT_OWN_FAILURE } from "./exit-codes.js";
+import { VERSION } from "./version.js";
 
-const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
+const MAIN_OPTIONS: OptionSpec[] = [...GLOBAL_OPTIONS, { name: "version", kind: "flag", help: "print ctrexec's version" }];
 
-const usage = `Usage: ctrexec [--address SOCKET] [--namespace NS] COMMAND
+const USAGE = `Usage: ctrexec [OPTIONS] COMMAND
+
+Run processes in containers through containerd.
 
 Commands:
-  version     print the versions of ctrexec and of the containerd it talks to
+  run       run a command in a new container
+  exec      run a command in a running container
+  ps        list runs in progress
+  kill      signal a run
+  prune     remove what dead ctrexec processes left behind
+  info      show the setup ctrexec runs on
+  version   print the versions of ctrexec and containerd
 
-Global options:
-  --address SOCKET   containerd socket (default $CONTAINERD_ADDRESS or /run/containerd/containerd.sock)
-  --namespace NS     containerd namespace (default $CONTAINERD_NAMESPACE or ctrexec)
-  --version          print ctrexec's version
-  -h, --help         this text
+Options:
+${optionsHelp(MAIN_OPTIONS)}
+
+Run 'ctrexec COMMAND --help' for a command's options and examples.
 `;
 
-async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: {
-      address: { type: "string" },
-      namespace: { type: "string" },
-      version: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-    allowPositionals: true,
-    strict: true,
-  });
-  if (values.help) {
-    process.stdout.write(usage);
-    return 0;
-  }
-  if (values.version) {
-    process.stdout.write(`ctrexec ${pkg.version}\n`);
-    return 0;
-  }
-  const [command] = positionals;
-  switch (command) {
-    case "version": {
-      await using client = new ContainerdClient({ address: values.address, namespace: values.namespace });
-      const server = await client.version();
-      process.stdout.write(`ctrexec ${pkg.version}\ncontainerd ${server.version} (${server.revision}) at ${client.address}\n`);
+type Command = (argv: string[], ctx: Context) => Promise<number>;
+
+const versionCommand: Command = async (argv, parent) => {
+  const p = parseOptions(argv, GLOBAL_OPTIONS, "version");
+  const ctx = contextFrom(p, parent);
+  if (p.flags.has("help")) return void ctx.stdout.write("Usage: ctrexec version\n\nPrint the versions of ctrexec and of the containerd it talks to.\n"), 0;
+  await using client = openClient(ctx);
+  const server = await client.version();
+  ctx.stdout.write(`ctrexec ${VERSION}\ncontainerd ${server.version} (${server.revision}) at ${client.address}\n`);
+  return 0;
+};
+
+const COMMANDS: Record<string, Command> = {
+  run: runCommand,
+  exec: execCommand,
+  ps: psCommand,
+  kill: killCommand,
+  prune: pruneCommand,
+  info: infoCommand,
+  version: versionCommand,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const p = parseOptions(argv, MAIN_OPTIONS, "ctrexec");
+    const ctx = contextFrom(p);
+    if (p.flags.has("version")) return void ctx.stdout.write(`ctrexec ${VERSION}\n`), 0;
+    const [name, ...rest] = p.rest;
+    if (p.flags.has("help") || name === "help") {
+      if (name === "exec" || rest[0] === "exec") return void ctx.stdout.write(EXEC_HELP), 0;
+      ctx.stdout.write(USAGE);
       return 0;
     }
-    case undefined:
-      process.stderr.write(usage);
-      return 125;
-    default:
-      process.stderr.write(`ctrexec: unknown command "${command}"\nSee 'ctrexec --help'.\n`);
-      return 125;
+    if (name === undefined) {
+      ctx.stderr.write(USAGE);
+      return EXIT_OWN_FAILURE;
+    }
+    const command = COMMANDS[name];
+    if (!command) {
+      ctx.stderr.write(`ctrexec: unknown command "${name}"\nSee 'ctrexec --help'.\n`);
+      return EXIT_OWN_FAILURE;
+    }
+    return await command(rest, ctx);
+  } catch (err) {
+    process.stderr.write(errorLine(err) + "\n");
+    return EXIT_OWN_FAILURE;
   }
 }
-
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    const message = CtrexecError.is(err) || err instanceof Error ? err.message : String(err);
-    process.stderr.write(`ctrexec: ${message}\n`);
-    process.exitCode = 125;
-  },
-);

@@ -35,6 +35,7 @@ import { bindMountable } from "./mountables.js";
 import { MountStubsCleaner } from "./mount-stubs.js";
 import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
+import { prune } from "./prune.js";
 import { createRunDir, fifoDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
 import { toStartError } from "./start-error.js";
@@ -524,6 +525,17 @@ export class ContainerdExecutor implements AsyncDisposable {
     const spec = JSON.parse(Buffer.from(record.spec.value).toString("utf8")) as Spec;
     if (!spec.process) throw new NotFoundError(`container ${id} has no process spec`);
     return { process: spec.process, rootfs };
+  }
+
+  /** Removes what runs of dead ctrexec processes left in this namespace (see prune.ts); never live runs. */
+  prune(): Promise<string[]> {
+    return prune({
+      client: this.client,
+      stateDir: this.root,
+      fifoRoot: this.fifoRoot,
+      logger: this.#logger,
+      runtime: this.#options.runtime ?? DEFAULT_RUNTIME,
+    });
   }
 
   /**

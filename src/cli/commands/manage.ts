@@ -1,0 +1,154 @@
+import { constants } from "node:os";
+import { NotFoundError } from "../../errors.js";
+import { LABEL, ownerAlive } from "../../executor/labels.js";
+import { prune } from "../../executor/prune.js";
+import { type OptionSpec, optionsHelp, parseOptions } from "../args.js";
+import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "../context.js";
+import { flagError } from "../flags.js";
+import { InvalidArgumentError } from "../../errors.js";
+
+const FORMAT: OptionSpec = { name: "format", kind: "value", arg: "FORMAT", help: "table (default) or json" };
+
+function format(value: string | undefined): "table" | "json" {
+  if (value === undefined || value === "table") return "table";
+  if (value === "json") return "json";
+  throw flagError("--format", value, "use table or json");
+}
+
+function age(iso: string | undefined): string {
+  if (!iso) return "?";
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join("").trimEnd()).join("\n") + "\n";
+}
+
+const PS_OPTIONS: OptionSpec[] = [FORMAT, ...GLOBAL_OPTIONS];
+export const PS_HELP = `Usage: ctrexec ps [--format table|json]
+
+List the runs in progress in the namespace (made by any ctrexec process).
+
+Options:
+${optionsHelp(PS_OPTIONS)}
+
+Examples:
+  ctrexec ps
+  ctrexec --namespace builds ps --format json
+`;
+
+export async function psCommand(argv: string[], parent: Context): Promise<number> {
+  const p = parseOptions(argv, PS_OPTIONS, "ps");
+  const ctx = contextFrom(p, parent);
+  if (p.flags.has("help")) return void ctx.stdout.write(PS_HELP), 0;
+  if (p.rest.length) throw new InvalidArgumentError(`"ctrexec ps" takes no arguments`, { field: "argv" });
+  const fmt = format(p.values.get("format"));
+  await using client = openClient(ctx);
+  const [containers, tasks] = await Promise.all([client.containers.list(), client.tasks.list()]);
+  const byId = new Map(tasks.map((t) => [t.id, t]));
+  const runs = containers
+    .filter((c) => c.labels[LABEL.owner])
+    .map((c) => {
+      const t = byId.get(c.id);
+      const owner = c.labels[LABEL.owner]!;
+      let command: unknown = c.labels[LABEL.command] ?? "";
+      try {
+        command = JSON.parse(String(command));
+      } catch {
+        // truncated label: keep the text
+      }
+      return {
+        id: c.id,
+        pid: t?.pid ?? 0,
+        status: (t?.status ?? "none").toLowerCase(),
+        command,
+        created: c.labels[LABEL.started] ?? "",
+        owner,
+        ownerAlive: ownerAlive(owner) ?? null,
+      };
+    });
+  if (fmt === "json") ctx.stdout.write(JSON.stringify(runs, null, 2) + "\n");
+  else {
+    const rows = [["ID", "PID", "STATUS", "AGE", "COMMAND"]];
+    for (const r of runs) rows.push([r.id, String(r.pid), r.status + (r.ownerAlive === false ? " (orphaned)" : ""), age(r.created), Array.isArray(r.command) ? r.command.join(" ") : String(r.command)]);
+    ctx.stdout.write(table(rows));
+  }
+  return 0;
+}
+
+const KILL_OPTIONS: OptionSpec[] = [
+  { name: "signal", short: "s", kind: "value", arg: "SIGNAL", help: "signal to send (default SIGKILL)" },
+  ...GLOBAL_OPTIONS,
+];
+export const KILL_HELP = `Usage: ctrexec kill [-s SIGNAL] ID
+
+Send a signal to a run's main process (default SIGKILL).
+
+Options:
+${optionsHelp(KILL_OPTIONS)}
+
+Examples:
+  ctrexec kill build1
+  ctrexec kill -s TERM build1
+`;
+
+export function parseSignalName(value: string): number {
+  if (/^\d+$/.test(value) && Number(value) > 0 && Number(value) < 65) return Number(value);
+  const name = value.toUpperCase().startsWith("SIG") ? value.toUpperCase() : `SIG${value.toUpperCase()}`;
+  const n = (constants.signals as Record<string, number | undefined>)[name];
+  if (n === undefined) throw flagError("--signal", value, "unknown signal");
+  return n;
+}
+
+export async function killCommand(argv: string[], parent: Context): Promise<number> {
+  const p = parseOptions(argv, KILL_OPTIONS, "kill");
+  const ctx = contextFrom(p, parent);
+  if (p.flags.has("help")) return void ctx.stdout.write(KILL_HELP), 0;
+  const [id, ...extra] = p.rest;
+  if (!id || extra.length) throw new InvalidArgumentError(`"ctrexec kill" requires exactly one ID`, { field: "argv" });
+  const signal = parseSignalName(p.values.get("signal") ?? "SIGKILL");
+  await using client = openClient(ctx);
+  let record;
+  try {
+    record = await client.containers.get(id);
+  } catch (err) {
+    if (err instanceof NotFoundError) throw new NotFoundError(`container ${id} not found`, { cause: err });
+    throw err;
+  }
+  if (!record.labels[LABEL.owner]) throw new NotFoundError(`container ${id} not found (not a ctrexec run)`);
+  await client.tasks.kill({ containerId: id, signal });
+  ctx.stdout.write(`${id}\n`);
+  return 0;
+}
+
+const PRUNE_OPTIONS: OptionSpec[] = [...GLOBAL_OPTIONS];
+export const PRUNE_HELP = `Usage: ctrexec prune
+
+Remove what runs of ctrexec processes that are gone left behind in the namespace: tasks,
+containers, FIFO directories, run directories and mounts. Runs of live processes are never
+touched. Safe to run at any time.
+
+Options:
+${optionsHelp(PRUNE_OPTIONS)}
+
+Examples:
+  ctrexec prune
+  ctrexec --namespace builds prune
+`;
+
+export async function pruneCommand(argv: string[], parent: Context): Promise<number> {
+  const p = parseOptions(argv, PRUNE_OPTIONS, "prune");
+  const ctx = contextFrom(p, parent);
+  if (p.flags.has("help")) return void ctx.stdout.write(PRUNE_HELP), 0;
+  if (p.rest.length) throw new InvalidArgumentError(`"ctrexec prune" takes no arguments`, { field: "argv" });
+  await using client = openClient(ctx);
+  const removed = await prune({ client, stateDir: ctx.root, fifoRoot: ctx.fifoRoot, logger: ctx.logger });
+  for (const line of removed) ctx.stdout.write(`removed ${line}\n`);
+  if (removed.length === 0) ctx.stdout.write("nothing to remove\n");
+  return 0;
+}

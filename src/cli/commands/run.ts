@@ -1,0 +1,212 @@
+import { readFile } from "node:fs/promises";
+import { InvalidArgumentError } from "../../errors.js";
+import { bindMountable, tmpfsMountable } from "../../executor/mountables.js";
+import type { MountSpec, ProcessMeta, RootSpec } from "../../executor/types.js";
+import type { HostIP } from "../../oci/hosts.js";
+import type { LinuxResources } from "../../oci/spec.js";
+import { type OptionSpec, optionsHelp, parseOptions, type Parsed } from "../args.js";
+import { type Context, contextFrom, GLOBAL_OPTIONS, openExecutor } from "../context.js";
+import { exitCodeFor, errorLine } from "../exit-codes.js";
+import {
+  flagError,
+  type MountFlag,
+  parseAddHost,
+  parseCpus,
+  parseEnv,
+  parseEnvFile,
+  parseExitCode,
+  parseLabel,
+  parseMount,
+  parseSize,
+  parseTmpfs,
+  parseUlimit,
+  parseVolume,
+} from "../flags.js";
+import { forwardSignals, openTerminal } from "../terminal.js";
+
+const OPTIONS: OptionSpec[] = [
+  { name: "rootfs", kind: "value", arg: "DIR", help: "root filesystem: a host directory (default: the built-in busybox rootfs)" },
+  { name: "id", kind: "value", arg: "ID", help: "container id (default: generated)" },
+  { name: "rm", kind: "flag", help: "accepted for docker compatibility: runs are always removed" },
+  { name: "mount", kind: "list", arg: "SPEC", help: "type=bind,source=S,target=T[,readonly] or type=tmpfs,target=T[,tmpfs-size=64m]" },
+  { name: "volume", short: "v", kind: "list", arg: "SRC:DST[:ro]", help: "bind-mount a host path" },
+  { name: "tmpfs", kind: "list", arg: "DST[:size=N]", help: "mount a tmpfs" },
+  { name: "network", kind: "value", arg: "MODE", help: "host, none, bridge or a provider name (default: default)" },
+  { name: "user", short: "u", kind: "value", arg: "USER", help: "user[:group] or uid[:gid], looked up in the rootfs" },
+  { name: "workdir", short: "w", kind: "value", arg: "DIR", help: "working directory, created and owned by the user" },
+  { name: "env", short: "e", kind: "list", arg: "K=V", help: "set a variable; a bare K copies ctrexec's value" },
+  { name: "env-file", kind: "list", arg: "FILE", help: "read variables from a file (K=V lines, # comments)" },
+  { name: "hostname", short: "h", kind: "value", arg: "NAME", help: "container hostname (default: ctrexec)" },
+  { name: "add-host", kind: "list", arg: "NAME:IP", help: "add an /etc/hosts line (IPv6 in brackets; host-gateway)" },
+  { name: "dns", kind: "list", arg: "IP", help: "nameserver for /etc/resolv.conf" },
+  { name: "dns-search", kind: "list", arg: "DOMAIN", help: "search domain for /etc/resolv.conf" },
+  { name: "dns-option", kind: "list", arg: "OPT", help: "resolver option for /etc/resolv.conf" },
+  { name: "read-only", kind: "flag", help: "mount the root filesystem read-only" },
+  { name: "tty", short: "t", kind: "flag", help: "allocate a pseudo-terminal" },
+  { name: "interactive", short: "i", kind: "flag", help: "keep stdin open and pass it to the process" },
+  { name: "ulimit", kind: "list", arg: "NAME=SOFT[:HARD]", help: "resource limit, e.g. nofile=1024:2048" },
+  { name: "cgroup-parent", kind: "value", arg: "PATH", help: "parent cgroup" },
+  { name: "memory", short: "m", kind: "value", arg: "SIZE", help: "memory limit, e.g. 512m" },
+  { name: "cpus", kind: "value", arg: "N", help: "CPU quota, e.g. 1.5" },
+  { name: "cpuset-cpus", kind: "value", arg: "LIST", help: "CPUs allowed, e.g. 0-1" },
+  { name: "privileged", kind: "flag", help: "insecure mode: all capabilities, no seccomp, all devices" },
+  { name: "valid-exit-code", kind: "list", arg: "N", help: "an exit code that counts as success (repeatable; default 0)" },
+  { name: "label", short: "l", kind: "list", arg: "K=V", help: "label on the container" },
+  ...GLOBAL_OPTIONS,
+];
+
+export const RUN_HELP = `Usage: ctrexec run [OPTIONS] [--] COMMAND [ARG...]
+
+Run a command in a new container and remove it afterwards. Options end at the first
+argument that is not an option: in \`ctrexec run ls -l\`, -l goes to ls.
+
+Options:
+${optionsHelp(OPTIONS)}
+
+Exit status: the command's (128+n when killed by signal n); 125 when ctrexec itself
+failed; 126 when the command cannot be executed; 127 when it was not found.
+
+Examples:
+  ctrexec run -- sh -c 'echo hello from ctrexec; id'
+  ctrexec run --rootfs /srv/rootfs -u user -w /work -e CI=1 make test
+  echo hi | ctrexec run -i cat
+  ctrexec run -t -i sh
+  ctrexec run --network none --memory 256m --tmpfs /tmp:size=64m -- ./build.sh
+`;
+
+function toMountSpec(m: MountFlag): MountSpec {
+  return m.type === "bind"
+    ? { source: bindMountable(m.source), dest: m.target, readonly: m.readonly }
+    : { source: tmpfsMountable(m.size === undefined ? {} : { size: m.size }), dest: m.target, readonly: m.readonly };
+}
+
+async function envFrom(p: Parsed): Promise<string[]> {
+  const env: string[] = [];
+  for (const f of p.lists.get("env-file") ?? []) {
+    let text: string;
+    try {
+      text = await readFile(f, "utf8");
+    } catch (err) {
+      throw flagError("--env-file", f, (err as Error).message);
+    }
+    env.push(...parseEnvFile(text));
+  }
+  for (const e of p.lists.get("env") ?? []) {
+    const v = parseEnv(e);
+    if (v !== undefined) env.push(v);
+  }
+  return env;
+}
+
+function resourcesFrom(p: Parsed): LinuxResources | undefined {
+  const r: LinuxResources = {};
+  const memory = p.values.get("memory");
+  if (memory !== undefined) r.memory = parseSize("--memory", memory);
+  const cpus = p.values.get("cpus");
+  if (cpus !== undefined) Object.assign(r, parseCpus(cpus));
+  const cpuset = p.values.get("cpuset-cpus");
+  if (cpuset !== undefined) {
+    if (!/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(cpuset)) throw flagError("--cpuset-cpus", cpuset, "expected a list like 0-2,4");
+    r.cpusetCpus = cpuset;
+  }
+  return Object.keys(r).length ? r : undefined;
+}
+
+function hostsFrom(p: Parsed, network: string | undefined): HostIP[] {
+  return (p.lists.get("add-host") ?? []).map((v) => {
+    const h = parseAddHost(v);
+    if (h.ip !== "host-gateway") return h;
+    // In the host's network namespace the host is loopback; elsewhere it needs the bridge's gateway.
+    if (!network || network === "default" || network === "host") return { host: h.host, ip: "127.0.0.1" };
+    throw flagError("--add-host", v, `host-gateway is not available with --network ${network}`);
+  });
+}
+
+/** Builds the run from the command line; every flag problem is an InvalidArgumentError naming the flag. */
+export async function buildRun(argv: string[], parent: Context) {
+  const p = parseOptions(argv, OPTIONS, "run");
+  const ctx = contextFrom(p, parent);
+  if (p.flags.has("help")) return { help: true as const, ctx };
+  if (p.rest.length === 0) throw new InvalidArgumentError(`"ctrexec run" requires a command to run. See 'ctrexec run --help'.`, { field: "argv" });
+  const network = p.values.get("network");
+  const meta: ProcessMeta = {
+    args: p.rest,
+    env: await envFrom(p),
+    tty: p.flags.has("tty"),
+    readonlyRootfs: p.flags.has("read-only"),
+    security: p.flags.has("privileged") ? "insecure" : "sandbox",
+    extraHosts: hostsFrom(p, network),
+    ulimits: (p.lists.get("ulimit") ?? []).map(parseUlimit),
+    validExitCodes: (p.lists.get("valid-exit-code") ?? []).map(parseExitCode),
+  };
+  const set = <K extends keyof ProcessMeta>(k: K, v: ProcessMeta[K] | undefined) => {
+    if (v !== undefined) meta[k] = v;
+  };
+  set("network", network);
+  set("user", p.values.get("user"));
+  set("cwd", p.values.get("workdir"));
+  set("hostname", p.values.get("hostname"));
+  set("cgroupParent", p.values.get("cgroup-parent"));
+  set("resources", resourcesFrom(p));
+  const mounts = [
+    ...(p.lists.get("mount") ?? []).map(parseMount),
+    ...(p.lists.get("volume") ?? []).map(parseVolume),
+    ...(p.lists.get("tmpfs") ?? []).map(parseTmpfs),
+  ].map(toMountSpec);
+  const rootfs = p.values.get("rootfs");
+  if (rootfs !== undefined && !rootfs.startsWith("/")) throw flagError("--rootfs", rootfs, "must be an absolute path");
+  const root: RootSpec | undefined = rootfs ? { source: bindMountable(rootfs) } : undefined;
+  const labels = Object.fromEntries((p.lists.get("label") ?? []).map(parseLabel));
+  const dns = {
+    nameservers: p.lists.get("dns") ?? [],
+    searchDomains: p.lists.get("dns-search") ?? [],
+    options: p.lists.get("dns-option") ?? [],
+  };
+  return { help: false as const, ctx, meta, mounts, root, labels, dns, id: p.values.get("id"), interactive: p.flags.has("interactive") };
+}
+
+export async function runCommand(argv: string[], parent: Context): Promise<number> {
+  const r = await buildRun(argv, parent);
+  if (r.help) {
+    r.ctx.stdout.write(RUN_HELP);
+    return 0;
+  }
+  const { ctx, meta } = r;
+  const executor = await openExecutor(ctx, { dns: r.dns });
+  const terminal = openTerminal(meta.tty ?? false, r.interactive);
+  const cancel = new AbortController();
+  const forwarding = forwardSignals(() => {
+    ctx.stderr.write("ctrexec: third interrupt: killing the container\n");
+    cancel.abort(new Error("interrupted"));
+  });
+  const stdin = r.interactive ? process.stdin : null;
+  try {
+    if (terminal.consoleSize) meta.consoleSize = terminal.consoleSize;
+    const result = await executor.run({
+      ...(r.id ? { id: r.id } : {}),
+      ...(r.root ? { root: r.root } : {}),
+      mounts: r.mounts,
+      labels: r.labels,
+      signal: cancel.signal,
+      process: {
+        meta,
+        stdin,
+        stdout: process.stdout,
+        stderr: meta.tty ? null : process.stderr,
+        ...(terminal.resize ? { resize: terminal.resize } : {}),
+        signals: forwarding.signals,
+      },
+    });
+    return result.exitCode;
+  } catch (err) {
+    const { code, print } = exitCodeFor(err);
+    if (print) ctx.stderr.write(errorLine(err) + "\n");
+    return code;
+  } finally {
+    forwarding.stop();
+    terminal.restore();
+    // Our stdin may still be open (a terminal, a pipe nobody closed): it must not keep ctrexec alive.
+    if (stdin) stdin.destroy();
+    await executor.close();
+  }
+}

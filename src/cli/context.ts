@@ -1,0 +1,57 @@
+import { ContainerdClient } from "../containerd/client.js";
+import { InvalidArgumentError } from "../errors.js";
+import { ContainerdExecutor, DEFAULT_FIFO_ROOT, DEFAULT_STATE_DIR, type ExecutorOptions } from "../executor/executor.js";
+import { isLogLevel, type Logger, type LogLevel, stderrLogger } from "../util/logger.js";
+import type { OptionSpec, Parsed } from "./args.js";
+
+/** Options every command takes (before or after its name). */
+export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
+  { name: "address", kind: "value", arg: "SOCKET", help: "containerd socket (default $CONTAINERD_ADDRESS or /run/containerd/containerd.sock)" },
+  { name: "namespace", kind: "value", arg: "NS", help: "containerd namespace (default $CONTAINERD_NAMESPACE or ctrexec)" },
+  { name: "root", kind: "value", arg: "DIR", help: "state dir (default $CTREXEC_ROOT or /var/lib/ctrexec)" },
+  { name: "log-level", kind: "value", arg: "LEVEL", help: "log to stderr at debug, info, warn or error (default: no logs)" },
+  { name: "help", kind: "flag", help: "show this help" },
+];
+
+export interface Context {
+  address: string | undefined;
+  namespace: string | undefined;
+  root: string;
+  fifoRoot: string;
+  logger: Logger;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+export function contextFrom(parsed: Parsed, inherited?: Context): Context {
+  const level = parsed.values.get("log-level");
+  if (level !== undefined && (!isLogLevel(level) || level === "silent")) {
+    throw new InvalidArgumentError(`invalid argument ${JSON.stringify(level)} for "--log-level": use debug, info, warn or error`, {
+      field: "--log-level",
+    });
+  }
+  return {
+    address: parsed.values.get("address") ?? inherited?.address,
+    namespace: parsed.values.get("namespace") ?? inherited?.namespace,
+    root: parsed.values.get("root") ?? inherited?.root ?? process.env["CTREXEC_ROOT"] ?? DEFAULT_STATE_DIR,
+    fifoRoot: inherited?.fifoRoot ?? process.env["CTREXEC_FIFO_ROOT"] ?? DEFAULT_FIFO_ROOT,
+    logger: level ? stderrLogger(level as LogLevel) : (inherited?.logger ?? stderrLogger("silent")),
+    stdout: inherited?.stdout ?? process.stdout,
+    stderr: inherited?.stderr ?? process.stderr,
+  };
+}
+
+export function openClient(ctx: Context): ContainerdClient {
+  return new ContainerdClient({ address: ctx.address, namespace: ctx.namespace });
+}
+
+export function openExecutor(ctx: Context, extra: Partial<ExecutorOptions> = {}): Promise<ContainerdExecutor> {
+  return ContainerdExecutor.create({
+    ...(ctx.address ? { address: ctx.address } : {}),
+    ...(ctx.namespace ? { namespace: ctx.namespace } : {}),
+    root: ctx.root,
+    fifoRoot: ctx.fifoRoot,
+    logger: ctx.logger,
+    ...extra,
+  });
+}

@@ -1,0 +1,112 @@
+import { execFile } from "node:child_process";
+import { readdir, readFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type { ContainerdClient } from "../containerd/client.js";
+import { deleteTask } from "../containerd/run-task.js";
+import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
+import { NotFoundError } from "../errors.js";
+import { defaultSpec } from "../oci/defaults.js";
+import { type Logger, silentLogger } from "../util/logger.js";
+import { LABEL, ownerAlive } from "./labels.js";
+import { fifoDir, readRunOwner, runsDir } from "./run-dirs.js";
+
+const readdirAsync = promisify(readdir);
+const run = promisify(execFile);
+
+export interface PruneOptions {
+  client: ContainerdClient;
+  stateDir: string;
+  fifoRoot: string;
+  logger?: Logger;
+  runtime?: string;
+}
+
+/** Mount points at or below `dir`, deepest first. */
+function mountsBelow(dir: string): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((m) => m === dir || m.startsWith(dir + "/"))
+    .sort((a, b) => b.length - a.length);
+}
+
+async function removeTree(dir: string): Promise<void> {
+  for (const m of mountsBelow(dir)) await run("umount", ["-l", m]).catch(() => {});
+  await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * Removes what runs of dead ctrexec processes left in this namespace: their tasks (resumed, killed, deleted),
+ * containers, FIFO directories, run dirs and local mounts, and tasks whose container record is gone but whose
+ * run dir says they were ours (reference: containerd-from-node §8). Runs whose owner is alive, or lives on
+ * another host, are never touched. Returns what it removed, one line each.
+ */
+export async function prune(options: PruneOptions): Promise<string[]> {
+  const { client } = options;
+  const logger = options.logger ?? silentLogger;
+  const ns = client.namespace;
+  const removed: string[] = [];
+  const fifos = fifoDir(options.fifoRoot, ns);
+  const runs = runsDir(options.stateDir, ns);
+
+  const containers = await client.containers.list();
+  const known = new Set(containers.map((c) => c.id));
+  for (const c of containers) {
+    const owner = c.labels[LABEL.owner];
+    if (!owner || ownerAlive(owner) !== false) continue;
+    if (await deleteTask(client, c.id, logger).catch(() => false)) {
+      try {
+        await client.containers.delete(c.id);
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+      }
+      known.delete(c.id);
+      removed.push(`container ${c.id}`);
+    }
+    const runDir = c.labels[LABEL.runDir];
+    if (runDir && runDir.startsWith(runs + "/")) {
+      await removeTree(runDir);
+      removed.push(`run dir ${runDir}`);
+    }
+  }
+
+  // Tasks without a container record (orphaned): ours if our run dir for that id has a dead owner.
+  for (const t of await client.tasks.list()) {
+    if (known.has(t.id)) continue;
+    const owner = await readRunOwner(join(runs, t.id));
+    if (!owner || ownerAlive(owner) !== false) continue;
+    // containerd answers every Tasks call for an orphan with NOT_FOUND; a container record with the same id
+    // makes the task reachable again.
+    const spec = defaultSpec(ns, t.id);
+    await client.containers.create({
+      id: t.id,
+      runtime: { name: options.runtime ?? "io.containerd.runc.v2" },
+      spec: jsonAny(SPEC_TYPE_URL, spec),
+      labels: { [LABEL.owner]: owner },
+    });
+    if (await deleteTask(client, t.id, logger).catch(() => false)) await client.containers.delete(t.id).catch(() => {});
+    removed.push(`orphaned task ${t.id}`);
+  }
+
+  for (const id of await readdirAsync(runs).catch(() => [] as string[])) {
+    const dir = join(runs, id);
+    const owner = await readRunOwner(dir);
+    if (owner !== undefined && ownerAlive(owner) !== false) continue;
+    if (owner === undefined && known.has(id)) continue;
+    await removeTree(dir);
+    removed.push(`run dir ${dir}`);
+  }
+
+  // A FIFO dir exists only while its container does (the container is made first and deleted last).
+  const live = new Set((await client.containers.list()).map((c) => c.id));
+  for (const name of await readdirAsync(fifos).catch(() => [] as string[])) {
+    const base = name.slice(0, -7); // mkdtemp's "-XXXXXX"
+    const id = base.replace(/\.exec[0-9a-f]{16}$/, "");
+    if (live.has(id)) continue;
+    await rm(join(fifos, name), { recursive: true, force: true });
+    removed.push(`FIFO dir ${join(fifos, name)}`);
+  }
+  return removed;
+}

@@ -1,0 +1,173 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parseOptions, type OptionSpec } from "../../src/cli/args.js";
+import { buildRun } from "../../src/cli/commands/run.js";
+import { parseSignalName } from "../../src/cli/commands/manage.js";
+import { contextFrom } from "../../src/cli/context.js";
+import { exitCodeFor } from "../../src/cli/exit-codes.js";
+import {
+  parseAddHost,
+  parseCpus,
+  parseEnv,
+  parseEnvFile,
+  parseExitCode,
+  parseLabel,
+  parseMount,
+  parseSize,
+  parseTmpfs,
+  parseUlimit,
+  parseVolume,
+} from "../../src/cli/flags.js";
+import { ExitError, InvalidArgumentError, NotFoundError, StartError } from "../../src/errors.js";
+
+const specs: OptionSpec[] = [
+  { name: "tty", short: "t", kind: "flag", help: "" },
+  { name: "interactive", short: "i", kind: "flag", help: "" },
+  { name: "user", short: "u", kind: "value", help: "" },
+  { name: "env", short: "e", kind: "list", help: "" },
+];
+
+/** The flag an error names, for `assert.throws`. */
+const names = (flag: string) => (e: unknown) => e instanceof InvalidArgumentError && e.field === flag && e.message.includes(`"${flag}"`);
+
+describe("option parsing", () => {
+  it("stops at the first positional, so the command keeps its own flags", () => {
+    const p = parseOptions(["-t", "ls", "-l", "--tty"], specs, "run");
+    assert.deepEqual([...p.flags], ["tty"]);
+    assert.deepEqual(p.rest, ["ls", "-l", "--tty"]);
+  });
+
+  it("takes --name value, --name=value, -s value, -svalue, grouped flags and --", () => {
+    const p = parseOptions(["--user", "a", "--user=b", "-e", "A=1", "-eB=2", "-it", "-uc", "--", "-x"], specs, "run");
+    assert.equal(p.values.get("user"), "c");
+    assert.deepEqual(p.lists.get("env"), ["A=1", "B=2"]);
+    assert.deepEqual([...p.flags].sort(), ["interactive", "tty"]);
+    assert.deepEqual(p.rest, ["-x"]);
+  });
+
+  it("names unknown flags and missing values", () => {
+    assert.throws(() => parseOptions(["--bogus"], specs, "run"), /run: unknown flag: --bogus/);
+    assert.throws(() => parseOptions(["-x"], specs, "run"), /unknown shorthand flag: 'x'/);
+    assert.throws(() => parseOptions(["--user"], specs, "run"), /flag needs an argument: --user/);
+    assert.throws(() => parseOptions(["--tty=maybe"], specs, "run"), /takes no value/);
+  });
+});
+
+describe("flag values", () => {
+  it("parses sizes with binary units", () => {
+    assert.equal(parseSize("--memory", "512"), 512);
+    assert.equal(parseSize("--memory", "64k"), 65536);
+    assert.equal(parseSize("--memory", "64m"), 64 << 20);
+    assert.equal(parseSize("--memory", "1G"), 1 << 30);
+    assert.equal(parseSize("--memory", "2mb"), 2 << 20);
+    assert.throws(() => parseSize("--memory", "12x"), names("--memory"));
+    assert.throws(() => parseSize("--memory", "0"), names("--memory"));
+  });
+
+  it("parses --mount for bind and tmpfs with docker's keys", () => {
+    assert.deepEqual(parseMount("type=bind,source=/a,target=/b,readonly"), { type: "bind", source: "/a", target: "/b", readonly: true });
+    assert.deepEqual(parseMount("src=/a,dst=/b,ro=false"), { type: "bind", source: "/a", target: "/b", readonly: false });
+    assert.deepEqual(parseMount("type=tmpfs,destination=/t,tmpfs-size=64m"), { type: "tmpfs", target: "/t", readonly: false, size: 64 << 20 });
+    for (const bad of ["type=bind,target=/b", "type=bind,source=rel,target=/b", "type=volume,target=/v", "target=/b,source=/a,color=red", "type=tmpfs,source=/x,target=/t", "source=/a"]) {
+      assert.throws(() => parseMount(bad), names("--mount"), bad);
+    }
+  });
+
+  it("parses -v and --tmpfs", () => {
+    assert.deepEqual(parseVolume("/h:/c:ro"), { type: "bind", source: "/h", target: "/c", readonly: true });
+    assert.deepEqual(parseVolume("/h:/c"), { type: "bind", source: "/h", target: "/c", readonly: false });
+    assert.throws(() => parseVolume("named:/c"), names("--volume"));
+    assert.throws(() => parseVolume("/h:/c:zz"), names("--volume"));
+    assert.deepEqual(parseTmpfs("/t:size=1m,ro"), { type: "tmpfs", target: "/t", readonly: true, size: 1 << 20 });
+    assert.throws(() => parseTmpfs("t"), names("--tmpfs"));
+    assert.throws(() => parseTmpfs("/t:mode=1777"), names("--tmpfs"));
+  });
+
+  it("parses env: K=V, bare K from the caller, env files with comments", () => {
+    assert.equal(parseEnv("A=1"), "A=1");
+    assert.equal(parseEnv("HOME", { HOME: "/h" }), "HOME=/h");
+    assert.equal(parseEnv("NOPE", {}), undefined);
+    assert.throws(() => parseEnv("=x"), names("--env"));
+    assert.deepEqual(parseEnvFile("# c\n\nA=1\n  B=two words\nC\nD\n", { C: "c" }), ["A=1", "B=two words", "C=c"]);
+  });
+
+  it("parses ulimits, hosts, cpus, exit codes, labels and signals", () => {
+    assert.deepEqual(parseUlimit("nofile=1024:2048"), { name: "nofile", soft: 1024, hard: 2048 });
+    assert.deepEqual(parseUlimit("core=unlimited"), { name: "core", soft: -1, hard: -1 });
+    assert.throws(() => parseUlimit("nofiles=1"), names("--ulimit"));
+    assert.throws(() => parseUlimit("nofile=9:1"), names("--ulimit"));
+    assert.deepEqual(parseAddHost("db:10.0.0.5"), { host: "db", ip: "10.0.0.5" });
+    assert.deepEqual(parseAddHost("v6=[2001:db8::1]"), { host: "v6", ip: "2001:db8::1" });
+    assert.throws(() => parseAddHost("justaname"), names("--add-host"));
+    assert.deepEqual(parseCpus("1.5"), { cpuPeriod: 100000, cpuQuota: 150000 });
+    assert.throws(() => parseCpus("-1"), names("--cpus"));
+    assert.equal(parseExitCode("3"), 3);
+    assert.throws(() => parseExitCode("256"), names("--valid-exit-code"));
+    assert.deepEqual(parseLabel("a=b=c"), ["a", "b=c"]);
+    assert.equal(parseSignalName("TERM"), 15);
+    assert.equal(parseSignalName("SIGHUP"), 1);
+    assert.equal(parseSignalName("9"), 9);
+    assert.throws(() => parseSignalName("BOGUS"), names("--signal"));
+  });
+});
+
+describe("ctrexec run command line", () => {
+  const ctx = contextFrom(parseOptions([], [], "test"));
+  it("maps every flag onto the run", async () => {
+    const r = await buildRun(
+      [
+        "--rootfs", "/srv/r", "--id", "job1", "--rm", "--mount", "type=tmpfs,target=/t,tmpfs-size=1m", "-v", "/h:/c:ro", "--tmpfs", "/x",
+        "--network", "none", "-u", "daemon", "-w", "/work", "-e", "A=1", "-h", "box", "--add-host", "db:10.0.0.5", "--dns", "1.1.1.1",
+        "--dns-search", "example.org", "--dns-option", "ndots:2", "--read-only", "-t", "-i", "--ulimit", "nofile=10", "--cgroup-parent", "cg",
+        "--memory", "64m", "--cpus", "0.5", "--cpuset-cpus", "0", "--privileged", "--valid-exit-code", "1", "--valid-exit-code", "2", "-l", "k=v",
+        "sh", "-c", "echo hi",
+      ],
+      ctx,
+    );
+    assert.equal(r.help, false);
+    if (r.help) return;
+    assert.deepEqual(r.meta, {
+      args: ["sh", "-c", "echo hi"],
+      env: ["A=1"],
+      tty: true,
+      readonlyRootfs: true,
+      security: "insecure",
+      extraHosts: [{ host: "db", ip: "10.0.0.5" }],
+      ulimits: [{ name: "nofile", soft: 10, hard: 10 }],
+      validExitCodes: [1, 2],
+      network: "none",
+      user: "daemon",
+      cwd: "/work",
+      hostname: "box",
+      cgroupParent: "cg",
+      resources: { memory: 64 << 20, cpuPeriod: 100000, cpuQuota: 50000, cpusetCpus: "0" },
+    });
+    assert.equal(r.id, "job1");
+    assert.equal(r.interactive, true);
+    assert.deepEqual(r.mounts.map((m) => [m.dest, m.readonly]), [["/t", false], ["/c", true], ["/x", false]]);
+    assert.deepEqual(r.labels, { k: "v" });
+    assert.deepEqual(r.dns, { nameservers: ["1.1.1.1"], searchDomains: ["example.org"], options: ["ndots:2"] });
+  });
+
+  it("resolves host-gateway on the host network and refuses it elsewhere", async () => {
+    const r = await buildRun(["--add-host", "gw:host-gateway", "true"], ctx);
+    assert.ok(!r.help && r.meta.extraHosts![0]!.ip === "127.0.0.1");
+    await assert.rejects(buildRun(["--network", "none", "--add-host", "gw:host-gateway", "true"], ctx), names("--add-host"));
+  });
+
+  it("needs a command, and rejects a relative rootfs", async () => {
+    await assert.rejects(buildRun([], ctx), /requires a command/);
+    await assert.rejects(buildRun(["--rootfs", "rel", "true"], ctx), names("--rootfs"));
+    await assert.rejects(buildRun(["--env-file", "/nonexistent/file", "true"], ctx), names("--env-file"));
+  });
+});
+
+describe("exit codes", () => {
+  it("passes the process's code through and maps ctrexec's own failures", () => {
+    assert.deepEqual(exitCodeFor(new ExitError(3)), { code: 3, print: false });
+    assert.deepEqual(exitCodeFor(new ExitError(137)), { code: 137, print: false });
+    assert.deepEqual(exitCodeFor(new StartError("x", "not-found")), { code: 127, print: true });
+    assert.deepEqual(exitCodeFor(new StartError("x", "not-executable")), { code: 126, print: true });
+    assert.deepEqual(exitCodeFor(new NotFoundError("x")), { code: 125, print: true });
+  });
+});
