@@ -59,7 +59,20 @@ if ! answers; then
   fi
 fi
 
-# 5. The built-in default rootfs.
+# 5. The default bridge network's CNI config (bridge ctrexec0, masquerade on), unless one exists: an existing
+#    /etc/cni/net.d/ctrexec.conflist is the administrator's and is never touched. CTREXEC_SUBNET sets the subnet.
+if [ -x /usr/lib/cni/bridge ] && [ ! -e /etc/cni/net.d/ctrexec.conflist ]; then
+  mkdir -p /etc/cni/net.d
+  node --input-type=module -e "
+    const { defaultBridgeConfig } = await import('./dist/src/network/bridge.js');
+    const conf = defaultBridgeConfig(process.argv[1] ? { subnet: process.argv[1] } : {});
+    console.log(JSON.stringify(conf, null, 2));
+  " "${CTREXEC_SUBNET:-}" > /etc/cni/net.d/ctrexec.conflist.tmp
+  mv /etc/cni/net.d/ctrexec.conflist.tmp /etc/cni/net.d/ctrexec.conflist
+  say "wrote the default bridge network config /etc/cni/net.d/ctrexec.conflist"
+fi
+
+# 6. The built-in default rootfs.
 node --input-type=module -e "
   const { ensureDefaultRootfs } = await import('./dist/src/rootfs/default-rootfs.js');
   await ensureDefaultRootfs(process.argv[1]);

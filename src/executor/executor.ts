@@ -14,6 +14,8 @@ import {
 } from "../errors.js";
 import { ensureCwd } from "../fs/cwd.js";
 import { hostNetwork, noneNetwork } from "../network/basic.js";
+import { autoNetworkMode } from "../network/auto.js";
+import { BridgeProvider, type BridgeOptions, pruneNetns } from "../network/bridge.js";
 import type { NetworkProvider } from "../network/types.js";
 import { DEFAULT_HOSTNAME, normalizeExtraHosts } from "../oci/hosts.js";
 import { detectHostFeatures, type HostFeatures } from "../oci/host-features.js";
@@ -59,8 +61,14 @@ export interface ExecutorOptions {
   fifoRoot?: string;
   /** containerd runtime. Default io.containerd.runc.v2. */
   runtime?: string;
-  /** The mode used for `network: "default"`. Default "host" (BuildKit's fallback when no CNI is set up). */
+  /**
+   * The mode used for `network: "default"`. Default: "bridge" when the CNI plugins are installed and the
+   * bridge network's config exists in its config dir (scripts/setup.sh writes it), else "host" (BuildKit's
+   * "auto").
+   */
   defaultNetwork?: NetworkMode;
+  /** The built-in bridge network (CNI): config dir and name, or the built-in config's subnet, masquerade, pool. */
+  bridge?: Omit<BridgeOptions, "stateDir" | "namespace" | "logger">;
   /** Extra or replacement network providers by mode name. */
   networkProviders?: Record<string, NetworkProvider>;
   dns?: DnsConfig;
@@ -153,15 +161,37 @@ export class ContainerdExecutor implements AsyncDisposable {
     return p;
   }
 
-  #network(mode: NetworkMode | undefined): NetworkProvider {
-    const name = !mode || mode === "default" ? (this.#options.defaultNetwork ?? "host") : mode;
+  #bridge: Promise<NetworkProvider> | undefined;
+  #defaultMode: Promise<string> | undefined;
+
+  /** What `network: "default"` means for this executor (see ExecutorOptions.defaultNetwork). */
+  defaultNetwork(): Promise<string> {
+    this.#defaultMode ??= this.#options.defaultNetwork
+      ? Promise.resolve(this.#options.defaultNetwork)
+      : autoNetworkMode(this.#options.bridge);
+    return this.#defaultMode;
+  }
+
+  async #network(mode: NetworkMode | undefined): Promise<{ name: string; provider: NetworkProvider }> {
+    const name = !mode || mode === "default" ? await this.defaultNetwork() : mode;
     const provider = this.#networks.get(name);
-    if (!provider) {
-      throw new InvalidArgumentError(`unknown network mode ${name}; available: ${[...this.#networks.keys()].join(", ")}`, {
-        field: "network",
+    if (provider) return { name, provider };
+    if (name === "bridge") {
+      // Made on first use: executors that never bridge never touch CNI.
+      this.#bridge ??= BridgeProvider.create({
+        ...this.#options.bridge,
+        stateDir: this.root,
+        namespace: this.namespace,
+        logger: this.#logger,
+      }).catch((err: unknown) => {
+        this.#bridge = undefined;
+        throw err;
       });
+      return { name, provider: await this.#bridge };
     }
-    return provider;
+    throw new InvalidArgumentError(`unknown network mode ${name}; available: ${[...this.#networks.keys(), "bridge"].join(", ")}`, {
+      field: "network",
+    });
   }
 
   /**
@@ -206,9 +236,10 @@ export class ContainerdExecutor implements AsyncDisposable {
       if (signal.aborted) throw new CanceledError(`run ${id} was canceled before it started`, { cause: signal.reason });
     };
     checkpoint();
-    const provider = this.#network(meta.network);
     const hostname = meta.hostname || DEFAULT_HOSTNAME;
-    const extraHosts = normalizeExtraHosts(meta.extraHosts ?? []);
+    const wantsGateway = (meta.extraHosts ?? []).some((h) => h.ip === "host-gateway");
+    // host-gateway is resolved once the network exists; validate the rest now.
+    normalizeExtraHosts((meta.extraHosts ?? []).filter((h) => h.ip !== "host-gateway"));
     const specBase: Omit<SpecInput, "user" | "network"> = {
       id,
       namespace: this.namespace,
@@ -245,11 +276,18 @@ export class ContainerdExecutor implements AsyncDisposable {
       }
     }
 
+    const { provider } = await this.#network(meta.network);
     const runDir = await createRunDir(this.root, this.namespace, id);
     stack.defer("remove run dir", () => rm(runDir, { recursive: true, force: true }));
-    const net = await provider.create({ id, hostname, signal });
-    if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
+    const net = await provider.create({ id, hostname, signal, privileged: meta.security === "insecure" });
     stack.defer("close network namespace", () => net.close());
+    if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
+    if (wantsGateway && !net.gateway) {
+      throw new InvalidArgumentError(`host-gateway is not available with network ${meta.network ?? "default"}`, { field: "extraHosts" });
+    }
+    const extraHosts = normalizeExtraHosts(
+      (meta.extraHosts ?? []).map((h) => (h.ip === "host-gateway" ? { host: h.host, ip: net.gateway! } : h)),
+    );
     checkpoint();
     const resolvConfPath = await this.#env.resolvConf(net.hostNetwork);
     const hosts = await this.#env.hosts(hostname, extraHosts, runDir);
@@ -528,14 +566,15 @@ export class ContainerdExecutor implements AsyncDisposable {
   }
 
   /** Removes what runs of dead ctrexec processes left in this namespace (see prune.ts); never live runs. */
-  prune(): Promise<string[]> {
-    return prune({
+  async prune(): Promise<string[]> {
+    const removed = await prune({
       client: this.client,
       stateDir: this.root,
       fifoRoot: this.fifoRoot,
       logger: this.#logger,
       runtime: this.#options.runtime ?? DEFAULT_RUNTIME,
     });
+    return [...removed, ...(await pruneNetns(this.root, this.namespace))];
   }
 
   /**
@@ -547,7 +586,8 @@ export class ContainerdExecutor implements AsyncDisposable {
       this.#closing.abort(new CanceledError("the executor is closing"));
       await Promise.allSettled([...this.#inflight]);
       await this.#oom.close();
-      for (const p of new Set(this.#networks.values())) {
+      const bridge = await this.#bridge?.catch(() => undefined);
+      for (const p of new Set([...this.#networks.values(), ...(bridge ? [bridge] : [])])) {
         await p.close().catch((err: unknown) => this.#logger.warn("closing a network provider failed", { error: err }));
       }
       if (this.#ownsClient) await this.client.close();

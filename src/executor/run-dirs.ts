@@ -1,6 +1,6 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ownerId } from "./labels.js";
+import { ownerId } from "../util/owner.js";
 
 /**
  * Per-run state lives in `<state>/runs/<namespace>/<id>/`: the run's own hosts file and local mount point,

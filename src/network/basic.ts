@@ -4,7 +4,7 @@ const noop = async (): Promise<void> => {};
 
 /** The host's network stack: no network namespace in the spec. */
 export function hostNetwork(): NetworkProvider {
-  const handle: NetworkHandle = { namespace: { kind: "host" }, hostNetwork: true, close: noop };
+  const handle: NetworkHandle = { namespace: { kind: "host" }, hostNetwork: true, gateway: "127.0.0.1", close: noop };
   return { create: async () => handle, close: noop };
 }
 

@@ -6,12 +6,15 @@ export interface NetworkHandle {
   namespace: NetworkNamespace;
   /** True when the run shares the host's network stack (resolv.conf is then kept as the host has it). */
   hostNetwork: boolean;
+  /** The host's address as the container sees it (docker's host-gateway), where there is one. */
+  gateway?: string;
   /** Gives the namespace back (to a pool, or destroys it). Idempotent. */
   close(): Promise<void>;
 }
 
 /** Makes network namespaces for runs: host, none, CNI bridge, or one of the caller's. */
 export interface NetworkProvider {
-  create(options: { id: string; hostname: string; signal?: AbortSignal | undefined }): Promise<NetworkHandle>;
+  /** `privileged`: the run may change the namespace (CAP_NET_ADMIN), so it must not be reused. */
+  create(options: { id: string; hostname: string; signal?: AbortSignal | undefined; privileged?: boolean }): Promise<NetworkHandle>;
   close(): Promise<void>;
 }

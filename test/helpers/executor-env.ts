@@ -15,6 +15,8 @@ export async function createExecutorEnv(name: string, options: ExecutorOptions =
     namespace: env.namespace,
     root: env.stateDir,
     fifoRoot: env.fifoRoot,
+    // Executor semantics are tested on the host network; tests/integration/network.test.ts covers the rest.
+    defaultNetwork: "host",
     ...options,
   });
   const dispose = env.dispose;

@@ -37,10 +37,14 @@ describe("ctrexec CLI end to end (real binary, real containerd)", () => {
       child.stdin!.end(input ?? "");
     });
   }
-  const run = (args: string[], input?: string) => ctrexec(["run", "--rootfs", env.rootfs, ...args], input);
+  // The host network: CLI behaviour is tested here, bridge networking (without masquerade) in network.test.ts.
+  const run = (args: string[], input?: string) => ctrexec(["run", "--rootfs", env.rootfs, "--network", "host", ...args], input);
 
   function start(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }> } {
-    const child = spawn(process.execPath, [bin, ...globals(), "run", "--rootfs", env.rootfs, ...args], { env: childEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [bin, ...globals(), "run", "--rootfs", env.rootfs, "--network", "host", ...args], {
+      env: childEnv(),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr!.resume();
@@ -80,7 +84,7 @@ describe("ctrexec CLI end to end (real binary, real containerd)", () => {
   it("sets env from -e, bare -e and --env-file", async () => {
     const file = join(hostDir, "env");
     await writeFile(file, "# comment\nFROM_FILE=f\n");
-    const r = await ctrexec(["run", "--rootfs", env.rootfs, "-e", "A=1", "-e", "PATH", "--env-file", file, "sh", "-c", "echo $A $FROM_FILE $PATH"]);
+    const r = await ctrexec(["run", "--rootfs", env.rootfs, "--network", "none", "-e", "A=1", "-e", "PATH", "--env-file", file, "sh", "-c", "echo $A $FROM_FILE $PATH"]);
     assert.equal(r.stdout, `1 f ${process.env["PATH"]}\n`);
   });
 
@@ -164,7 +168,7 @@ describe("ctrexec CLI end to end (real binary, real containerd)", () => {
       );
     const before = join(hostDir, "stty-before");
     const afterFile = join(hostDir, "stty-after");
-    const cmd = [process.execPath, bin, ...globals(), "run", "-t", "-i", "--rootfs", env.rootfs, "sh"].map((a) => `'${a}'`).join(" ");
+    const cmd = [process.execPath, bin, ...globals(), "run", "-t", "-i", "--network", "none", "--rootfs", env.rootfs, "sh"].map((a) => `'${a}'`).join(" ");
     const script = `stty -g > ${before}; CTREXEC_FIFO_ROOT=${env.fifoRoot} ${cmd}; echo EXITED:$?; stty -g > ${afterFile}; sleep 60`;
     await tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", "sh", "-c", script);
     const screen = () => tmux("capture-pane", "-p", "-t", "t");

@@ -439,6 +439,11 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.equal(existsSync(join(env.rootfs, "data")), false, "bind mount stub parents left");
     });
 
+    it("runs in a cwd that is a mount point", async () => {
+      assert.equal(await output("pwd; touch f; ls", { cwd: "/wd" }, { mounts: [{ source: tmpfsMountable(), dest: "/wd" }] }), "/wd\nf\n");
+      assert.equal(existsSync(join(env.rootfs, "wd")), false, "the cwd stub under the mount was left");
+    });
+
     it("makes a read-only bind mount read-only, and honours a read-only root", async () => {
       await assert.rejects(sh("touch /data/x", {}, { mounts: [{ source: bindMountable(env.stateDir), dest: "/data", readonly: true }] }), ExitError);
       const stderr = new Collect();

@@ -4,6 +4,7 @@ import { promisify } from "node:util";
 import { fifoImplementation } from "../../containerd/fifo.js";
 import { DEFAULT_RUNTIME } from "../../containerd/run-task.js";
 import { InvalidArgumentError } from "../../errors.js";
+import { autoNetworkMode } from "../../network/auto.js";
 import { detectHostFeatures } from "../../oci/host-features.js";
 import { defaultRootfsPath } from "../../rootfs/default-rootfs.js";
 import { type OptionSpec, optionsHelp, parseOptions } from "../args.js";
@@ -72,7 +73,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
     runtime: { name: DEFAULT_RUNTIME, runc: await runcVersion() },
     cgroup: { version: existsSync("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1, namespaces: host.cgroupNamespaces },
     security: { seccomp: host.seccomp, apparmor: host.apparmor, selinux: host.selinux, userNamespace: host.inUserNamespace },
-    network: { default: "host", providers: ["host", "none"], cniPluginDir: cniDir ?? null, cniPlugins },
+    network: { default: await autoNetworkMode(), providers: ["host", "none", "bridge"], cniPluginDir: cniDir ?? null, cniPlugins },
     defaultRootfs: { path: rootfs, built: existsSync(`${rootfs}/bin/busybox`) },
     stateDir: ctx.root,
     fifoRoot: ctx.fifoRoot,
@@ -95,7 +96,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
       `seccomp:          ${host.seccomp ? "yes" : "no"}`,
       `apparmor:         ${host.apparmor ? "yes" : "no"}`,
       `selinux:          ${host.selinux ? "yes" : "no"}`,
-      `network:          default host; providers ${report.network.providers.join(", ")}`,
+      `network:          default ${report.network.default}; providers ${report.network.providers.join(", ")}`,
       `CNI plugins:      ${cniDir ? `${cniPlugins.join(", ") || "none"} in ${cniDir}` : "not installed"}`,
       `default rootfs:   ${rootfs}${report.defaultRootfs.built ? "" : " (not built yet)"}`,
       `state dir:        ${ctx.root}`,

@@ -2,6 +2,7 @@ import { constants } from "node:os";
 import { NotFoundError } from "../../errors.js";
 import { LABEL, ownerAlive } from "../../executor/labels.js";
 import { prune } from "../../executor/prune.js";
+import { pruneNetns } from "../../network/bridge.js";
 import { type OptionSpec, optionsHelp, parseOptions } from "../args.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "../context.js";
 import { flagError } from "../flags.js";
@@ -147,7 +148,10 @@ export async function pruneCommand(argv: string[], parent: Context): Promise<num
   if (p.flags.has("help")) return void ctx.stdout.write(PRUNE_HELP), 0;
   if (p.rest.length) throw new InvalidArgumentError(`"ctrexec prune" takes no arguments`, { field: "argv" });
   await using client = openClient(ctx);
-  const removed = await prune({ client, stateDir: ctx.root, fifoRoot: ctx.fifoRoot, logger: ctx.logger });
+  const removed = [
+    ...(await prune({ client, stateDir: ctx.root, fifoRoot: ctx.fifoRoot, logger: ctx.logger })),
+    ...(await pruneNetns(ctx.root, client.namespace)),
+  ];
   for (const line of removed) ctx.stdout.write(`removed ${line}\n`);
   if (removed.length === 0) ctx.stdout.write("nothing to remove\n");
   return 0;

@@ -31,7 +31,7 @@ const OPTIONS: OptionSpec[] = [
   { name: "mount", kind: "list", arg: "SPEC", help: "type=bind,source=S,target=T[,readonly] or type=tmpfs,target=T[,tmpfs-size=64m]" },
   { name: "volume", short: "v", kind: "list", arg: "SRC:DST[:ro]", help: "bind-mount a host path" },
   { name: "tmpfs", kind: "list", arg: "DST[:size=N]", help: "mount a tmpfs" },
-  { name: "network", kind: "value", arg: "MODE", help: "host, none, bridge or a provider name (default: default)" },
+  { name: "network", kind: "value", arg: "MODE", help: "host, none or bridge (default: bridge when set up, else host)" },
   { name: "user", short: "u", kind: "value", arg: "USER", help: "user[:group] or uid[:gid], looked up in the rootfs" },
   { name: "workdir", short: "w", kind: "value", arg: "DIR", help: "working directory, created and owned by the user" },
   { name: "env", short: "e", kind: "list", arg: "K=V", help: "set a variable; a bare K copies ctrexec's value" },
@@ -112,14 +112,9 @@ function resourcesFrom(p: Parsed): LinuxResources | undefined {
   return Object.keys(r).length ? r : undefined;
 }
 
-function hostsFrom(p: Parsed, network: string | undefined): HostIP[] {
-  return (p.lists.get("add-host") ?? []).map((v) => {
-    const h = parseAddHost(v);
-    if (h.ip !== "host-gateway") return h;
-    // In the host's network namespace the host is loopback; elsewhere it needs the bridge's gateway.
-    if (!network || network === "default" || network === "host") return { host: h.host, ip: "127.0.0.1" };
-    throw flagError("--add-host", v, `host-gateway is not available with --network ${network}`);
-  });
+/** `host-gateway` stays as it is: the executor replaces it with the host's address on the run's network. */
+function hostsFrom(p: Parsed): HostIP[] {
+  return (p.lists.get("add-host") ?? []).map(parseAddHost);
 }
 
 /** Builds the run from the command line; every flag problem is an InvalidArgumentError naming the flag. */
@@ -135,7 +130,7 @@ export async function buildRun(argv: string[], parent: Context) {
     tty: p.flags.has("tty"),
     readonlyRootfs: p.flags.has("read-only"),
     security: p.flags.has("privileged") ? "insecure" : "sandbox",
-    extraHosts: hostsFrom(p, network),
+    extraHosts: hostsFrom(p),
     ulimits: (p.lists.get("ulimit") ?? []).map(parseUlimit),
     validExitCodes: (p.lists.get("valid-exit-code") ?? []).map(parseExitCode),
   };

@@ -1,0 +1,252 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
+import { networkInterfaces, tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { after, afterEach, before, describe, it } from "node:test";
+import { FailedPreconditionError, InvalidArgumentError } from "../../src/errors.js";
+import { ContainerdExecutor, type ExecutorOptions } from "../../src/executor/executor.js";
+import type { ProcessMeta } from "../../src/executor/types.js";
+import { CniError } from "../../src/network/cni.js";
+import { buildResolvConf } from "../../src/oci/resolv-conf.js";
+import { createTestEnv, type TestEnv } from "../helpers/env.js";
+import { Collect } from "../helpers/streams.js";
+
+const run = promisify(execFile);
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Networking against the real CNI plugins. Traffic goes only to loopback inside containers, to the test's own
+ * bridge gateway, and between namespaces the test made; masquerade is off.
+ */
+describe("network providers (real CNI plugins)", () => {
+  let env: TestEnv;
+  let cniConfigDir: string;
+  const tag = process.pid % 100_000;
+  const bridge = `ctrt${tag}`;
+  const networkName = `ctrexec-test-${tag}`;
+  const subnet = `10.199.${tag % 250}.0/24`;
+  const executors: ContainerdExecutor[] = [];
+
+  async function executor(extra: Partial<ExecutorOptions> = {}, bridgeOpts: Partial<NonNullable<ExecutorOptions["bridge"]>> = {}) {
+    const ex = await ContainerdExecutor.create({
+      namespace: env.namespace,
+      root: env.stateDir,
+      fifoRoot: env.fifoRoot,
+      defaultNetwork: "bridge",
+      bridge: { configDir: cniConfigDir, networkName, bridge, subnet, ipMasq: false, poolSize: 2, ...bridgeOpts },
+      ...extra,
+    });
+    executors.push(ex);
+    return ex;
+  }
+
+  before(async () => {
+    env = await createTestEnv("net");
+    cniConfigDir = await mkdtemp(join(tmpdir(), "ctrexec-cni-conf-"));
+  });
+  afterEach(async () => {
+    // Close every executor of the test first: idle pooled namespaces are its own, released at close.
+    for (const ex of executors.splice(0)) await ex.close();
+    await env.assertNoLeaks();
+  });
+  after(async () => {
+    await rm(cniConfigDir, { recursive: true, force: true });
+    await env.dispose();
+    await run("ip", ["link", "del", bridge]).catch(() => {});
+  });
+
+  async function sh(ex: ContainerdExecutor, script: string, meta: Partial<ProcessMeta> = {}) {
+    const stdout = new Collect();
+    const stderr = new Collect();
+    const r = await ex
+      .run({ root: { source: (await import("../../src/executor/mountables.js")).bindMountable(env.rootfs) }, process: { meta: { args: ["sh", "-c", script], ...meta }, stdout, stderr } })
+      .catch((e: unknown) => e);
+    return { ok: !(r instanceof Error), error: r instanceof Error ? r : undefined, out: stdout.text, err: stderr.text };
+  }
+
+  async function assertNetClean(ex?: ContainerdExecutor) {
+    if (ex) await ex.close();
+    assert.deepEqual(await readdir(join(env.stateDir, "net", env.namespace)).catch(() => []), [], "network namespace files left");
+    const veths = await readdir(`/sys/class/net/${bridge}/brif`).catch(() => []);
+    assert.deepEqual(veths, [], "veths left on the bridge");
+    const ipam = await readdir(join(env.stateDir, "cni", "ipam", networkName)).catch(() => []);
+    assert.deepEqual(ipam.filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip")), [], "IPAM reservations left");
+  }
+
+  it("none: only loopback, up, and a server on 127.0.0.1 inside is reachable", async () => {
+    const ex = await executor({ defaultNetwork: "host" });
+    const r = await sh(ex, "ip -o link | cut -d' ' -f2; ip -o link show lo | grep -q ',UP' && echo lo-up; (nc -l -p 8080 > /tmp/got &); sleep 0.3; echo hi | nc -w1 127.0.0.1 8080; sleep 0.2; cat /tmp/got", { network: "none" });
+    assert.ok(r.ok, r.err);
+    assert.equal(r.out, "lo:\nlo-up\nhi\n");
+  });
+
+  it("host: sees the host's interfaces and keeps the host's resolv.conf", async () => {
+    const ex = await executor({ defaultNetwork: "host" });
+    const r = await sh(ex, "cut -d: -f1 /proc/net/dev | tr -d ' ' | tail -n +3; echo ---; cat /etc/resolv.conf", { network: "host" });
+    assert.ok(r.ok, r.err);
+    const [ifaces, resolv] = r.out.split("---\n");
+    for (const name of Object.keys(networkInterfaces())) assert.ok(ifaces!.split("\n").includes(name), `${name} not seen inside`);
+    const hostConf = await readFile("/etc/resolv.conf", "utf8").catch(() => "");
+    assert.equal(resolv, buildResolvConf(hostConf, { hostNetwork: true }).content);
+  });
+
+  it("bridge: an address in the subnet, a default route, and the host's server on the gateway", async () => {
+    const ex = await executor();
+    const probe = await sh(ex, "ip -4 -o addr show eth0 | awk '{print $4}'; ip route | awk '/^default/ {print $3}'; cat /etc/resolv.conf");
+    assert.ok(probe.ok, probe.err);
+    const [cidr, gateway] = probe.out.split("\n");
+    const prefix = subnet.split(".").slice(0, 3).join(".") + ".";
+    assert.ok(cidr!.startsWith(prefix) && cidr!.endsWith("/24"), `address ${cidr}`);
+    assert.equal(gateway, `${prefix}1`);
+    const hostConf = await readFile("/etc/resolv.conf", "utf8").catch(() => "");
+    assert.ok(probe.out.endsWith(buildResolvConf(hostConf, { hostNetwork: false }).content), "resolv.conf is not the sandbox form");
+
+    const received: string[] = [];
+    const server = net.createServer((s) => s.on("data", (d) => received.push(d.toString())).on("end", () => s.end()));
+    await new Promise<void>((r) => server.listen(0, gateway, r));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const r = await sh(ex, `echo hello | nc -w2 ${gateway} ${port} && echo sent`, { extraHosts: [{ host: "hostgw", ip: "host-gateway" }] });
+      assert.ok(r.ok, r.err);
+      assert.equal(r.out, "sent\n");
+      assert.equal(received.join(""), "hello\n");
+      const gw = await sh(ex, "grep hostgw /etc/hosts", { extraHosts: [{ host: "hostgw", ip: "host-gateway" }] });
+      assert.equal(gw.out, `${gateway}\thostgw\n`);
+    } finally {
+      server.close();
+    }
+    await assertNetClean(ex);
+  });
+
+  it("bridge: two concurrent runs reach each other", async () => {
+    const ex = await executor();
+    const serverOut = new Collect();
+    const { bindMountable } = await import("../../src/executor/mountables.js");
+    const serverRun = ex.run({
+      root: { source: bindMountable(env.rootfs) },
+      process: { meta: { args: ["sh", "-c", "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1; nc -l -p 9000"] }, stdout: serverOut },
+    });
+    let ip = "";
+    for (let i = 0; i < 100 && !ip; i++) {
+      await delay(50);
+      ip = serverOut.text.split("\n")[0] ?? "";
+      if (!serverOut.text.includes("\n")) ip = "";
+    }
+    await delay(200);
+    const client = await sh(ex, `echo ping | nc -w2 ${ip} 9000 && echo sent`);
+    assert.ok(client.ok, client.err);
+    await serverRun;
+    assert.equal(serverOut.text, `${ip}\nping\n`);
+    await assertNetClean(ex);
+  });
+
+  for (const poolSize of [0, 3]) {
+    it(`bridge: 50 runs, 4 at a time, leave nothing (pool ${poolSize})`, async () => {
+      const ex = await executor({}, { poolSize });
+      let next = 0;
+      const outs: string[] = [];
+      await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          while (next < 50) {
+            const i = next++;
+            const r = await sh(ex, `echo ${i}; ip -4 -o addr show eth0 | grep -c inet`);
+            assert.ok(r.ok, r.err);
+            outs[i] = r.out;
+          }
+        }),
+      );
+      assert.deepEqual(outs, Array.from({ length: 50 }, (_, i) => `${i}\n1\n`));
+      await assertNetClean(ex);
+    });
+  }
+
+  it("bridge: a privileged run's namespace is not reused", async () => {
+    const ex = await executor({}, { poolSize: 1 });
+    const a = await sh(ex, "ip addr add 10.254.254.254/32 dev lo && echo changed", { security: "insecure" });
+    assert.ok(a.ok, a.err);
+    assert.equal(a.out, "changed\n");
+    for (let i = 0; i < 3; i++) {
+      const b = await sh(ex, "ip -o addr show lo | grep -c 10.254.254.254 || true");
+      assert.equal(b.out, "0\n", "a namespace changed by a privileged run was reused");
+    }
+    await assertNetClean(ex);
+  });
+
+  it("default is bridge when the plugins and the network config are there, else host", async () => {
+    const confDir = await mkdtemp(join(tmpdir(), "ctrexec-cni-auto-"));
+    try {
+      const base = { namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot };
+      const none = await ContainerdExecutor.create({ ...base, bridge: { configDir: confDir, networkName } });
+      assert.equal(await none.defaultNetwork(), "host");
+      await none.close();
+      await writeFile(join(confDir, "10-test.conflist"), JSON.stringify({ cniVersion: "1.0.0", name: networkName, plugins: [{ type: "bridge" }] }));
+      const withConf = await ContainerdExecutor.create({ ...base, bridge: { configDir: confDir, networkName } });
+      assert.equal(await withConf.defaultNetwork(), "bridge");
+      await withConf.close();
+    } finally {
+      await rm(confDir, { recursive: true, force: true });
+    }
+  });
+
+  it("errors: a missing plugin, a bad config, an exhausted subnet, each typed and leaving nothing", async () => {
+    const emptyDir = await mkdtemp(join(tmpdir(), "ctrexec-cni-empty-"));
+    const badConfDir = await mkdtemp(join(tmpdir(), "ctrexec-cni-bad-"));
+    try {
+      const noPlugins = await executor({}, { pluginDirs: [emptyDir] });
+      const missing = await sh(noPlugins, "true");
+      assert.ok(missing.error instanceof FailedPreconditionError, String(missing.error));
+      assert.match(missing.error.message, /CNI plugin "bridge" not found/);
+
+      await writeFile(join(badConfDir, "x.conflist"), "{ not json");
+      const badConf = await executor({}, { configDir: badConfDir });
+      const bad = await sh(badConf, "true");
+      assert.ok(bad.error instanceof InvalidArgumentError, String(bad.error));
+      assert.match(bad.error.message, /bad CNI config/);
+
+      // A /30 has one address for containers (.1 is the gateway): the second run at once gets none.
+      const tiny = await executor({}, { subnet: `10.199.${(tag + 1) % 250}.0/30`, bridge: `${bridge}t`, poolSize: 0, networkName: `${networkName}-tiny` });
+      const { bindMountable } = await import("../../src/executor/mountables.js");
+      let started!: () => void;
+      const first = new Promise<void>((r) => (started = r));
+      const ac = new AbortController();
+      const holder = tiny.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] } }, signal: ac.signal, onStarted: () => started() }).catch(() => {});
+      await first;
+      const exhausted = await sh(tiny, "true");
+      assert.ok(exhausted.error instanceof CniError, String(exhausted.error));
+      assert.match(exhausted.error.message, /CNI ADD failed in plugin "bridge": .*no IP addresses available/);
+      ac.abort();
+      await holder;
+      await tiny.close();
+      assert.deepEqual(await readdir(join(env.stateDir, "net", env.namespace)), [], "namespace files left after failures");
+      const ipam = await readdir(join(env.stateDir, "cni", "ipam", `${networkName}-tiny`)).catch(() => []);
+      assert.deepEqual(ipam.filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip")), [], "IPAM reservations left");
+      await run("ip", ["link", "del", `${bridge}t`]).catch(() => {});
+    } finally {
+      await rm(emptyDir, { recursive: true, force: true });
+      await rm(badConfDir, { recursive: true, force: true });
+    }
+  });
+
+  it("prune removes the pooled namespaces of a dead executor", async () => {
+    const dir = join(env.stateDir, "net", env.namespace);
+    await mkdir(dir, { recursive: true });
+    const mod = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
+    const script = `
+      const { ContainerdExecutor } = await import(${mod("../../src/executor/executor.js")});
+      const { bindMountable } = await import(${mod("../../src/executor/mountables.js")});
+      const ex = await ContainerdExecutor.create({ namespace: ${JSON.stringify(env.namespace)}, root: ${JSON.stringify(env.stateDir)}, fifoRoot: ${JSON.stringify(env.fifoRoot)}, defaultNetwork: "bridge",
+        bridge: { configDir: ${JSON.stringify(cniConfigDir)}, networkName: ${JSON.stringify(networkName)}, bridge: ${JSON.stringify(bridge)}, subnet: ${JSON.stringify(subnet)}, ipMasq: false, poolSize: 2 } });
+      await ex.run({ root: { source: bindMountable(${JSON.stringify(env.rootfs)}) }, process: { meta: { args: ["true"] } } });
+      await new Promise((r) => setTimeout(r, 1500));
+      process.kill(process.pid, "SIGKILL");`;
+    await run(process.execPath, ["--input-type=module", "-e", script]).catch(() => {});
+    assert.ok((await readdir(dir)).length > 0, "the dead executor left no pooled namespace to prune");
+    const ex = await executor({ defaultNetwork: "host" });
+    const removed = await ex.prune();
+    assert.ok(removed.some((l) => l.startsWith("network namespace ")), removed.join("\n"));
+    await assertNetClean(ex);
+  });
+});
