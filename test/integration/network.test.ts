@@ -55,7 +55,7 @@ describe("network providers (real CNI plugins)", () => {
   after(async () => {
     await rm(cniConfigDir, { recursive: true, force: true });
     await env.dispose();
-    await run("ip", ["link", "del", bridge]).catch(() => {});
+    for (const b of [bridge, `${bridge}t`]) await run("ip", ["link", "del", b]).catch(() => {});
   });
 
   async function sh(ex: ContainerdExecutor, script: string, meta: Partial<ProcessMeta> = {}) {
