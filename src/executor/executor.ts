@@ -328,6 +328,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     }
     checkpoint();
 
+    span.addEvent("Environment prepared");
     const spec = generateSpec(
       {
         ...specBase,
@@ -340,6 +341,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       this.#host,
     );
     state.spec = spec;
+    span.addEvent("Spec generated");
 
     const labels = {
       ...req.labels,
@@ -350,7 +352,11 @@ export class ContainerdExecutor implements AsyncDisposable {
       { signal },
     );
     const taskGone = { value: true };
-    stack.defer("delete container", () => this.#deleteContainer(id, taskGone));
+    stack.defer("delete container", async () => {
+      await this.#deleteContainer(id, taskGone);
+      span.addEvent("Container deleted");
+    });
+    span.addEvent("Container record created");
 
     const p = req.process;
     const io = await ProcessIO.create({
@@ -363,6 +369,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       logger: this.#logger,
     });
     stack.defer("close IO", () => io.close());
+    span.addEvent("IO created");
     checkpoint();
 
     try {
@@ -377,6 +384,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     taskGone.value = false;
     stack.defer("delete task", async () => {
       taskGone.value = await deleteTask(this.client, id, this.#logger);
+      span.addEvent("Task deleted");
     });
     span.addEvent("Container created");
 

@@ -1,0 +1,376 @@
+/**
+ * ctrexec benchmark suite: `npm run bench` (or `node dist/bench/main.js [--quick] [--json FILE] [--only a,b]`).
+ *
+ * Every scenario runs ctrexec in-process beside `ctr run --rm` (a whole process), `runc run` on a prepared bundle
+ * (the floor) and, when built, containerd's own Go client (../shared/bench/go-anchor), alternating in rounds so
+ * that a noisy machine hurts them alike. Reports medians, p95 and ratios as a table, and everything as JSON.
+ */
+import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { promisify } from "node:util";
+import type { Attributes, Span, Tracer } from "@opentelemetry/api";
+import { ContainerdExecutor, type ExecutorOptions } from "../src/executor/executor.js";
+import { bindMountable } from "../src/executor/mountables.js";
+import type { ProcessMeta } from "../src/executor/types.js";
+import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
+
+const exec = promisify(execFile);
+const args = process.argv.slice(2);
+const quick = args.includes("--quick");
+const only = args.includes("--only") ? new Set(args[args.indexOf("--only") + 1]!.split(",")) : undefined;
+const jsonOut = args.includes("--json") ? args[args.indexOf("--json") + 1] : undefined;
+const GO_ANCHOR = process.env["CTREXEC_GO_ANCHOR"] ?? "/tmp/go-anchor";
+const ROUNDS = quick ? 3 : 6;
+const PER_ROUND = quick ? 3 : 5;
+
+const NS = `ctrexec-bench-${process.pid}`;
+let stateDir = "";
+let rootfs = "";
+let bundle = "";
+const results: Record<string, unknown> = {};
+const table: string[][] = [["scenario", "ctrexec", "ctr", "runc", "go client", "ctrexec/go", "ctrexec/ctr"]];
+
+// ---------------------------------------------------------------- statistics
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] ?? NaN;
+}
+const median = (xs: number[]) => quantile(xs, 0.5);
+const r1 = (n: number) => Math.round(n * 10) / 10;
+function summary(xs: number[]) {
+  return { n: xs.length, median: r1(median(xs)), p95: r1(quantile(xs, 0.95)), min: r1(Math.min(...xs)), max: r1(Math.max(...xs)) };
+}
+
+class Discard extends Writable {
+  bytes = 0;
+  override _write(chunk: Buffer, _e: BufferEncoding, cb: () => void): void {
+    this.bytes += chunk.length;
+    cb();
+  }
+}
+
+// ---------------------------------------------------------------- the other columns
+
+async function ctrRun(argv: string[], stdout: "ignore" | "count" = "ignore"): Promise<{ ms: number; bytes: number }> {
+  const id = `ctr${process.pid}${Math.random().toString(36).slice(2, 8)}`;
+  const t = performance.now();
+  let bytes = 0;
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn("ctr", ["-n", NS, "run", "--rm", "--rootfs", rootfs, id, ...argv], { stdio: ["ignore", stdout === "count" ? "pipe" : "ignore", "pipe"] });
+    child.stdout?.on("data", (d: Buffer) => (bytes += d.length));
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`ctr run failed (${code}): ${err}`))));
+  });
+  return { ms: performance.now() - t, bytes };
+}
+
+async function prepareBundle(): Promise<void> {
+  bundle = join(stateDir, "runc-bundle");
+  await mkdir(bundle, { recursive: true });
+  await exec("runc", ["spec", "--bundle", bundle]);
+  const { readFile } = await import("node:fs/promises");
+  const conf = JSON.parse(await readFile(join(bundle, "config.json"), "utf8")) as Record<string, Record<string, unknown>>;
+  conf["root"] = { path: rootfs, readonly: false };
+  conf["process"]!["terminal"] = false;
+  await writeFile(join(bundle, "config.json"), JSON.stringify(conf));
+}
+
+async function runcRun(argv: string[], stdout: "ignore" | "count" = "ignore"): Promise<{ ms: number; bytes: number }> {
+  const { readFile } = await import("node:fs/promises");
+  const conf = JSON.parse(await readFile(join(bundle, "config.json"), "utf8")) as Record<string, Record<string, unknown>>;
+  conf["process"]!["args"] = argv;
+  const b = await mkdtemp(join(stateDir, "runc-"));
+  await writeFile(join(b, "config.json"), JSON.stringify(conf));
+  const id = `runc${process.pid}${Math.random().toString(36).slice(2, 8)}`;
+  const t = performance.now();
+  let bytes = 0;
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn("runc", ["--root", join(stateDir, "runc-state"), "run", "-b", b, id], { stdio: ["ignore", stdout === "count" ? "pipe" : "ignore", "pipe"] });
+    child.stdout?.on("data", (d: Buffer) => (bytes += d.length));
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`runc run failed (${code}): ${err}`))));
+  });
+  const ms = performance.now() - t;
+  await rm(b, { recursive: true, force: true });
+  return { ms, bytes };
+}
+
+const haveGo = existsSync(GO_ANCHOR);
+async function goAnchor(mode: string, extra: string[]): Promise<Record<string, unknown>> {
+  const { stdout } = await exec(GO_ANCHOR, [mode, "-namespace", NS, "-rootfs", rootfs, "-seccomp", ...extra], { maxBuffer: 1 << 20 });
+  return JSON.parse(stdout) as Record<string, unknown>;
+}
+
+// ---------------------------------------------------------------- ctrexec
+
+async function newExecutor(extra: Partial<ExecutorOptions> = {}): Promise<ContainerdExecutor> {
+  return ContainerdExecutor.create({ namespace: NS, root: stateDir, fifoRoot: join(stateDir, "fifo"), defaultNetwork: "host", ...extra });
+}
+const root = () => ({ source: bindMountable(rootfs) });
+
+async function timed(ex: ContainerdExecutor, meta: ProcessMeta, streams = true): Promise<number> {
+  const t = performance.now();
+  await ex.run({ root: root(), process: { meta, ...(streams ? { stdout: new Discard(), stderr: new Discard() } : {}) } });
+  return performance.now() - t;
+}
+
+function ratio(a: number, b: number | undefined): string {
+  return b && Number.isFinite(b) ? (a / b).toFixed(2) : "-";
+}
+
+function row(name: string, unit: string, c: number, ctr?: number, runc?: number, go?: number, higherIsBetter = false) {
+  const fmt = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "-" : `${r1(v)} ${unit}`);
+  const rel = (x: number | undefined) => (higherIsBetter ? ratio(x ?? NaN, c) : ratio(c, x));
+  table.push([name, fmt(c), fmt(ctr), fmt(runc), fmt(go), higherIsBetter ? (go ? ratio(c, go) : "-") : rel(go), higherIsBetter ? (ctr ? ratio(c, ctr) : "-") : rel(ctr)]);
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async function seqTrue(): Promise<void> {
+  const ex = await newExecutor();
+  const events: { name: string; t: number }[] = [];
+  const phases: Record<string, number[]> = {};
+  const span = { addEvent: (name: string, _a?: Attributes) => (events.push({ name, t: performance.now() }), span), end: () => {} } as unknown as Span;
+  const tracer = { startSpan: () => span } as unknown as Tracer;
+  const traced = await newExecutor({ tracer });
+  const c: number[] = [];
+  const ctr: number[] = [];
+  const runc: number[] = [];
+  const go: number[] = [];
+  let cpu = 0;
+  for (let i = 0; i < 2; i++) await timed(ex, { args: ["/bin/true"] });
+  for (let round = 0; round < ROUNDS; round++) {
+    const cpu0 = process.cpuUsage();
+    for (let i = 0; i < PER_ROUND; i++) c.push(await timed(ex, { args: ["/bin/true"] }));
+    const d = process.cpuUsage(cpu0);
+    cpu += d.user + d.system;
+    for (let i = 0; i < PER_ROUND; i++) ctr.push((await ctrRun(["/bin/true"])).ms);
+    for (let i = 0; i < PER_ROUND; i++) runc.push((await runcRun(["/bin/true"])).ms);
+    if (haveGo) go.push(Number(((await goAnchor("seq", ["-n", String(PER_ROUND), "-warmup", "1"]))["latency"] as { median_ms: number }).median_ms));
+    // One traced run per round for the phase breakdown.
+    events.length = 0;
+    const t0 = performance.now();
+    await traced.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } });
+    let prev = t0;
+    for (const e of events) {
+      (phases[e.name] ??= []).push(e.t - prev);
+      prev = e.t;
+    }
+  }
+  const noStreams: number[] = [];
+  for (let i = 0; i < PER_ROUND * 2; i++) noStreams.push(await timed(ex, { args: ["/bin/true"] }, false));
+  await traced.close();
+  await ex.close();
+  const cpuPerRun = cpu / 1000 / (ROUNDS * PER_ROUND);
+  results["seq_true"] = {
+    ctrexec: summary(c),
+    ctrexec_no_streams: summary(noStreams),
+    ctr: summary(ctr),
+    runc: summary(runc),
+    go: haveGo ? summary(go) : null,
+    executor_cpu_ms_per_run: r1(cpuPerRun),
+    phase_median_ms: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, r1(median(v))])),
+  };
+  row("run /bin/true (ms)", "ms", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  row("  same, no stdio (ms)", "ms", median(noStreams), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  table.push(["executor CPU per run", `${r1(cpuPerRun)} ms`, "-", "-", "-", "-", "-"]);
+}
+
+async function execTrue(): Promise<void> {
+  const ex = await newExecutor();
+  const ac = new AbortController();
+  let started!: (id: string) => void;
+  const s = new Promise<string>((r) => (started = r));
+  const run = ex.run({ root: root(), process: { meta: { args: ["sleep", "600"] } }, signal: ac.signal, onStarted: ({ id }) => started(id) }).catch(() => {});
+  const id = await s;
+  const c: number[] = [];
+  const ctr: number[] = [];
+  const go: number[] = [];
+  for (let i = 0; i < 3; i++) await ex.exec(id, { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() });
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < PER_ROUND * 2; i++) {
+      const t = performance.now();
+      await ex.exec(id, { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() });
+      c.push(performance.now() - t);
+    }
+    for (let i = 0; i < PER_ROUND; i++) {
+      const t = performance.now();
+      await exec("ctr", ["-n", NS, "task", "exec", "--exec-id", `e${process.pid}${round}${i}`, id, "/bin/true"]);
+      ctr.push(performance.now() - t);
+    }
+    if (haveGo) go.push(Number(((await goAnchor("exec", ["-n", String(PER_ROUND * 2), "-warmup", "2"]))["latency"] as { median_ms: number }).median_ms));
+  }
+  ac.abort();
+  await run;
+  await ex.close();
+  results["exec_true"] = { ctrexec: summary(c), ctr_task_exec: summary(ctr), go: haveGo ? summary(go) : null };
+  row("exec /bin/true (ms)", "ms", median(c), median(ctr), undefined, haveGo ? median(go) : undefined);
+}
+
+async function cancel(): Promise<void> {
+  const ex = await newExecutor();
+  const c: number[] = [];
+  const go: number[] = [];
+  const one = async () => {
+    const ac = new AbortController();
+    let started!: () => void;
+    const s = new Promise<void>((r) => (started = r));
+    const p = ex.run({ root: root(), process: { meta: { args: ["sleep", "600"] }, stdout: new Discard(), stderr: new Discard() }, signal: ac.signal, onStarted: () => started() }).catch(() => {});
+    await s;
+    await new Promise((r) => setTimeout(r, 50));
+    const t = performance.now();
+    ac.abort();
+    await p;
+    return performance.now() - t;
+  };
+  await one();
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < PER_ROUND; i++) c.push(await one());
+    if (haveGo) go.push(Number(((await goAnchor("cancel", ["-n", String(PER_ROUND), "-warmup", "1"]))["cancel_to_return"] as { median_ms: number }).median_ms));
+  }
+  await ex.close();
+  results["cancel_to_return"] = { ctrexec: summary(c), go: haveGo ? summary(go) : null };
+  row("cancel → return (ms)", "ms", median(c), undefined, undefined, haveGo ? median(go) : undefined);
+}
+
+async function stdout(src: "head" | "dd"): Promise<void> {
+  const size = 256 * 1024 * 1024;
+  const argv = src === "head" ? ["head", "-c", String(size), "/dev/zero"] : ["dd", "if=/dev/zero", "bs=1M", `count=${size >> 20}`];
+  const ex = await newExecutor();
+  const c: number[] = [];
+  const ctr: number[] = [];
+  const runc: number[] = [];
+  const go: number[] = [];
+  const n = quick ? 2 : 3;
+  for (let round = 0; round < n; round++) {
+    const sink = new Discard();
+    const t = performance.now();
+    await ex.run({ root: root(), process: { meta: { args: argv }, stdout: sink, stderr: new Discard() } });
+    if (sink.bytes !== size) throw new Error(`ctrexec got ${sink.bytes} bytes`);
+    c.push(size / 2 ** 20 / ((performance.now() - t) / 1000));
+    const cr = await ctrRun(argv, "count");
+    ctr.push(size / 2 ** 20 / (cr.ms / 1000));
+    const rr = await runcRun(argv, "count");
+    runc.push(size / 2 ** 20 / (rr.ms / 1000));
+    if (haveGo) go.push(Number((await goAnchor("stdout", ["-n", "1", "-warmup", "0", "-bytes", String(size), "-src", src]))["mib_per_s_median"]));
+  }
+  await ex.close();
+  results[`stdout_256MiB_${src}`] = { ctrexec_mib_s: summary(c), ctr_mib_s: summary(ctr), runc_mib_s: summary(runc), go_mib_s: haveGo ? summary(go) : null };
+  row(`256 MiB stdout, ${src} (MiB/s)`, "MiB/s", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined, true);
+}
+
+async function parallel(conc: number): Promise<void> {
+  const ex = await newExecutor();
+  const total = quick ? conc * 4 : conc * 8;
+  const rate = async (f: () => Promise<unknown>) => {
+    let next = 0;
+    const t = performance.now();
+    await Promise.all(Array.from({ length: conc }, async () => {
+      while (next++ < total) await f();
+    }));
+    return total / ((performance.now() - t) / 1000);
+  };
+  const c: number[] = [];
+  const ctr: number[] = [];
+  const go: number[] = [];
+  for (let round = 0; round < (quick ? 2 : 3); round++) {
+    c.push(await rate(() => ex.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } })));
+    ctr.push(await rate(() => ctrRun(["/bin/true"])));
+    if (haveGo) go.push(Number((await goAnchor("par", ["-n", String(total), "-c", String(conc), "-warmup", "2"]))["runs_per_s"]));
+  }
+  await ex.close();
+  results[`parallel_${conc}`] = { ctrexec_runs_s: summary(c), ctr_runs_s: summary(ctr), go_runs_s: haveGo ? summary(go) : null };
+  row(`${conc}-way parallel (runs/s)`, "/s", median(c), median(ctr), undefined, haveGo ? median(go) : undefined, true);
+}
+
+async function rss32(): Promise<void> {
+  const ex = await newExecutor();
+  global.gc?.();
+  const before = process.memoryUsage().rss;
+  let peak = before;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+  let startedCount = 0;
+  await Promise.all(
+    Array.from({ length: 32 }, () =>
+      ex.run({ root: root(), process: { meta: { args: ["sleep", "3"] }, stdout: new Discard(), stderr: new Discard() }, onStarted: () => void startedCount++ }),
+    ),
+  );
+  clearInterval(timer);
+  await ex.close();
+  results["rss_32_in_flight"] = { rss_before_mb: r1(before / 2 ** 20), rss_peak_mb: r1(peak / 2 ** 20), started: startedCount };
+  table.push(["RSS, 32 runs in flight", `${r1(peak / 2 ** 20)} MB`, "-", "-", "-", "-", "-"]);
+}
+
+async function networks(): Promise<void> {
+  const confDir = await mkdtemp(join(tmpdir(), "ctrexec-bench-cni-"));
+  const bridge = { configDir: confDir, networkName: `ctrexec-bench-${process.pid % 100000}`, bridge: `ctrb${process.pid % 100000}`, subnet: "10.198.0.0/24", ipMasq: false };
+  const out: Record<string, unknown> = {};
+  for (const [name, opts, mode] of [
+    ["none", {}, "none"],
+    ["bridge, pool 4", { bridge: { ...bridge, poolSize: 4 } }, "bridge"],
+    ["bridge, no pool", { bridge: { ...bridge, poolSize: 0 } }, "bridge"],
+  ] as const) {
+    const ex = await newExecutor(opts);
+    const xs: number[] = [];
+    for (let i = 0; i < 2; i++) await timed(ex, { args: ["/bin/true"], network: mode });
+    for (let i = 0; i < ROUNDS * PER_ROUND; i++) {
+      xs.push(await timed(ex, { args: ["/bin/true"], network: mode }));
+      await new Promise((r) => setTimeout(r, 30)); // let the pool refill, as between real steps
+    }
+    await ex.close();
+    out[name] = summary(xs);
+    table.push([`network ${name} (ms)`, `${r1(median(xs))} ms`, "-", "-", "-", "-", "-"]);
+  }
+  await exec("ip", ["link", "del", bridge.bridge]).catch(() => {});
+  await rm(confDir, { recursive: true, force: true });
+  results["network_latency"] = out;
+}
+
+// ---------------------------------------------------------------- main
+
+const SCENARIOS: Record<string, () => Promise<void>> = {
+  seq: seqTrue,
+  exec: execTrue,
+  cancel,
+  "stdout-head": () => stdout("head"),
+  "stdout-dd": () => stdout("dd"),
+  par4: () => parallel(4),
+  par8: () => parallel(8),
+  rss: rss32,
+  network: networks,
+};
+
+async function main(): Promise<void> {
+  stateDir = await mkdtemp(join(tmpdir(), "ctrexec-bench-"));
+  rootfs = await ensureDefaultRootfs(stateDir);
+  await prepareBundle();
+  process.stderr.write(`bench: namespace ${NS}, ${quick ? "quick" : "full"} mode, go anchor ${haveGo ? GO_ANCHOR : "not built"}\n`);
+  try {
+    for (const [name, f] of Object.entries(SCENARIOS)) {
+      if (only && !only.has(name)) continue;
+      process.stderr.write(`bench: ${name}\n`);
+      await f();
+    }
+  } finally {
+    const ex = await newExecutor();
+    for (const c of await ex.client.containers.list()) await ex.client.containers.delete(c.id).catch(() => {});
+    await ex.client.namespaces.delete(NS).catch(() => {});
+    await ex.close();
+    if (haveGo) await exec(GO_ANCHOR, ["clean", "-namespace", NS]).catch(() => {});
+    await rm(stateDir, { recursive: true, force: true });
+  }
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => (r[i] ?? "").length)));
+  process.stdout.write(table.map((r) => r.map((c, i) => c.padEnd(widths[i]! + 2)).join("").trimEnd()).join("\n") + "\n");
+  const json = JSON.stringify({ date: new Date().toISOString(), quick, goAnchor: haveGo, results }, null, 2);
+  if (jsonOut) await writeFile(jsonOut, json + "\n");
+  else process.stdout.write(json + "\n");
+}
+
+await main();
