@@ -7,7 +7,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -242,7 +242,7 @@ async function cancel(): Promise<void> {
 
 async function stdout(src: "head" | "dd"): Promise<void> {
   const size = 256 * 1024 * 1024;
-  const argv = src === "head" ? ["head", "-c", String(size), "/dev/zero"] : ["dd", "if=/dev/zero", "bs=1M", `count=${size >> 20}`];
+  const argv = src === "head" ? ["/bin/head", "-c", String(size), "/dev/zero"] : ["/bin/dd", "if=/dev/zero", "bs=1M", `count=${size >> 20}`];
   const ex = await newExecutor();
   const c: number[] = [];
   const ctr: number[] = [];
@@ -350,6 +350,10 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
 async function main(): Promise<void> {
   stateDir = await mkdtemp(join(tmpdir(), "ctrexec-bench-"));
   rootfs = await ensureDefaultRootfs(stateDir);
+  // The Go anchor runs /bin/<tool> (its README); busybox puts some applets under /usr/bin.
+  for (const tool of ["true", "head", "dd", "yes", "sleep", "sh"]) {
+    if (!existsSync(join(rootfs, "bin", tool))) await symlink("/bin/busybox", join(rootfs, "bin", tool));
+  }
   await prepareBundle();
   process.stderr.write(`bench: namespace ${NS}, ${quick ? "quick" : "full"} mode, go anchor ${haveGo ? GO_ANCHOR : "not built"}\n`);
   try {

@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import type { HostIP } from "../oci/hosts.js";
@@ -134,6 +135,25 @@ export function parseEnvFile(text: string, callerEnv: NodeJS.ProcessEnv = proces
     if (e !== undefined) out.push(e);
   }
   return out;
+}
+
+/** The env of `--env-file` files (first, in order) and `-e` flags (after, so they win). */
+export async function envFromFlags(envFiles: readonly string[], envFlags: readonly string[]): Promise<string[]> {
+  const env: string[] = [];
+  for (const f of envFiles) {
+    let text: string;
+    try {
+      text = await readFile(f, "utf8");
+    } catch (err) {
+      throw flagError("--env-file", f, (err as Error).message);
+    }
+    env.push(...parseEnvFile(text));
+  }
+  for (const e of envFlags) {
+    const v = parseEnv(e);
+    if (v !== undefined) env.push(v);
+  }
+  return env;
 }
 
 /** `--ulimit nofile=1024[:2048]`; hard defaults to soft; -1 or "unlimited" for no limit. */

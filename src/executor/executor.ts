@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { mkdir, rm } from "node:fs/promises";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
@@ -124,6 +125,8 @@ export class ContainerdExecutor implements AsyncDisposable {
       ...Object.entries(options.networkProviders ?? {}),
     ]);
     this.#oom = new OomWatch(client, this.#logger);
+    // Every run and exec listens on the executor's close signal: many at once is normal, not a leak.
+    setMaxListeners(0, this.#closing.signal);
     this.#fifos = fifoDir(this.fifoRoot, client.namespace);
   }
 

@@ -90,6 +90,10 @@ export class BridgeProvider implements NetworkProvider {
   readonly #poolSize: number;
   readonly #logger: Logger;
   readonly #idle: Netns[] = [];
+  /** Handed out and not back yet: they count toward the pool, since a sandboxed run gives its one back. */
+  #inUse = 0;
+  /** Destroys running in the background (after privileged runs); close() waits for them. */
+  readonly #destroying = new Set<Promise<void>>();
   #filling: Promise<void> | undefined;
   #lock: Promise<unknown> = Promise.resolve();
   #closed = false;
@@ -162,10 +166,10 @@ export class BridgeProvider implements NetworkProvider {
   }
 
   #fill(): void {
-    if (this.#closed || this.#filling || this.#idle.length >= this.#poolSize) return;
+    if (this.#closed || this.#filling || this.#idle.length + this.#inUse >= this.#poolSize) return;
     this.#filling = (async () => {
       try {
-        while (!this.#closed && this.#idle.length < this.#poolSize) {
+        while (!this.#closed && this.#idle.length + this.#inUse < this.#poolSize) {
           const ns = await this.#make();
           if (this.#closed) await this.#destroy(ns);
           else this.#idle.push(ns);
@@ -185,6 +189,7 @@ export class BridgeProvider implements NetworkProvider {
   async create(options: { id: string; hostname: string; signal?: AbortSignal | undefined; privileged?: boolean }): Promise<NetworkHandle & { address?: string; gateway?: string }> {
     if (this.#closed) throw new CanceledError("the bridge network provider is closed");
     const ns = this.#idle.pop() ?? (await this.#make());
+    this.#inUse++;
     this.#fill();
     let closed = false;
     const reusable = !options.privileged;
@@ -196,8 +201,15 @@ export class BridgeProvider implements NetworkProvider {
       close: async () => {
         if (closed) return;
         closed = true;
-        if (reusable && !this.#closed && this.#idle.length < this.#poolSize) this.#idle.push(ns);
-        else await this.#destroy(ns);
+        this.#inUse--;
+        if (reusable && !this.#closed && this.#idle.length < this.#poolSize) {
+          this.#idle.push(ns);
+          return;
+        }
+        // Off the run's path: the run is over, only its namespace remains to undo.
+        const d = this.#destroy(ns).finally(() => this.#destroying.delete(d));
+        this.#destroying.add(d);
+        this.#fill();
       },
     };
   }
@@ -216,6 +228,7 @@ export class BridgeProvider implements NetworkProvider {
   async close(): Promise<void> {
     this.#closed = true;
     await this.#filling;
+    await Promise.all([...this.#destroying]);
     for (const ns of this.#idle.splice(0)) await this.#destroy(ns);
   }
 }

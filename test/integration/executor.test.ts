@@ -18,31 +18,9 @@ import {
 } from "../../src/errors.js";
 import { bindMountable, tmpfsMountable } from "../../src/executor/mountables.js";
 import type { ProcessInfo, ProcessMeta, RunRequest, WinSize } from "../../src/executor/types.js";
+import { Channel } from "../../src/util/channel.js";
 import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
 import { Collect, HashSink, repeatedDigest } from "../helpers/streams.js";
-
-/** An async iterable the test pushes into. */
-class Channel<T> implements AsyncIterable<T> {
-  readonly #items: T[] = [];
-  #wake: (() => void) | undefined;
-  #closed = false;
-  push(v: T): void {
-    this.#items.push(v);
-    this.#wake?.();
-  }
-  close(): void {
-    this.#closed = true;
-    this.#wake?.();
-  }
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    for (;;) {
-      const v = this.#items.shift();
-      if (v !== undefined) yield v;
-      else if (this.#closed) return;
-      else await new Promise<void>((r) => (this.#wake = r));
-    }
-  }
-}
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -1,11 +1,9 @@
-import { readFile } from "node:fs/promises";
 import { InvalidArgumentError } from "../../errors.js";
 import type { ProcessMeta } from "../../executor/types.js";
 import { type OptionSpec, optionsHelp, parseOptions } from "../args.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openExecutor } from "../context.js";
-import { errorLine, exitCodeFor } from "../exit-codes.js";
-import { flagError, parseEnv, parseEnvFile } from "../flags.js";
-import { forwardSignals, openTerminal } from "../terminal.js";
+import { envFromFlags } from "../flags.js";
+import { withProcessSession } from "../session.js";
 
 const OPTIONS: OptionSpec[] = [
   { name: "tty", short: "t", kind: "flag", help: "allocate a pseudo-terminal" },
@@ -42,17 +40,7 @@ export async function execCommand(argv: string[], parent: Context): Promise<numb
   rest = rest.slice(1);
   if (rest[0] === "--") rest = rest.slice(1);
   if (!id || rest.length === 0) throw new InvalidArgumentError(`"ctrexec exec" requires an ID and a command. See 'ctrexec exec --help'.`, { field: "argv" });
-  const env: string[] = [];
-  for (const f of p.lists.get("env-file") ?? []) {
-    const text = await readFile(f, "utf8").catch((err: Error) => {
-      throw flagError("--env-file", f, err.message);
-    });
-    env.push(...parseEnvFile(text));
-  }
-  for (const e of p.lists.get("env") ?? []) {
-    const v = parseEnv(e);
-    if (v !== undefined) env.push(v);
-  }
+  const env = await envFromFlags(p.lists.get("env-file") ?? [], p.lists.get("env") ?? []);
   const meta: ProcessMeta = { args: rest, env, tty: p.flags.has("tty") };
   const user = p.values.get("user");
   if (user !== undefined) meta.user = user;
@@ -60,34 +48,8 @@ export async function execCommand(argv: string[], parent: Context): Promise<numb
   if (cwd !== undefined) meta.cwd = cwd;
 
   const executor = await openExecutor(ctx);
-  const interactive = p.flags.has("interactive");
-  const terminal = openTerminal(meta.tty ?? false, interactive);
-  const cancel = new AbortController();
-  const forwarding = forwardSignals(() => cancel.abort(new Error("interrupted")));
-  const stdin = interactive ? process.stdin : null;
-  try {
-    if (terminal.consoleSize) meta.consoleSize = terminal.consoleSize;
-    await executor.exec(
-      id,
-      {
-        meta,
-        stdin,
-        stdout: process.stdout,
-        stderr: meta.tty ? null : process.stderr,
-        ...(terminal.resize ? { resize: terminal.resize } : {}),
-        signals: forwarding.signals,
-      },
-      { signal: cancel.signal },
-    );
+  return withProcessSession(ctx, executor, meta, p.flags.has("interactive"), async (process, signal) => {
+    await executor.exec(id, process, { signal });
     return 0;
-  } catch (err) {
-    const { code, print } = exitCodeFor(err);
-    if (print) ctx.stderr.write(errorLine(err) + "\n");
-    return code;
-  } finally {
-    forwarding.stop();
-    terminal.restore();
-    if (stdin) stdin.destroy();
-    await executor.close();
-  }
+  });
 }

@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { InvalidArgumentError } from "../../errors.js";
 import { bindMountable, tmpfsMountable } from "../../executor/mountables.js";
 import type { MountSpec, ProcessMeta, RootSpec } from "../../executor/types.js";
@@ -6,14 +5,12 @@ import type { HostIP } from "../../oci/hosts.js";
 import type { LinuxResources } from "../../oci/spec.js";
 import { type OptionSpec, optionsHelp, parseOptions, type Parsed } from "../args.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openExecutor } from "../context.js";
-import { exitCodeFor, errorLine } from "../exit-codes.js";
 import {
+  envFromFlags,
   flagError,
   type MountFlag,
   parseAddHost,
   parseCpus,
-  parseEnv,
-  parseEnvFile,
   parseExitCode,
   parseLabel,
   parseMount,
@@ -22,7 +19,7 @@ import {
   parseUlimit,
   parseVolume,
 } from "../flags.js";
-import { forwardSignals, openTerminal } from "../terminal.js";
+import { withProcessSession } from "../session.js";
 
 const OPTIONS: OptionSpec[] = [
   { name: "rootfs", kind: "value", arg: "DIR", help: "root filesystem: a host directory (default: the built-in busybox rootfs)" },
@@ -80,24 +77,6 @@ function toMountSpec(m: MountFlag): MountSpec {
     : { source: tmpfsMountable(m.size === undefined ? {} : { size: m.size }), dest: m.target, readonly: m.readonly };
 }
 
-async function envFrom(p: Parsed): Promise<string[]> {
-  const env: string[] = [];
-  for (const f of p.lists.get("env-file") ?? []) {
-    let text: string;
-    try {
-      text = await readFile(f, "utf8");
-    } catch (err) {
-      throw flagError("--env-file", f, (err as Error).message);
-    }
-    env.push(...parseEnvFile(text));
-  }
-  for (const e of p.lists.get("env") ?? []) {
-    const v = parseEnv(e);
-    if (v !== undefined) env.push(v);
-  }
-  return env;
-}
-
 function resourcesFrom(p: Parsed): LinuxResources | undefined {
   const r: LinuxResources = {};
   const memory = p.values.get("memory");
@@ -126,7 +105,7 @@ export async function buildRun(argv: string[], parent: Context) {
   const network = p.values.get("network");
   const meta: ProcessMeta = {
     args: p.rest,
-    env: await envFrom(p),
+    env: await envFromFlags(p.lists.get("env-file") ?? [], p.lists.get("env") ?? []),
     tty: p.flags.has("tty"),
     readonlyRootfs: p.flags.has("read-only"),
     security: p.flags.has("privileged") ? "insecure" : "sandbox",
@@ -166,42 +145,16 @@ export async function runCommand(argv: string[], parent: Context): Promise<numbe
     r.ctx.stdout.write(RUN_HELP);
     return 0;
   }
-  const { ctx, meta } = r;
-  const executor = await openExecutor(ctx, { dns: r.dns });
-  const terminal = openTerminal(meta.tty ?? false, r.interactive);
-  const cancel = new AbortController();
-  const forwarding = forwardSignals(() => {
-    ctx.stderr.write("ctrexec: third interrupt: killing the container\n");
-    cancel.abort(new Error("interrupted"));
-  });
-  const stdin = r.interactive ? process.stdin : null;
-  try {
-    if (terminal.consoleSize) meta.consoleSize = terminal.consoleSize;
+  const executor = await openExecutor(r.ctx, { dns: r.dns });
+  return withProcessSession(r.ctx, executor, r.meta, r.interactive, async (process, signal) => {
     const result = await executor.run({
       ...(r.id ? { id: r.id } : {}),
       ...(r.root ? { root: r.root } : {}),
       mounts: r.mounts,
       labels: r.labels,
-      signal: cancel.signal,
-      process: {
-        meta,
-        stdin,
-        stdout: process.stdout,
-        stderr: meta.tty ? null : process.stderr,
-        ...(terminal.resize ? { resize: terminal.resize } : {}),
-        signals: forwarding.signals,
-      },
+      signal,
+      process,
     });
     return result.exitCode;
-  } catch (err) {
-    const { code, print } = exitCodeFor(err);
-    if (print) ctx.stderr.write(errorLine(err) + "\n");
-    return code;
-  } finally {
-    forwarding.stop();
-    terminal.restore();
-    // Our stdin may still be open (a terminal, a pipe nobody closed): it must not keep ctrexec alive.
-    if (stdin) stdin.destroy();
-    await executor.close();
-  }
+  });
 }
