@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
 import { mkdir, rm } from "node:fs/promises";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
@@ -12,6 +13,7 @@ import {
   ExitError,
   InvalidArgumentError,
   NotFoundError,
+  UnavailableError,
 } from "../errors.js";
 import { ensureCwd } from "../fs/cwd.js";
 import { hostNetwork, noneNetwork } from "../network/basic.js";
@@ -82,6 +84,8 @@ export interface ExecutorOptions {
   traceSocket?: string;
   logger?: Logger;
   tracer?: Tracer;
+  /** How long a run waits for containerd to come back after a restart before failing. Default 60 s. */
+  reconnectBoundMs?: number;
   /** Test hook: host facts instead of detecting them. */
   hostFeatures?: HostFeatures;
 }
@@ -404,6 +408,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       signals: p.signals,
       tty: meta.tty,
       initialSize: meta.consoleSize,
+      reconnectBoundMs: this.#options.reconnectBoundMs,
       onStarted: (pid) => {
         if (started) return;
         started = true;
@@ -429,6 +434,7 @@ export class ContainerdExecutor implements AsyncDisposable {
   ): RunResult {
     const valid = meta.validExitCodes?.length ? meta.validExitCodes : [0];
     if (outcome.waitError === undefined && valid.includes(outcome.exitCode)) return { id, exitCode: outcome.exitCode, usage };
+    if (outcome.waitError instanceof UnavailableError) throw outcome.waitError;
     if (outcome.waitError !== undefined) {
       throw new ExitError(outcome.exitCode, {
         cause: outcome.waitError,
@@ -447,9 +453,42 @@ export class ContainerdExecutor implements AsyncDisposable {
     throw new ExitError(code, { oomKilled });
   }
 
+  /** Runs whose task could not be deleted (containerd away): retried in the background until gone. */
+  readonly #orphans = new Set<string>();
+  #retrying: Promise<void> | undefined;
+
+  #retryLater(id: string): void {
+    this.#orphans.add(id);
+    this.#retrying ??= (async () => {
+      while (this.#orphans.size > 0 && !this.#closing.signal.aborted) {
+        await sleep(2000, undefined, { signal: this.#closing.signal }).catch(() => {});
+        await this.#retryOrphans();
+      }
+      this.#retrying = undefined;
+    })();
+  }
+
+  async #retryOrphans(): Promise<void> {
+    for (const id of [...this.#orphans]) {
+      if (!(await deleteTask(this.client, id, silentLogger).catch(() => false))) continue;
+      await this.client.containers.delete(id, { timeoutMs: CLEANUP_MS }).catch((err: unknown) => {
+        if (!(err instanceof NotFoundError)) throw err;
+      }).then(
+        () => {
+          this.#orphans.delete(id);
+          this.#logger.info("finished the cleanup of an earlier run", { id });
+        },
+        () => {},
+      );
+    }
+  }
+
   async #deleteContainer(id: string, taskGone: { value: boolean }): Promise<void> {
     if (!taskGone.value) {
-      this.#logger.error("the task could not be deleted; keeping its container record so prune can finish it", { id });
+      // Deleting the record now would orphan the task; keep it, and try again until containerd lets us (and if
+      // this process dies first, prune finishes it).
+      this.#logger.error("the task could not be deleted; will retry in the background", { id });
+      this.#retryLater(id);
       return;
     }
     try {
@@ -596,6 +635,8 @@ export class ContainerdExecutor implements AsyncDisposable {
     this.#closed ??= (async () => {
       this.#closing.abort(new CanceledError("the executor is closing"));
       await Promise.allSettled([...this.#inflight]);
+      await this.#retrying;
+      await this.#retryOrphans().catch(() => {});
       await this.#oom.close();
       const bridge = await this.#bridge?.catch(() => undefined);
       for (const p of new Set([...this.#networks.values(), ...(bridge ? [bridge] : [])])) {

@@ -5,6 +5,7 @@ import type { ExitStatus, ProcessRef } from "../containerd/types.js";
 import { CanceledError, DeadlineExceededError, InvalidArgumentError, UNKNOWN_EXIT_STATUS } from "../errors.js";
 import type { Logger } from "../util/logger.js";
 import type { Span } from "../util/tracing.js";
+import { waitSurvivingRestarts } from "../containerd/wait.js";
 import { toStartError } from "./start-error.js";
 import type { WinSize } from "./types.js";
 
@@ -28,6 +29,8 @@ export interface RunProcessOptions {
   onStarted?: ((pid: number) => void) | undefined;
   /** How long to wait for a SIGKILLed process's exit. Default KILL_TIMEOUT_MS. */
   killTimeoutMs?: number | undefined;
+  /** How long to wait for containerd to come back when it restarts mid-run. Default 60 s. */
+  reconnectBoundMs?: number | undefined;
 }
 
 export interface ProcessOutcome {
@@ -83,7 +86,10 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
   if (signal?.aborted) throw new CanceledError("canceled before the process started", { cause: signal.reason });
 
   let waitError: unknown;
-  const exited: Promise<ExitStatus> = client.tasks.wait(ref).catch((err: unknown) => {
+  const exited: Promise<ExitStatus> = waitSurvivingRestarts(client, ref, {
+    logger,
+    ...(o.reconnectBoundMs !== undefined ? { boundMs: o.reconnectBoundMs } : {}),
+  }).catch((err: unknown) => {
     waitError = err;
     return { exitStatus: UNKNOWN_EXIT_STATUS, exitedAt: null };
   });
