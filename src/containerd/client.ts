@@ -3,6 +3,8 @@ import { type CallOptions, GrpcTransport } from "./transport.js";
 import type {
   ContainerRecord,
   CreateTaskRequest,
+  Descriptor,
+  ImageRecord,
   DeleteResponse,
   Envelope,
   ExecProcessRequest,
@@ -30,6 +32,8 @@ export interface ContainerdClientOptions {
   namespace?: string | undefined;
   /** Deadline of every call but Tasks.Wait and Events.Subscribe, which block until their event. Default 60 s. */
   timeoutMs?: number | undefined;
+  /** A lease id sent with every call (see `withLease`). */
+  lease?: string | undefined;
 }
 
 const S = {
@@ -40,6 +44,10 @@ const S = {
   introspection: "containerd.services.introspection.v1.Introspection",
   namespaces: "containerd.services.namespaces.v1.Namespaces",
   snapshots: "containerd.services.snapshots.v1.Snapshots",
+  images: "containerd.services.images.v1.Images",
+  content: "containerd.services.content.v1.Content",
+  diff: "containerd.services.diff.v1.Diff",
+  leases: "containerd.services.leases.v1.Leases",
 } as const;
 
 const VERSION_TIMEOUT_MS = 5_000;
@@ -52,6 +60,7 @@ export class ContainerdClient implements AsyncDisposable {
   readonly address: string;
   readonly namespace: string;
   readonly timeoutMs: number;
+  readonly lease: string | undefined;
   readonly #transport: GrpcTransport;
   readonly #ownsTransport: boolean;
 
@@ -59,20 +68,27 @@ export class ContainerdClient implements AsyncDisposable {
     this.address = options.address ?? process.env["CONTAINERD_ADDRESS"] ?? DEFAULT_ADDRESS;
     this.namespace = options.namespace ?? process.env["CONTAINERD_NAMESPACE"] ?? DEFAULT_NAMESPACE;
     this.timeoutMs = options.timeoutMs ?? 60_000;
+    this.lease = options.lease;
     this.#ownsTransport = transport === undefined;
     this.#transport = transport ?? new GrpcTransport(this.address);
   }
 
   /** A client for another namespace on the same channel. Closing the view does not close the channel. */
   withNamespace(namespace: string): ContainerdClient {
-    return new ContainerdClient(
-      { address: this.address, namespace, timeoutMs: this.timeoutMs },
-      this.#transport,
-    );
+    return new ContainerdClient({ address: this.address, namespace, timeoutMs: this.timeoutMs, lease: this.lease }, this.#transport);
+  }
+
+  /** A view whose calls carry a lease, so that what they make survives containerd's GC until the lease goes. */
+  withLease(lease: string): ContainerdClient {
+    return new ContainerdClient({ address: this.address, namespace: this.namespace, timeoutMs: this.timeoutMs, lease }, this.#transport);
+  }
+
+  get #scope() {
+    return { namespace: this.namespace, lease: this.lease };
   }
 
   #call<Res>(service: string, method: string, request: object, options?: CallOptions, timeoutMs?: number) {
-    return this.#transport.unary<Res>(service, method, request, this.namespace, timeoutMs ?? this.timeoutMs, options);
+    return this.#transport.unary<Res>(service, method, request, this.#scope, timeoutMs ?? this.timeoutMs, options);
   }
 
   /** The daemon's version; the cheapest way to learn that containerd answers. */
@@ -148,7 +164,7 @@ export class ContainerdClient implements AsyncDisposable {
         : filters.length === 0
           ? [`namespace==${this.namespace}`]
           : filters.map((f) => `namespace==${this.namespace},${f}`);
-      const stream = this.#transport.serverStream<RawEnvelope>(S.events, "Subscribe", { filters: scoped }, undefined, {
+      const stream = this.#transport.serverStream<RawEnvelope>(S.events, "Subscribe", { filters: scoped }, {}, {
         signal: options?.signal,
       });
       return mapStream(stream, decodeEnvelope);
@@ -203,12 +219,60 @@ export class ContainerdClient implements AsyncDisposable {
         S.snapshots,
         "List",
         { snapshotter, filters },
-        this.namespace,
+        this.#scope,
         { signal: options?.signal, timeoutMs: options?.timeoutMs ?? this.timeoutMs },
       );
       for await (const page of stream) out.push(...page.info);
       return out;
     },
+  };
+
+  readonly images = {
+    get: async (name: string, options?: CallOptions): Promise<ImageRecord> =>
+      (await this.#call<{ image: ImageRecord }>(S.images, "Get", { name }, options)).image,
+    list: async (filters: string[] = [], options?: CallOptions): Promise<ImageRecord[]> =>
+      (await this.#call<{ images: ImageRecord[] }>(S.images, "List", { filters }, options)).images,
+  };
+
+  readonly content = {
+    info: async (digest: string, options?: CallOptions): Promise<{ digest: string; size: number; labels: Record<string, string> }> =>
+      (await this.#call<{ info: { digest: string; size: number; labels: Record<string, string> } }>(S.content, "Info", { digest }, options)).info,
+    /** Sets labels on a blob (only the named label keys are touched). */
+    setLabels: async (digest: string, labels: Record<string, string>, options?: CallOptions): Promise<void> => {
+      await this.#call(
+        S.content,
+        "Update",
+        { info: { digest, labels }, updateMask: { paths: Object.keys(labels).map((k) => `labels.${k}`) } },
+        options,
+      );
+    },
+    /** The whole blob (for manifests and configs: small). */
+    read: async (digest: string, options?: CallOptions): Promise<Buffer> => {
+      const parts: Buffer[] = [];
+      const stream = this.#transport.serverStream<{ data: Uint8Array }>(S.content, "Read", { digest }, this.#scope, {
+        signal: options?.signal,
+        timeoutMs: options?.timeoutMs ?? this.timeoutMs,
+      });
+      for await (const chunk of stream) parts.push(Buffer.from(chunk.data));
+      return Buffer.concat(parts);
+    },
+  };
+
+  readonly diff = {
+    /** Applies a layer (by its descriptor, from the content store) onto the given mounts. */
+    apply: async (diff: Descriptor, mounts: Mount[], options?: CallOptions): Promise<Descriptor> =>
+      (await this.#call<{ applied: Descriptor }>(S.diff, "Apply", { diff, mounts }, options)).applied,
+  };
+
+  readonly leases = {
+    create: async (id: string, labels: Record<string, string> = {}, options?: CallOptions): Promise<void> => {
+      await this.#call(S.leases, "Create", { id, labels }, options);
+    },
+    delete: async (id: string, options?: CallOptions & { sync?: boolean }): Promise<void> => {
+      await this.#call(S.leases, "Delete", { id, sync: options?.sync ?? false }, options);
+    },
+    list: async (filters: string[] = [], options?: CallOptions): Promise<{ id: string; labels: Record<string, string> }[]> =>
+      (await this.#call<{ leases: { id: string; labels: Record<string, string> }[] }>(S.leases, "List", { filters }, options)).leases,
   };
 
   /** Releases the channel (only the client that made it owns it). Idempotent. */

@@ -10,6 +10,12 @@ export interface CallOptions {
   timeoutMs?: number | undefined;
 }
 
+/** Who a call is for: the containerd namespace, and the lease that protects what it makes. */
+export interface CallScope {
+  namespace?: string | undefined;
+  lease?: string | undefined;
+}
+
 interface Method {
   path: string;
   label: string;
@@ -58,9 +64,11 @@ export class GrpcTransport {
     return m;
   }
 
-  #metadata(namespace: string | undefined): grpc.Metadata {
+  #metadata(scope: CallScope): grpc.Metadata {
     const md = new grpc.Metadata();
-    if (namespace) md.set("containerd-namespace", namespace);
+    if (scope.namespace) md.set("containerd-namespace", scope.namespace);
+    // A lease keeps what the call makes (snapshots, content) from containerd's garbage collector.
+    if (scope.lease) md.set("containerd-lease", scope.lease);
     return md;
   }
 
@@ -77,7 +85,7 @@ export class GrpcTransport {
     service: string,
     name: string,
     request: object,
-    namespace: string | undefined,
+    scope: CallScope,
     timeoutMs: number,
     options: CallOptions | undefined,
   ): Promise<Res> {
@@ -98,7 +106,7 @@ export class GrpcTransport {
         m.serialize,
         m.deserialize,
         request,
-        this.#metadata(namespace),
+        this.#metadata(scope),
         callOptions,
         (err, value) => {
           this.#calls.delete(call);
@@ -117,7 +125,7 @@ export class GrpcTransport {
     service: string,
     name: string,
     request: object,
-    namespace: string | undefined,
+    scope: CallScope,
     options: CallOptions | undefined,
   ): AsyncGenerator<Res, void, undefined> {
     const m = this.#method(service, name);
@@ -129,7 +137,7 @@ export class GrpcTransport {
       m.serialize,
       m.deserialize,
       request,
-      this.#metadata(namespace),
+      this.#metadata(scope),
       options?.timeoutMs ? { deadline: Date.now() + options.timeoutMs } : {},
     );
     const onAbort = () => call.cancel();

@@ -150,3 +150,19 @@ export const PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec
 export function jsonAny(typeUrl: string, value: unknown): Any {
   return { typeUrl, value: Buffer.from(typeof value === "string" ? value : JSON.stringify(value)) };
 }
+
+/** An OCI content descriptor. */
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  annotations?: Record<string, string>;
+}
+
+export interface ImageRecord {
+  name: string;
+  labels: Record<string, string>;
+  target: Descriptor | null;
+  createdAt: Timestamp | null;
+  updatedAt: Timestamp | null;
+}

@@ -1,0 +1,91 @@
+import { randomBytes } from "node:crypto";
+import type { ContainerdClient } from "../containerd/client.js";
+import type { Mount } from "../containerd/types.js";
+import { AlreadyExistsError } from "../errors.js";
+import type { Mountable, MountRef } from "../executor/types.js";
+import { DEFAULT_SNAPSHOTTER, type ResolvedImage, resolveImage, unpackImage } from "./image.js";
+
+export interface SnapshotMountOptions {
+  snapshotter?: string;
+  /** Commit the run's changes as a snapshot of this name (a parent for later runs) instead of dropping them. */
+  commit?: string;
+}
+
+/** Leases of ours live a day at most, so a crash cannot pin snapshots forever. */
+const LEASE_TTL_MS = 24 * 3600 * 1000;
+
+async function withLease<T>(client: ContainerdClient, f: (leased: ContainerdClient, lease: string) => Promise<T>): Promise<T> {
+  const lease = `ctrexec-${randomBytes(8).toString("hex")}`;
+  await client.leases.create(lease, { "containerd.io/gc.expire": new Date(Date.now() + LEASE_TTL_MS).toISOString() });
+  try {
+    return await f(client.withLease(lease), lease);
+  } catch (err) {
+    await client.leases.delete(lease).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * An active snapshot on `parent` for one run, under a lease; released by removing it, or by committing it as
+ * `commit` (marked as a GC root, so it outlives the lease).
+ */
+async function activeSnapshot(
+  client: ContainerdClient,
+  parentOf: (leased: ContainerdClient) => Promise<string>,
+  readonly: boolean,
+  options: SnapshotMountOptions,
+): Promise<MountRef> {
+  const snapshotter = options.snapshotter ?? DEFAULT_SNAPSHOTTER;
+  return withLease(client, async (leased, lease) => {
+    const parent = await parentOf(leased);
+    const key = `ctrexec-active-${randomBytes(8).toString("hex")}`;
+    const req = { snapshotter, key, ...(parent ? { parent } : {}) };
+    const mounts: Mount[] = readonly && !options.commit ? await leased.snapshots.view(req) : await leased.snapshots.prepare(req);
+    let released = false;
+    return {
+      mounts,
+      release: async () => {
+        if (released) return;
+        released = true;
+        try {
+          if (options.commit) {
+            try {
+              await client.snapshots.commit({
+                snapshotter,
+                name: options.commit,
+                key,
+                labels: { "containerd.io/gc.root": new Date().toISOString() },
+              });
+            } catch (err) {
+              await client.snapshots.remove({ snapshotter, key }).catch(() => {});
+              if (err instanceof AlreadyExistsError) {
+                throw new AlreadyExistsError(`snapshot ${options.commit} already exists: the run's changes were not committed`, { cause: err });
+              }
+              throw err;
+            }
+          } else await client.snapshots.remove({ snapshotter, key });
+        } finally {
+          await client.leases.delete(lease).catch(() => {});
+        }
+      },
+    };
+  });
+}
+
+/** A root (or mount) from an image in containerd's store: unpacked if needed, a fresh snapshot per run. */
+export function imageMountable(client: ContainerdClient, image: string | ResolvedImage, options: SnapshotMountOptions = {}): Mountable {
+  return {
+    mount: (readonly) =>
+      activeSnapshot(
+        client,
+        async (leased) => unpackImage(leased, typeof image === "string" ? await resolveImage(client, image) : image, options.snapshotter),
+        readonly,
+        options,
+      ),
+  };
+}
+
+/** A root on a committed snapshot (for example an earlier run's `commit`). */
+export function snapshotMountable(client: ContainerdClient, parent: string, options: SnapshotMountOptions = {}): Mountable {
+  return { mount: (readonly) => activeSnapshot(client, async () => parent, readonly, options) };
+}

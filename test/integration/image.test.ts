@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { after, afterEach, before, describe, it } from "node:test";
+import { AlreadyExistsError, NotFoundError } from "../../src/errors.js";
+import { mountLocally } from "../../src/executor/local-mount.js";
+import { tmpfsMountable } from "../../src/executor/mountables.js";
+import type { ProcessMeta } from "../../src/executor/types.js";
+import { resolveImage, withImageDefaults } from "../../src/image/image.js";
+import { imageMountable, snapshotMountable } from "../../src/image/mountables.js";
+import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
+import { treeEntries, writeOciArchive } from "../helpers/oci-image.js";
+import { Collect } from "../helpers/streams.js";
+
+const run = promisify(execFile);
+
+describe("roots from images and snapshots (overlayfs)", () => {
+  let env: ExecutorEnv;
+  let image: string;
+  const committed: string[] = [];
+
+  before(async () => {
+    env = await createExecutorEnv("img");
+    image = `docker.io/ctrexec/test:${process.pid}`;
+    const base = await treeEntries(env.rootfs, (rel) => rel === "etc/hosts" || rel === "etc/resolv.conf");
+    const archive = join(env.stateDir, "image.tar");
+    await writeOciArchive(
+      archive,
+      image,
+      [
+        [...base, { type: "file", path: "base.txt", content: "base\n" }, { type: "file", path: "removed.txt", content: "gone\n" }],
+        [{ type: "file", path: "added.txt", content: "added\n" }, { type: "file", path: ".wh.removed.txt", content: "" }],
+      ],
+      { Env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "FROM_IMAGE=yes"], WorkingDir: "/work", User: "user", Cmd: ["sh", "-c", "echo default cmd; id -un; pwd; echo $FROM_IMAGE"] },
+    );
+    await run("ctr", ["-n", env.namespace, "images", "import", "--no-unpack", archive]);
+  });
+
+  async function snapshots(): Promise<{ name: string; kind: string }[]> {
+    return (await env.client.snapshots.list("overlayfs")).map((s) => ({ name: s.name, kind: s.kind }));
+  }
+
+  afterEach(async () => {
+    await env.assertClean();
+    assert.deepEqual((await snapshots()).filter((s) => s.kind !== "COMMITTED"), [], "active snapshots left");
+    assert.deepEqual((await env.client.leases.list()).map((l) => l.id).filter((id) => id.startsWith("ctrexec-")), [], "leases left");
+  });
+
+  after(async () => {
+    for (const name of committed.reverse()) await env.client.snapshots.remove({ snapshotter: "overlayfs", key: name }).catch(() => {});
+    await run("ctr", ["-n", env.namespace, "images", "rm", "--sync", image]).catch(() => {});
+    for (let i = 0; i < 20 && (await snapshots()).length > 0; i++) await new Promise((r) => setTimeout(r, 250));
+    await env.dispose();
+  });
+
+  async function runOn(source: ReturnType<typeof imageMountable>, meta: Partial<ProcessMeta>, extra: { mounts?: { source: ReturnType<typeof tmpfsMountable>; dest: string }[] } = {}) {
+    const stdout = new Collect();
+    const stderr = new Collect();
+    await env.executor.run({ root: { source }, ...(extra.mounts ? { mounts: extra.mounts } : {}), process: { meta: meta as ProcessMeta, stdout, stderr } });
+    return stdout.text;
+  }
+
+  it("runs on an image: both layers' files, not the whited-out one, and the image config's defaults", async () => {
+    const resolved = await resolveImage(env.client, image);
+    assert.equal(resolved.layers.length, 2);
+    const meta = withImageDefaults({}, resolved.imageConfig);
+    assert.equal(await runOn(imageMountable(env.client, resolved), meta), "default cmd\nuser\n/work\nyes\n");
+    const files = await runOn(imageMountable(env.client, image), { args: ["sh", "-c", "cat /base.txt /added.txt; ls /removed.txt 2>&1 || true"] });
+    assert.match(files, /^base\nadded\nls: \/removed.txt: No such file or directory\n$/);
+  });
+
+  it("chains three steps through committed snapshots; the image and the commits carry no mount stubs", async () => {
+    const s1 = `ctrexec-test-s1-${process.pid}`;
+    const s2 = `ctrexec-test-s2-${process.pid}`;
+    committed.push(s1, s2);
+    await runOn(imageMountable(env.client, image, { commit: s1 }), { args: ["sh", "-c", "echo a > /a"] }, {
+      mounts: [{ source: tmpfsMountable(), dest: "/stub/dir" }],
+    });
+    await runOn(snapshotMountable(env.client, s1, { commit: s2 }), { args: ["sh", "-c", "echo b > /b"] });
+    assert.equal(await runOn(snapshotMountable(env.client, s2), { args: ["cat", "/a", "/b"] }), "a\nb\n");
+    assert.equal(await runOn(imageMountable(env.client, image), { args: ["sh", "-c", "ls /a /b 2>/dev/null | wc -l"] }), "0\n");
+
+    // Look at s2 itself, from the host.
+    const key = `ctrexec-test-view-${process.pid}`;
+    const mounts = await env.client.snapshots.view({ snapshotter: "overlayfs", key, parent: s2 });
+    const local = await mountLocally(mounts, env.stateDir);
+    try {
+      for (const p of ["a", "b", "base.txt"]) assert.ok(existsSync(join(local.path, p)), `${p} missing from s2`);
+      for (const p of ["etc/resolv.conf", "etc/hosts", "stub", "work"]) assert.equal(existsSync(join(local.path, p)), false, `${p} leaked into s2`);
+    } finally {
+      await local.unmount();
+      await env.client.snapshots.remove({ snapshotter: "overlayfs", key });
+    }
+  });
+
+  it("30 runs on one image, 4 at a time, each on its own snapshot, leave nothing", async () => {
+    let next = 0;
+    const outs: string[] = [];
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (next < 30) {
+          const i = next++;
+          outs[i] = await runOn(imageMountable(env.client, image), { args: ["sh", "-c", `echo ${i} > /mine; cat /mine; ls / | grep -c '^mine$'`] });
+        }
+      }),
+    );
+    assert.deepEqual(outs, Array.from({ length: 30 }, (_, i) => `${i}\n1\n`));
+  });
+
+  it("errors: an unknown image, a missing parent, a snapshot name taken; nothing left", async () => {
+    await assert.rejects(runOn(imageMountable(env.client, "docker.io/no/such:image"), { args: ["true"] }), (e: unknown) => {
+      assert.ok(e instanceof NotFoundError);
+      assert.match(e.message, /image docker.io\/no\/such:image not found .*images import/);
+      return true;
+    });
+    await assert.rejects(runOn(snapshotMountable(env.client, "no-such-parent"), { args: ["true"] }), NotFoundError);
+    const taken = `ctrexec-test-taken-${process.pid}`;
+    committed.push(taken);
+    await runOn(imageMountable(env.client, image, { commit: taken }), { args: ["true"] });
+    await assert.rejects(runOn(imageMountable(env.client, image, { commit: taken }), { args: ["true"] }), AlreadyExistsError);
+  });
+});
