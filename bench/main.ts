@@ -16,7 +16,10 @@ import type { Attributes, Span, Tracer } from "@opentelemetry/api";
 import { ContainerdExecutor, type ExecutorOptions } from "../src/executor/executor.js";
 import { bindMountable } from "../src/executor/mountables.js";
 import type { ProcessMeta } from "../src/executor/types.js";
+import { resolveImage } from "../src/image/image.js";
+import { imageMountable } from "../src/image/mountables.js";
 import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
+import { treeEntries, writeOciArchive } from "../test/helpers/oci-image.js";
 
 const exec = promisify(execFile);
 const args = process.argv.slice(2);
@@ -333,6 +336,31 @@ async function networks(): Promise<void> {
   results["network_latency"] = out;
 }
 
+async function imageRoot(): Promise<void> {
+  const ref = `docker.io/ctrexec/bench:${process.pid}`;
+  const archive = join(stateDir, "bench-image.tar");
+  await writeOciArchive(archive, ref, [await treeEntries(rootfs)], { Env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] });
+  await exec("ctr", ["-n", NS, "images", "import", "--no-unpack", archive]);
+  const ex = await newExecutor();
+  const image = await resolveImage(ex.client, ref);
+  const dir: number[] = [];
+  const img: number[] = [];
+  await ex.run({ root: { source: imageMountable(ex.client, image) }, process: { meta: { args: ["/bin/true"] } } }); // unpack
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < PER_ROUND; i++) dir.push(await timed(ex, { args: ["/bin/true"] }));
+    for (let i = 0; i < PER_ROUND; i++) {
+      const t = performance.now();
+      await ex.run({ root: { source: imageMountable(ex.client, image) }, process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } });
+      img.push(performance.now() - t);
+    }
+  }
+  await ex.close();
+  await exec("ctr", ["-n", NS, "images", "rm", "--sync", ref]).catch(() => {});
+  results["image_vs_directory_root"] = { directory: summary(dir), image: summary(img) };
+  table.push(["run on a directory root (ms)", `${r1(median(dir))} ms`, "-", "-", "-", "-", "-"]);
+  table.push(["run on an image root (ms)", `${r1(median(img))} ms`, "-", "-", "-", "-", "-"]);
+}
+
 // ---------------------------------------------------------------- main
 
 const SCENARIOS: Record<string, () => Promise<void>> = {
@@ -345,6 +373,7 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
   par8: () => parallel(8),
   rss: rss32,
   network: networks,
+  image: imageRoot,
 };
 
 async function main(): Promise<void> {
@@ -365,6 +394,12 @@ async function main(): Promise<void> {
   } finally {
     const ex = await newExecutor();
     for (const c of await ex.client.containers.list()) await ex.client.containers.delete(c.id).catch(() => {});
+    for (let i = 0; i < 20; i++) {
+      const snaps = await ex.client.snapshots.list("overlayfs").catch(() => []);
+      if (snaps.length === 0) break;
+      const parents = new Set(snaps.map((x) => x.parent));
+      for (const x of snaps.filter((x) => !parents.has(x.name))) await ex.client.snapshots.remove({ snapshotter: "overlayfs", key: x.name }).catch(() => {});
+    }
     await ex.client.namespaces.delete(NS).catch(() => {});
     await ex.close();
     if (haveGo) await exec(GO_ANCHOR, ["clean", "-namespace", NS]).catch(() => {});

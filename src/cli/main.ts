@@ -5,7 +5,7 @@
 import { type OptionSpec, optionsHelp, parseOptions } from "./args.js";
 import { execCommand, EXEC_HELP } from "./commands/exec.js";
 import { infoCommand } from "./commands/info.js";
-import { killCommand, psCommand, pruneCommand } from "./commands/manage.js";
+import { imagesCommand, killCommand, psCommand, pruneCommand, snapshotsCommand } from "./commands/manage.js";
 import { runCommand } from "./commands/run.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "./context.js";
 import { errorLine, EXIT_OWN_FAILURE } from "./exit-codes.js";
@@ -24,6 +24,8 @@ Commands:
   kill      signal a run
   prune     remove what dead ctrexec processes left behind
   info      show the setup ctrexec runs on
+  images    list the images --image can run
+  snapshots list or remove committed snapshots
   version   print the versions of ctrexec and containerd
 
 Options:
@@ -51,6 +53,8 @@ const COMMANDS: Record<string, Command> = {
   kill: killCommand,
   prune: pruneCommand,
   info: infoCommand,
+  images: imagesCommand,
+  snapshots: snapshotsCommand,
   version: versionCommand,
 };
 

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, rm, stat } from "node:fs/promises";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
 import { DEFAULT_RUNTIME, deleteTask } from "../containerd/run-task.js";
@@ -16,6 +16,7 @@ import {
   UnavailableError,
 } from "../errors.js";
 import { ensureCwd } from "../fs/cwd.js";
+import { resolveInRoot } from "../fs/root-path.js";
 import { hostNetwork, noneNetwork } from "../network/basic.js";
 import { autoNetworkMode } from "../network/auto.js";
 import { BridgeProvider, type BridgeOptions, pruneNetns } from "../network/bridge.js";
@@ -50,6 +51,11 @@ import { sampleUsage } from "./usage.js";
 export const DEFAULT_STATE_DIR = "/var/lib/ctrexec";
 export const DEFAULT_FIFO_ROOT = "/run/ctrexec/fifo";
 const CLEANUP_MS = 30_000;
+
+/** Mount options beyond ~3.5 KiB (each option plus a comma) no longer fit the page the kernel copies them into. */
+function tooLongForTheKernel(m: { type: string; options: string[] }): boolean {
+  return m.type === "overlay" && m.options.reduce((n, o) => n + o.length + 1, 0) >= 4096 - 512;
+}
 
 export interface ExecutorOptions {
   /** containerd socket; default `$CONTAINERD_ADDRESS` or /run/containerd/containerd.sock. */
@@ -277,11 +283,6 @@ export class ContainerdExecutor implements AsyncDisposable {
         });
       }
     }
-    for (const m of req.mounts ?? []) {
-      if (m.selector && m.selector !== "/" && m.selector !== "") {
-        throw new InvalidArgumentError(`mount ${m.dest}: selectors are not supported yet`, { field: "mounts" });
-      }
-    }
 
     const { provider } = await this.#network(meta.network);
     const runDir = await createRunDir(this.root, this.namespace, id);
@@ -331,7 +332,24 @@ export class ContainerdExecutor implements AsyncDisposable {
     for (const m of req.mounts ?? []) {
       const ref = await m.source.mount(m.readonly ?? false);
       stack.defer(`release mount ${m.dest}`, () => ref.release());
-      for (const cm of ref.mounts) mounts.push({ destination: m.dest, type: cm.type, source: cm.source, options: [...cm.options] });
+      const selector = m.selector && m.selector !== "/" ? m.selector : undefined;
+      if (!selector && !ref.mounts.some(tooLongForTheKernel)) {
+        for (const cm of ref.mounts) mounts.push({ destination: m.dest, type: cm.type, source: cm.source, options: [...cm.options] });
+        continue;
+      }
+      // Mounted on the host first, then bind-mounted in: a sub-path (selector) is resolved inside the mount
+      // without following symlinks out, and an overlay whose options would not fit the kernel's page (long
+      // lowerdir chains, §5.7) never reaches runc.
+      const local = await mountLocally(ref.mounts, runDir);
+      stack.defer(`unmount ${m.dest}`, () => local.unmount());
+      let source = local.path;
+      if (selector) {
+        source = await resolveInRoot(local.path, selector);
+        if (!(await stat(source).then(() => true, () => false))) {
+          throw new InvalidArgumentError(`mount ${m.dest}: ${selector} does not exist in its source`, { field: "mounts" });
+        }
+      }
+      mounts.push({ destination: m.dest, type: "bind", source, options: m.readonly ? ["rbind", "ro"] : ["rbind"] });
     }
     checkpoint();
 

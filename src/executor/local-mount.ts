@@ -1,11 +1,28 @@
 import { execFile } from "node:child_process";
 import { mkdtemp, rm, rmdir } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import type { Mount } from "../containerd/types.js";
 import { UnknownError } from "../errors.js";
 
 const run = promisify(execFile);
+
+/**
+ * Long overlay lowerdir chains do not fit the one page the kernel copies mount options into. Like containerd's
+ * mounter, mount from the lowerdirs' common parent with relative paths (mount(8) runs with that cwd).
+ */
+export function compactLowerdirs(options: readonly string[]): { options: string[]; cwd?: string } {
+  const i = options.findIndex((o) => o.startsWith("lowerdir="));
+  if (i < 0) return { options: [...options] };
+  const dirs = options[i]!.slice("lowerdir=".length).split(":");
+  if (dirs.length < 2 || !dirs.every((d) => d.startsWith("/"))) return { options: [...options] };
+  let common = dirname(dirs[0]!);
+  while (common !== "/" && !dirs.every((d) => d.startsWith(common + "/"))) common = dirname(common);
+  if (common === "/") return { options: [...options] };
+  const out = [...options];
+  out[i] = `lowerdir=${dirs.map((d) => d.slice(common.length + 1)).join(":")}`;
+  return { options: out, cwd: common };
+}
 
 /** Where a root's mounts can be read and written from the host, and how to let go of it. */
 export interface LocalMount {
@@ -34,10 +51,10 @@ export async function mountLocally(mounts: readonly Mount[], tmpRoot: string): P
   };
   try {
     for (const m of mounts) {
-      const opts = m.options.filter((o) => o !== "rbind" && o !== "bind");
+      const { options: opts, cwd } = compactLowerdirs(m.options.filter((o) => o !== "rbind" && o !== "bind"));
       const args = m.type === "bind" || m.type === "rbind" ? ["--rbind"] : ["-t", m.type];
       if (opts.length) args.push("-o", opts.join(","));
-      await run("mount", [...args, m.source, dir]);
+      await run("mount", [...args, m.source, dir], cwd ? { cwd } : {});
       mounted.push(dir);
       if ((m.type === "bind" || m.type === "rbind") && opts.includes("ro")) {
         await run("mount", ["-o", "remount,bind,ro", dir]);

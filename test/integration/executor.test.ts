@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readdir, stat } from "node:fs/promises";
+import { mkdir, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { after, afterEach, before, describe, it } from "node:test";
@@ -415,6 +415,45 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.match(out, /^hi\ntmpfs \/scratch tmpfs \S*size=1024k/);
       assert.equal(existsSync(join(env.rootfs, "scratch")), false, "tmpfs mount stub left");
       assert.equal(existsSync(join(env.rootfs, "data")), false, "bind mount stub parents left");
+    });
+
+    it("mounts a sub-path (selector) of a source, resolved inside it", async () => {
+      const src = join(env.stateDir, "selector-src");
+      await mkdir(join(src, "sub/dir"), { recursive: true });
+      await writeFile(join(src, "sub/dir/f"), "inside\n");
+      await writeFile(join(src, "top"), "not visible\n");
+      await symlink("../../../../../../etc", join(src, "escape"));
+      try {
+        assert.equal(await output("ls /m; cat /m/f", {}, { mounts: [{ source: bindMountable(src), dest: "/m", selector: "sub/dir" }] }), "f\ninside\n");
+        // A selector whose symlink points out of the source stays inside it (here: <src>/etc, which is missing).
+        await assert.rejects(
+          sh("true", {}, { mounts: [{ source: bindMountable(src), dest: "/m", selector: "escape" }] }),
+          (e: unknown) => e instanceof InvalidArgumentError && /escape does not exist/.test(e.message),
+        );
+        await mkdir(join(src, "etc"));
+        await writeFile(join(src, "etc/marker"), "src etc\n");
+        assert.equal(await output("cat /m/marker", {}, { mounts: [{ source: bindMountable(src), dest: "/m", selector: "escape" }] }), "src etc\n");
+      } finally {
+        await rm(src, { recursive: true, force: true });
+      }
+    });
+
+    it("mounts an overlay whose options are too long for the kernel page via the host", async () => {
+      const base = join(env.stateDir, "lowers");
+      const lowers: string[] = [];
+      for (let i = 0; i < 60; i++) {
+        const d = join(base, `lower-${String(i).padStart(2, "0")}-${"x".repeat(40)}`);
+        await mkdir(d, { recursive: true });
+        lowers.push(d);
+      }
+      await writeFile(join(lowers[59]!, "deep"), "from the last lower\n");
+      const overlay = { mount: async () => ({ mounts: [{ type: "overlay", source: "overlay", options: [`lowerdir=${lowers.join(":")}`] }], release: async () => {} }) };
+      try {
+        assert.ok(`lowerdir=${lowers.join(":")}`.length >= 3584);
+        assert.equal(await output("cat /ov/deep", {}, { mounts: [{ source: overlay, dest: "/ov", readonly: true }] }), "from the last lower\n");
+      } finally {
+        await rm(base, { recursive: true, force: true });
+      }
     });
 
     it("runs in a cwd that is a mount point", async () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, afterEach, before, describe, it } from "node:test";
@@ -107,6 +108,48 @@ describe("roots from images and snapshots (overlayfs)", () => {
       }),
     );
     assert.deepEqual(outs, Array.from({ length: 30 }, (_, i) => `${i}\n1\n`));
+  });
+
+  it("works from the CLI: run --image (the image's cmd), --commit, --snapshot, images, snapshots ls|rm", async () => {
+    const bin = new URL("../../src/cli/bin.js", import.meta.url).pathname;
+    const cli = (...argv: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(
+          process.execPath,
+          [bin, "--namespace", env.namespace, "--root", env.stateDir, ...argv],
+          { env: { ...process.env, CTREXEC_FIFO_ROOT: env.fifoRoot } },
+          (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        ),
+      );
+    const snap = `ctrexec-test-cli-${process.pid}`;
+    committed.push(snap);
+    const def = await cli("run", "--network", "none", "--image", image);
+    assert.equal(def.stdout, "default cmd\nuser\n/work\nyes\n", def.stderr);
+    assert.equal((await cli("run", "--network", "none", "--image", image, "--commit", snap, "-u", "root", "sh", "-c", "echo c > /c")).code, 0);
+    assert.equal((await cli("run", "--network", "none", "--snapshot", snap, "cat", "/c")).stdout, "c\n");
+    const images = JSON.parse((await cli("images", "--format", "json")).stdout) as { name: string }[];
+    assert.ok(images.some((i) => i.name === image));
+    assert.match((await cli("snapshots", "ls")).stdout, new RegExp(`^${snap}\\s+committed`, "m"));
+    assert.equal((await cli("snapshots", "rm", snap)).stdout, `${snap}\n`);
+    const missing = await cli("run", "--image", "docker.io/no/such:image", "true");
+    assert.equal(missing.code, 125);
+    assert.match(missing.stderr, /not found .*images import/);
+    assert.equal((await cli("run", "--rootfs", "/", "--image", image, "true")).code, 125);
+    assert.equal((await cli("run", "--commit", "x", "true")).code, 125);
+  });
+
+  it("runs the chained-build example: three steps on the image, the artifact copied out", async () => {
+    const out = join(env.stateDir, "site-out");
+    const example = new URL("../../examples/chained-build.js", import.meta.url).pathname;
+    const { stdout } = await run(process.execPath, [example, image, out], {
+      env: { ...process.env, CONTAINERD_NAMESPACE: env.namespace, CTREXEC_ROOT: env.stateDir, CTREXEC_FIFO_ROOT: env.fifoRoot },
+    });
+    assert.equal(stdout, `${out}/site.tar.gz\n`);
+    const { stdout: list } = await run("tar", ["-xzOf", join(out, "site.tar.gz"), "index.html"]);
+    assert.equal(list, "<h1>Home</h1>\n<p>Welcome to the <em>ctrexec</em> demo site.</p>\n");
+    const sum = (await run("sha256sum", ["site.tar.gz"], { cwd: out })).stdout;
+    assert.equal(await readFile(join(out, "site.tar.gz.sha256"), "utf8"), sum);
+    assert.deepEqual((await snapshots()).filter((s) => s.name.startsWith("build-")), [], "the example left its snapshots");
   });
 
   it("errors: an unknown image, a missing parent, a snapshot name taken; nothing left", async () => {

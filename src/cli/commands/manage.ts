@@ -156,3 +156,72 @@ export async function pruneCommand(argv: string[], parent: Context): Promise<num
   if (removed.length === 0) ctx.stdout.write("nothing to remove\n");
   return 0;
 }
+
+const IMAGES_OPTIONS: OptionSpec[] = [FORMAT, ...GLOBAL_OPTIONS];
+export const IMAGES_HELP = `Usage: ctrexec images [--format table|json]
+
+List the images in the namespace's image store (what --image can run). Import one with
+\`ctr -n NAMESPACE images import IMAGE.tar\` or pull it with \`ctr -n NAMESPACE images pull REF\`.
+
+Options:
+${optionsHelp(IMAGES_OPTIONS)}
+`;
+
+export async function imagesCommand(argv: string[], parent: Context): Promise<number> {
+  const p = parseOptions(argv, IMAGES_OPTIONS, "images");
+  const ctx = contextFrom(p, parent);
+  if (p.flags.has("help")) return void ctx.stdout.write(IMAGES_HELP), 0;
+  if (p.rest.length) throw new InvalidArgumentError(`"ctrexec images" takes no arguments`, { field: "argv" });
+  const fmt = format(p.values.get("format"));
+  await using client = openClient(ctx);
+  const images = (await client.images.list()).map((i) => ({
+    name: i.name,
+    digest: i.target?.digest ?? "",
+    mediaType: i.target?.mediaType ?? "",
+    created: i.createdAt ? new Date(i.createdAt.seconds * 1000).toISOString() : "",
+  }));
+  if (fmt === "json") ctx.stdout.write(JSON.stringify(images, null, 2) + "\n");
+  else ctx.stdout.write(table([["NAME", "DIGEST", "CREATED"], ...images.map((i) => [i.name, i.digest.slice(0, 19), age(i.created) + " ago"])]));
+  return 0;
+}
+
+const SNAPSHOTS_OPTIONS: OptionSpec[] = [FORMAT, { name: "snapshotter", kind: "value", arg: "NAME", help: "snapshotter (default overlayfs)" }, ...GLOBAL_OPTIONS];
+export const SNAPSHOTS_HELP = `Usage: ctrexec snapshots ls [--format table|json]
+       ctrexec snapshots rm NAME [NAME...]
+
+List committed snapshots (what --snapshot can run on, made by --commit), or remove them.
+
+Options:
+${optionsHelp(SNAPSHOTS_OPTIONS)}
+
+Examples:
+  ctrexec run --image docker.io/library/busybox:latest --commit step1 -- sh -c 'echo a > /a'
+  ctrexec snapshots ls
+  ctrexec snapshots rm step1
+`;
+
+export async function snapshotsCommand(argv: string[], parent: Context): Promise<number> {
+  const p = parseOptions(argv, SNAPSHOTS_OPTIONS, "snapshots");
+  const ctx = contextFrom(p, parent);
+  if (p.flags.has("help")) return void ctx.stdout.write(SNAPSHOTS_HELP), 0;
+  const [sub, ...names] = p.rest;
+  const snapshotter = p.values.get("snapshotter") ?? "overlayfs";
+  await using client = openClient(ctx);
+  if (sub === "ls" || sub === "list") {
+    if (names.length) throw new InvalidArgumentError(`"ctrexec snapshots ls" takes no names`, { field: "argv" });
+    const fmt = format(p.values.get("format"));
+    const snaps = (await client.snapshots.list(snapshotter)).map((s) => ({ name: s.name, kind: s.kind.toLowerCase(), parent: s.parent }));
+    if (fmt === "json") ctx.stdout.write(JSON.stringify(snaps, null, 2) + "\n");
+    else ctx.stdout.write(table([["NAME", "KIND", "PARENT"], ...snaps.map((s) => [s.name, s.kind, s.parent])]));
+    return 0;
+  }
+  if (sub === "rm" || sub === "remove") {
+    if (names.length === 0) throw new InvalidArgumentError(`"ctrexec snapshots rm" needs at least one NAME`, { field: "argv" });
+    for (const name of names) {
+      await client.snapshots.remove({ snapshotter, key: name });
+      ctx.stdout.write(`${name}\n`);
+    }
+    return 0;
+  }
+  throw new InvalidArgumentError(`"ctrexec snapshots" needs ls or rm. See 'ctrexec snapshots --help'.`, { field: "argv" });
+}

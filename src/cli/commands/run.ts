@@ -19,10 +19,16 @@ import {
   parseUlimit,
   parseVolume,
 } from "../flags.js";
+import { resolveImage, withImageDefaults } from "../../image/image.js";
+import { imageMountable, snapshotMountable } from "../../image/mountables.js";
 import { withProcessSession } from "../session.js";
 
 const OPTIONS: OptionSpec[] = [
   { name: "rootfs", kind: "value", arg: "DIR", help: "root filesystem: a host directory (default: the built-in busybox rootfs)" },
+  { name: "image", kind: "value", arg: "REF", help: "root filesystem: an image in containerd's store (its env, cwd, user, cmd apply)" },
+  { name: "snapshot", kind: "value", arg: "NAME", help: "root filesystem: a committed snapshot (e.g. an earlier --commit)" },
+  { name: "commit", kind: "value", arg: "NAME", help: "with --image or --snapshot: keep the run's changes as snapshot NAME" },
+  { name: "snapshotter", kind: "value", arg: "NAME", help: "containerd snapshotter for --image/--snapshot (default overlayfs)" },
   { name: "id", kind: "value", arg: "ID", help: "container id (default: generated)" },
   { name: "rm", kind: "flag", help: "accepted for docker compatibility: runs are always removed" },
   { name: "mount", kind: "list", arg: "SPEC", help: "type=bind,source=S,target=T[,readonly] or type=tmpfs,target=T[,tmpfs-size=64m]" },
@@ -65,6 +71,8 @@ failed; 126 when the command cannot be executed; 127 when it was not found.
 
 Examples:
   ctrexec run -- sh -c 'echo hello from ctrexec; id'
+  ctrexec run --image docker.io/library/alpine:3 --commit step1 -- sh -c 'apk add make'
+  ctrexec run --snapshot step1 make --version
   ctrexec run --rootfs /srv/rootfs -u user -w /work -e CI=1 make test
   echo hi | ctrexec run -i cat
   ctrexec run -t -i sh
@@ -101,7 +109,17 @@ export async function buildRun(argv: string[], parent: Context) {
   const p = parseOptions(argv, OPTIONS, "run");
   const ctx = contextFrom(p, parent);
   if (p.flags.has("help")) return { help: true as const, ctx };
-  if (p.rest.length === 0) throw new InvalidArgumentError(`"ctrexec run" requires a command to run. See 'ctrexec run --help'.`, { field: "argv" });
+  const rootFlags = ["rootfs", "image", "snapshot"].filter((f) => p.values.has(f));
+  if (rootFlags.length > 1) throw new InvalidArgumentError(`--${rootFlags.join(" and --")} cannot be used together: pick one root`, { field: `--${rootFlags[1]}` });
+  const image = p.values.get("image");
+  const snapshot = p.values.get("snapshot");
+  const commit = p.values.get("commit");
+  if (commit !== undefined && image === undefined && snapshot === undefined) {
+    throw flagError("--commit", commit, "needs --image or --snapshot (a directory root has no snapshot to commit)");
+  }
+  if (p.rest.length === 0 && image === undefined) {
+    throw new InvalidArgumentError(`"ctrexec run" requires a command to run. See 'ctrexec run --help'.`, { field: "argv" });
+  }
   const network = p.values.get("network");
   const meta: ProcessMeta = {
     args: p.rest,
@@ -136,7 +154,21 @@ export async function buildRun(argv: string[], parent: Context) {
     searchDomains: p.lists.get("dns-search") ?? [],
     options: p.lists.get("dns-option") ?? [],
   };
-  return { help: false as const, ctx, meta, mounts, root, labels, dns, id: p.values.get("id"), interactive: p.flags.has("interactive") };
+  const snapshotter = p.values.get("snapshotter");
+  const from = image !== undefined ? { image } : snapshot !== undefined ? { snapshot } : {};
+  return {
+    help: false as const,
+    ctx,
+    meta,
+    mounts,
+    root,
+    ...from,
+    snapshotOptions: { ...(commit !== undefined ? { commit } : {}), ...(snapshotter !== undefined ? { snapshotter } : {}) },
+    labels,
+    dns,
+    id: p.values.get("id"),
+    interactive: p.flags.has("interactive"),
+  };
 }
 
 export async function runCommand(argv: string[], parent: Context): Promise<number> {
@@ -146,10 +178,24 @@ export async function runCommand(argv: string[], parent: Context): Promise<numbe
     return 0;
   }
   const executor = await openExecutor(r.ctx, { dns: r.dns });
-  return withProcessSession(r.ctx, executor, r.meta, r.interactive, async (process, signal) => {
+  let root = r.root;
+  let meta = r.meta;
+  try {
+    if (r.image !== undefined) {
+      const image = await resolveImage(executor.client, r.image);
+      meta = withImageDefaults(meta, image.imageConfig);
+      root = { source: imageMountable(executor.client, image, r.snapshotOptions) };
+    } else if (r.snapshot !== undefined) {
+      root = { source: snapshotMountable(executor.client, r.snapshot, r.snapshotOptions) };
+    }
+  } catch (err) {
+    await executor.close();
+    throw err;
+  }
+  return withProcessSession(r.ctx, executor, meta, r.interactive, async (process, signal) => {
     const result = await executor.run({
       ...(r.id ? { id: r.id } : {}),
-      ...(r.root ? { root: r.root } : {}),
+      ...(root ? { root } : {}),
       mounts: r.mounts,
       labels: r.labels,
       signal,
