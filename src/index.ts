@@ -42,3 +42,16 @@ export { hostNetwork, noneNetwork } from "./network/basic.js";
 export type { LinuxResources, SecurityMode, Ulimit } from "./oci/spec.js";
 export type { DnsConfig } from "./oci/resolv-conf.js";
 export type { HostIP } from "./oci/hosts.js";
+export {
+  chainIds,
+  DEFAULT_SNAPSHOTTER,
+  type ImageConfig,
+  type ResolvedImage,
+  resolveImage,
+  unpackImage,
+  withImageDefaults,
+} from "./image/image.js";
+export { imageMountable, type SnapshotMountOptions, snapshotMountable } from "./image/mountables.js";
+export { BridgeProvider, type BridgeOptions, defaultBridgeConfig } from "./network/bridge.js";
+export { CniError } from "./network/cni.js";
+export { generateSpec, type SpecInput } from "./oci/spec.js";
