@@ -82,6 +82,7 @@ export async function writeOciArchive(
   name: string,
   layers: readonly LayerEntry[][],
   config: { Env?: string[]; WorkingDir?: string; User?: string; Entrypoint?: string[]; Cmd?: string[] },
+  architecture = process.arch === "x64" ? "amd64" : process.arch,
 ): Promise<void> {
   const blobs: { digest: string; data: Buffer }[] = [];
   const layerDescs = [];
@@ -93,8 +94,7 @@ export async function writeOciArchive(
     blobs.push({ digest: sha(gz), data: gz });
     layerDescs.push({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha(gz), size: gz.length });
   }
-  const arch = process.arch === "x64" ? "amd64" : process.arch;
-  const cfg = Buffer.from(JSON.stringify({ architecture: arch, os: "linux", config, rootfs: { type: "layers", diff_ids: diffIds } }));
+  const cfg = Buffer.from(JSON.stringify({ architecture, os: "linux", config, rootfs: { type: "layers", diff_ids: diffIds } }));
   blobs.push({ digest: sha(cfg), data: cfg });
   const manifest = Buffer.from(
     JSON.stringify({

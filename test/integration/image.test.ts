@@ -5,7 +5,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, afterEach, before, describe, it } from "node:test";
-import { AlreadyExistsError, NotFoundError } from "../../src/errors.js";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from "../../src/errors.js";
 import { mountLocally } from "../../src/executor/local-mount.js";
 import { tmpfsMountable } from "../../src/executor/mountables.js";
 import type { ProcessMeta } from "../../src/executor/types.js";
@@ -168,6 +168,15 @@ describe("roots from images and snapshots (overlayfs)", () => {
       return true;
     });
     await assert.rejects(runOn(snapshotMountable(env.client, "no-such-parent"), { args: ["true"] }), NotFoundError);
+    const foreign = `docker.io/ctrexec/foreign:${process.pid}`;
+    const archive = join(env.stateDir, "foreign.tar");
+    await writeOciArchive(archive, foreign, [[{ type: "file", path: "x", content: "x" }]], {}, "s390x");
+    await run("ctr", ["-n", env.namespace, "images", "import", "--no-unpack", "--all-platforms", archive]);
+    try {
+      await assert.rejects(runOn(imageMountable(env.client, foreign), { args: ["true"] }), (e: unknown) => e instanceof FailedPreconditionError && /is for linux\/s390x/.test(e.message));
+    } finally {
+      await run("ctr", ["-n", env.namespace, "images", "rm", "--sync", foreign]).catch(() => {});
+    }
     const taken = `ctrexec-test-taken-${process.pid}`;
     committed.push(taken);
     await runOn(imageMountable(env.client, image, { commit: taken }), { args: ["true"] });
