@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
-import { mkdir, rm, stat } from "node:fs/promises";
+import { constants as fsc } from "node:fs";
+import { access, mkdir, rm, stat } from "node:fs/promises";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
 import { DEFAULT_RUNTIME, deleteTask } from "../containerd/run-task.js";
@@ -11,6 +12,7 @@ import {
   CanceledError,
   ContainerExitedError,
   ExitError,
+  FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
   UnavailableError,
@@ -147,8 +149,19 @@ export class ContainerdExecutor implements AsyncDisposable {
     try {
       await client.version();
       const root = options.root ?? DEFAULT_STATE_DIR;
-      await mkdir(runsDir(root, client.namespace), { recursive: true, mode: 0o700 });
-      await mkdir(options.fifoRoot ?? DEFAULT_FIFO_ROOT, { recursive: true, mode: 0o700 });
+      for (const [what, dir] of [
+        ["state dir", runsDir(root, client.namespace)],
+        ["FIFO root", options.fifoRoot ?? DEFAULT_FIFO_ROOT],
+      ] as const) {
+        try {
+          await mkdir(dir, { recursive: true, mode: 0o700 });
+          await access(dir, fsc.W_OK);
+        } catch (err) {
+          throw new FailedPreconditionError(`the ${what} ${dir} is not usable: ${(err as Error).message}; choose a writable directory`, {
+            cause: err,
+          });
+        }
+      }
     } catch (err) {
       if (!options.client) await client.close();
       throw err;

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import { ContainerdExecutor } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
 import { CanceledError, ExitError, UnavailableError } from "../../src/errors.js";
@@ -8,6 +12,7 @@ import { createTestEnv, shimsOf, type TestEnv } from "../helpers/env.js";
 import { OwnContainerd } from "../helpers/own-containerd.js";
 import { Collect } from "../helpers/streams.js";
 
+const run = promisify(execFile);
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("reliability under load and faults", () => {
@@ -85,6 +90,80 @@ describe("reliability under load and faults", () => {
     assert.ok(outcomes.filter((k) => k !== "ok" && k !== "fail").length >= 20, "too few cancellations to mean anything");
     const growth = (Math.max(...rss.slice(2)) - rss[1]!) / 2 ** 20;
     assert.ok(growth < 64, `RSS grew ${growth.toFixed(1)} MiB over the load`);
+    await env.assertClean();
+  });
+
+  for (const phase of ["Environment prepared", "Container record created", "IO created", "Container created", "Container started"]) {
+    it(`prune leaves nothing after the executor is SIGKILLed at "${phase}"`, async () => {
+      const mod = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
+      // The child dies on the span event of the phase: what it made so far is orphaned for prune to find.
+      const script = `
+        const { ContainerdExecutor } = await import(${mod("../../src/executor/executor.js")});
+        const { tmpfsMountable } = await import(${mod("../../src/executor/mountables.js")});
+        const span = { addEvent: (name) => { if (name === ${JSON.stringify(phase)}) process.kill(process.pid, "SIGKILL"); return span; }, end: () => {} };
+        const ex = await ContainerdExecutor.create({ namespace: ${JSON.stringify(env.namespace)}, root: ${JSON.stringify(env.stateDir)},
+          fifoRoot: ${JSON.stringify(env.fifoRoot)}, defaultNetwork: "host", tracer: { startSpan: () => span } });
+        const roBind = { mount: async () => ({ mounts: [{ type: "bind", source: ${JSON.stringify(env.rootfs)}, options: ["rbind", "ro"] }], release: async () => {} }) };
+        await ex.run({ root: { source: roBind }, mounts: [{ source: tmpfsMountable(), dest: "/tmp" }],
+          process: { meta: { args: ["sleep", "30"], hostname: "dying", extraHosts: [{ host: "h", ip: "10.0.0.1" }] }, stdout: process.stdout, stderr: process.stderr } });`;
+      const { spawn } = await import("node:child_process");
+      await new Promise<void>((resolve) => spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "ignore", "inherit"] }).on("exit", () => resolve()));
+      const removed = await env.executor.prune();
+      assert.ok(removed.length > 0, "prune found nothing to remove");
+      await env.assertClean();
+    });
+  }
+
+  it("prune recovers a task whose container record is gone (orphaned) and whose owner died", async () => {
+    const mod = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
+    const script = `
+      const { ContainerdExecutor } = await import(${mod("../../src/executor/executor.js")});
+      const { bindMountable } = await import(${mod("../../src/executor/mountables.js")});
+      let ex;
+      const span = { addEvent: (name) => {
+        if (name === "Container started") {
+          // Orphan the task the way a careless client would, then die.
+          ex.client.containers.delete(ex.runs[0]).then(() => process.kill(process.pid, "SIGKILL"));
+        }
+        return span; }, end: () => {} };
+      ex = await ContainerdExecutor.create({ namespace: ${JSON.stringify(env.namespace)}, root: ${JSON.stringify(env.stateDir)},
+        fifoRoot: ${JSON.stringify(env.fifoRoot)}, defaultNetwork: "host", tracer: { startSpan: () => span } });
+      await ex.run({ root: { source: bindMountable(${JSON.stringify(env.rootfs)}) }, process: { meta: { args: ["sleep", "30"] } } });`;
+    const { spawn } = await import("node:child_process");
+    await new Promise<void>((resolve) => spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "ignore", "inherit"] }).on("exit", () => resolve()));
+    const tasks = await env.client.tasks.list();
+    assert.equal(tasks.length, 1, "the child should have left one orphaned task");
+    assert.deepEqual(await env.client.containers.list(), []);
+    const removed = await env.executor.prune();
+    assert.ok(removed.some((l) => l.startsWith("orphaned task ")), removed.join("\n"));
+    await env.assertClean();
+  });
+
+  it("hostile input: huge env, missing rootfs, ids with .., an unusable state dir, each typed or contained", async () => {
+    const env100k = Array.from({ length: 100_000 }, (_, i) => `V${i}=${i}`);
+    const out = new Collect();
+    await env.executor.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sh", "-c", "env | grep -c '^V'"], env: env100k }, stdout: out } });
+    assert.equal(out.text, "100000\n");
+    const { InvalidArgumentError, FailedPreconditionError } = await import("../../src/errors.js");
+    await assert.rejects(
+      env.executor.run({ root: { source: bindMountable("/nonexistent/rootfs") }, process: { meta: { args: ["true"] } } }),
+      (e: unknown) => e instanceof InvalidArgumentError && /does not exist/.test(e.message),
+    );
+    for (const id of ["..", "a/../b", "../x", "x".repeat(300)]) {
+      await assert.rejects(env.executor.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } }), InvalidArgumentError);
+    }
+    // A state dir on a read-only filesystem (the test's own read-only tmpfs).
+    const ro = join(env.stateDir, "read-only");
+    await mkdir(ro);
+    await run("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro]);
+    try {
+      await assert.rejects(
+        ContainerdExecutor.create({ namespace: env.namespace, root: join(ro, "state"), fifoRoot: env.fifoRoot }),
+        (e: unknown) => e instanceof FailedPreconditionError && /state dir .* is not usable/.test(e.message),
+      );
+    } finally {
+      await run("umount", [ro]);
+    }
     await env.assertClean();
   });
 
