@@ -94,6 +94,8 @@ export interface ExecutorOptions {
   tracer?: Tracer;
   /** How long a run waits for containerd to come back after a restart before failing. Default 60 s. */
   reconnectBoundMs?: number;
+  /** Run prune() once at create: remove what dead ctrexec processes left in this namespace. */
+  pruneOnStart?: boolean;
   /** Test hook: host facts instead of detecting them. */
   hostFeatures?: HostFeatures;
 }
@@ -166,7 +168,12 @@ export class ContainerdExecutor implements AsyncDisposable {
       if (!options.client) await client.close();
       throw err;
     }
-    return new ContainerdExecutor(options, client);
+    const executor = new ContainerdExecutor(options, client);
+    if (options.pruneOnStart) {
+      const removed = await executor.prune();
+      for (const line of removed) executor.#logger.info(`pruned ${line}`);
+    }
+    return executor;
   }
 
   get namespace(): string {

@@ -39,8 +39,8 @@ async function removeTree(dir: string): Promise<void> {
 
 /**
  * Removes what runs of dead ctrexec processes left in this namespace: their tasks (resumed, killed, deleted),
- * containers, FIFO directories, run dirs and local mounts, and tasks whose container record is gone but whose
- * run dir says they were ours (reference: containerd-from-node §8). Runs whose owner is alive, or lives on
+ * containers, FIFO directories, run dirs and local mounts, leases (and so active snapshots), and tasks whose
+ * container record is gone but whose run dir says they were ours (reference: containerd-from-node §8). Runs whose owner is alive, or lives on
  * another host, are never touched. Returns what it removed, one line each.
  */
 export async function prune(options: PruneOptions): Promise<string[]> {
@@ -97,6 +97,14 @@ export async function prune(options: PruneOptions): Promise<string[]> {
     if (owner === undefined && known.has(id)) continue;
     await removeTree(dir);
     removed.push(`run dir ${dir}`);
+  }
+
+  // Leases of dead owners: deleting them lets containerd's GC take the active snapshots they held.
+  for (const lease of await client.leases.list().catch(() => [])) {
+    const owner = lease.labels[LABEL.owner];
+    if (!owner || ownerAlive(owner) !== false) continue;
+    await client.leases.delete(lease.id, { sync: true }).catch((err: unknown) => logger.warn("deleting a lease failed", { lease: lease.id, error: err }));
+    removed.push(`lease ${lease.id}`);
   }
 
   // A FIFO dir exists only while its container does (the container is made first and deleted last).

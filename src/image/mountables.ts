@@ -3,7 +3,10 @@ import type { ContainerdClient } from "../containerd/client.js";
 import type { Mount } from "../containerd/types.js";
 import { AlreadyExistsError } from "../errors.js";
 import type { Mountable, MountRef } from "../executor/types.js";
+import { ownerId } from "../util/owner.js";
 import { DEFAULT_SNAPSHOTTER, type ResolvedImage, resolveImage, unpackImage } from "./image.js";
+
+export const LEASE_OWNER_LABEL = "ctrexec.owner";
 
 export interface SnapshotMountOptions {
   snapshotter?: string;
@@ -16,7 +19,11 @@ const LEASE_TTL_MS = 24 * 3600 * 1000;
 
 async function withLease<T>(client: ContainerdClient, f: (leased: ContainerdClient, lease: string) => Promise<T>): Promise<T> {
   const lease = `ctrexec-${randomBytes(8).toString("hex")}`;
-  await client.leases.create(lease, { "containerd.io/gc.expire": new Date(Date.now() + LEASE_TTL_MS).toISOString() });
+  await client.leases.create(lease, {
+    "containerd.io/gc.expire": new Date(Date.now() + LEASE_TTL_MS).toISOString(),
+    // Lets prune drop the lease (and so the run's snapshot) of a process that died, without waiting a day.
+    [LEASE_OWNER_LABEL]: ownerId(),
+  });
   try {
     return await f(client.withLease(lease), lease);
   } catch (err) {

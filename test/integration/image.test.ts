@@ -161,6 +161,24 @@ describe("roots from images and snapshots (overlayfs)", () => {
     assert.deepEqual((await snapshots()).filter((s) => s.name.startsWith("build-")), [], "the example left its snapshots");
   });
 
+  it("prune drops the lease and active snapshot of a process that died mid-run", async () => {
+    const mod = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
+    const script = `
+      const { ContainerdExecutor } = await import(${mod("../../src/executor/executor.js")});
+      const { imageMountable } = await import(${mod("../../src/image/mountables.js")});
+      const span = { addEvent: (n) => { if (n === "Container started") process.kill(process.pid, "SIGKILL"); return span; }, end: () => {} };
+      const ex = await ContainerdExecutor.create({ namespace: ${JSON.stringify(env.namespace)}, root: ${JSON.stringify(env.stateDir)},
+        fifoRoot: ${JSON.stringify(env.fifoRoot)}, defaultNetwork: "host", tracer: { startSpan: () => span } });
+      await ex.run({ root: { source: imageMountable(ex.client, ${JSON.stringify(image)}) }, process: { meta: { args: ["sleep", "30"] } } });`;
+    await run(process.execPath, ["--input-type=module", "-e", script]).catch(() => {});
+    assert.ok((await snapshots()).some((s) => s.kind === "ACTIVE"), "the dead run left no active snapshot");
+    const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+    // A fresh executor that prunes at start, as a service would after a crash.
+    await using ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, pruneOnStart: true });
+    for (let i = 0; i < 50 && (await snapshots()).some((s) => s.kind === "ACTIVE"); i++) await new Promise((r) => setTimeout(r, 100));
+    void ex;
+  });
+
   it("errors: an unknown image, a missing parent, a snapshot name taken; nothing left", async () => {
     await assert.rejects(runOn(imageMountable(env.client, "docker.io/no/such:image"), { args: ["true"] }), (e: unknown) => {
       assert.ok(e instanceof NotFoundError);
