@@ -170,8 +170,12 @@ export class ContainerdExecutor implements AsyncDisposable {
     }
     const executor = new ContainerdExecutor(options, client);
     if (options.pruneOnStart) {
-      const removed = await executor.prune();
-      for (const line of removed) executor.#logger.info(`pruned ${line}`);
+      try {
+        for (const line of await executor.prune()) executor.#logger.info(`pruned ${line}`);
+      } catch (err) {
+        await executor.close();
+        throw err;
+      }
     }
     return executor;
   }
