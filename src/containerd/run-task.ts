@@ -1,4 +1,4 @@
-import { CanceledError, NotFoundError } from "../errors.js";
+import { CanceledError, NotFoundError, UnavailableError } from "../errors.js";
 import { serializeSpec } from "../oci/serialize.js";
 import type { Spec } from "../oci/types.js";
 import { type Logger, silentLogger } from "../util/logger.js";
@@ -105,6 +105,18 @@ export async function runTask(client: ContainerdClient, options: RunTaskOptions)
  */
 export async function deleteTask(client: ContainerdClient, containerId: string, logger: Logger): Promise<boolean> {
   const opts = { timeoutMs: CLEANUP_RPC_MS };
+  // Usually the process has exited and one Delete is all it takes; only a task that is still there afterwards
+  // gets the careful path (status, resume, kill, wait, delete).
+  try {
+    await client.tasks.delete(containerId, opts);
+    return true;
+  } catch (err) {
+    if (err instanceof NotFoundError) return true;
+    if (err instanceof UnavailableError) {
+      logger.error("failed to delete task", { id: containerId, error: err });
+      throw err;
+    }
+  }
   try {
     const info = await client.tasks.get({ containerId }, opts);
     if (info.status === "PAUSED" || info.status === "PAUSING") {
