@@ -143,6 +143,9 @@ async function seqTrue(): Promise<void> {
   const span = { addEvent: (name: string, _a?: Attributes) => (events.push({ name, t: performance.now() }), span), end: () => {} } as unknown as Span;
   const tracer = { startSpan: () => span } as unknown as Tracer;
   const traced = await newExecutor({ tracer });
+  const grouped = await newExecutor({ shimGroup: true });
+  const g: number[] = [];
+  await timed(grouped, { args: ["/bin/true"] });
   const c: number[] = [];
   const ctr: number[] = [];
   const runc: number[] = [];
@@ -154,6 +157,7 @@ async function seqTrue(): Promise<void> {
     for (let i = 0; i < PER_ROUND; i++) c.push(await timed(ex, { args: ["/bin/true"] }));
     const d = process.cpuUsage(cpu0);
     cpu += d.user + d.system;
+    for (let i = 0; i < PER_ROUND; i++) g.push(await timed(grouped, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) ctr.push((await ctrRun(["/bin/true"])).ms);
     for (let i = 0; i < PER_ROUND; i++) runc.push((await runcRun(["/bin/true"])).ms);
     if (haveGo) go.push(Number(((await goAnchor("seq", ["-n", String(PER_ROUND), "-warmup", "1"]))["latency"] as { median_ms: number }).median_ms));
@@ -170,11 +174,13 @@ async function seqTrue(): Promise<void> {
   const noStreams: number[] = [];
   for (let i = 0; i < PER_ROUND * 2; i++) noStreams.push(await timed(ex, { args: ["/bin/true"] }, false));
   await traced.close();
+  await grouped.close();
   await ex.close();
   const cpuPerRun = cpu / 1000 / (ROUNDS * PER_ROUND);
   results["seq_true"] = {
     ctrexec: summary(c),
     ctrexec_no_streams: summary(noStreams),
+    ctrexec_shim_group: summary(g),
     ctr: summary(ctr),
     runc: summary(runc),
     go: haveGo ? summary(go) : null,
@@ -183,6 +189,7 @@ async function seqTrue(): Promise<void> {
   };
   row("run /bin/true (ms)", "ms", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, no stdio (ms)", "ms", median(noStreams), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  row("  same, shim group (ms)", "ms", median(g), median(ctr), median(runc), haveGo ? median(go) : undefined);
   table.push(["executor CPU per run", `${r1(cpuPerRun)} ms`, "-", "-", "-", "-", "-"]);
 }
 

@@ -46,6 +46,7 @@ import { runProcess } from "./run-process.js";
 import { prune } from "./prune.js";
 import { createRunDir, fifoDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
+import { SHIM_GROUP_ANNOTATION, ShimGroup } from "./shim-group.js";
 import { toStartError } from "./start-error.js";
 import type { ExecOptions, NetworkMode, ProcessInfo, ProcessMeta, RunRequest, RunResult } from "./types.js";
 import { sampleUsage } from "./usage.js";
@@ -94,6 +95,12 @@ export interface ExecutorOptions {
   tracer?: Tracer;
   /** How long a run waits for containerd to come back after a restart before failing. Default 60 s. */
   reconnectBoundMs?: number;
+  /**
+   * Share one long-lived shim between runs (the runc v2 shim's group annotation, kept up by an idle anchor
+   * container): runs start faster, but if that shim dies every run in the group dies with it. `true` names the
+   * group after this process; a string names it. Default off.
+   */
+  shimGroup?: boolean | string;
   /** Run prune() once at create: remove what dead ctrexec processes left in this namespace. */
   pruneOnStart?: boolean;
   /** Test hook: host facts instead of detecting them. */
@@ -118,6 +125,7 @@ export class ContainerdExecutor implements AsyncDisposable {
   readonly #inflight = new Set<Promise<unknown>>();
   readonly #closing = new AbortController();
   readonly #oom: OomWatch;
+  readonly #shimGroup: ShimGroup | undefined;
   /** This namespace's FIFO directory under the FIFO root. */
   readonly #fifos: string;
   /** Runs in progress per rootfs path, and stub cleaners waiting for the last of them (see #run). */
@@ -142,6 +150,9 @@ export class ContainerdExecutor implements AsyncDisposable {
     // Every run and exec listens on the executor's close signal: many at once is normal, not a leak.
     setMaxListeners(0, this.#closing.signal);
     this.#fifos = fifoDir(this.fifoRoot, client.namespace);
+    this.#shimGroup = options.shimGroup
+      ? new ShimGroup(client, typeof options.shimGroup === "string" ? options.shimGroup : `ctrexec-${process.pid}-${randomBytes(4).toString("hex")}`, this.#logger)
+      : undefined;
   }
 
   /** Connects (fails with UnavailableError if containerd does not answer) and prepares the state dirs. */
@@ -296,6 +307,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       traceSocket: this.#options.traceSocket,
       rootless: this.#options.rootless,
       mounts: (req.mounts ?? []).map((m) => ({ destination: m.dest, type: "bind" })),
+      ...(this.#shimGroup ? { annotations: { [SHIM_GROUP_ANNOTATION]: this.#shimGroup.name } } : {}),
     };
     // Everything that can be checked without side effects is checked now, before anything is created.
     generateSpec({ ...specBase, user: { uid: 0, gid: 0, additionalGids: [] } }, this.#host);
@@ -407,6 +419,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     });
     span.addEvent("Container record created");
 
+    if (this.#shimGroup) await this.#shimGroup.ensure(await ensureDefaultRootfs(this.root), this.#options.runtime);
     const p = req.process;
     const io = await ProcessIO.create({
       fifoRoot: this.#fifos,
@@ -679,6 +692,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       await Promise.allSettled([...this.#inflight]);
       await this.#retrying;
       await this.#retryOrphans().catch(() => {});
+      await this.#shimGroup?.close();
       await this.#oom.close();
       const bridge = await this.#bridge?.catch(() => undefined);
       for (const p of new Set([...this.#networks.values(), ...(bridge ? [bridge] : [])])) {
