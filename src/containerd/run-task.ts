@@ -154,6 +154,11 @@ async function deleteContainer(
     logger.error("task could not be deleted; keeping its container record for prune", { id });
     return;
   }
+  await deleteContainerRecord(client, id);
+}
+
+/** Deletes a container record, bounded; one that is already gone counts as deleted. */
+export async function deleteContainerRecord(client: ContainerdClient, id: string): Promise<void> {
   try {
     await client.containers.delete(id, { timeoutMs: CLEANUP_RPC_MS });
   } catch (err) {

@@ -5,7 +5,7 @@ import { constants as fsc } from "node:fs";
 import { access, mkdir, rm, stat } from "node:fs/promises";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
-import { DEFAULT_RUNTIME, deleteTask } from "../containerd/run-task.js";
+import { DEFAULT_RUNTIME, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, PROCESS_TYPE_URL, SPEC_TYPE_URL } from "../containerd/types.js";
 import {
   AlreadyExistsError,
@@ -501,11 +501,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       const why = reason instanceof Error ? reason.message : String(reason);
       throw new ExitError(outcome.exitCode, { cause: reason, oomKilled, message: `exit code: ${outcome.exitCode}: canceled: ${why}` });
     }
-    return this.#throwExit(outcome.exitCode, oomKilled);
-  }
-
-  #throwExit(code: number, oomKilled: boolean): never {
-    throw new ExitError(code, { oomKilled });
+    throw new ExitError(outcome.exitCode, { oomKilled });
   }
 
   /** Runs whose task could not be deleted (containerd away): retried in the background until gone. */
@@ -526,9 +522,7 @@ export class ContainerdExecutor implements AsyncDisposable {
   async #retryOrphans(): Promise<void> {
     for (const id of [...this.#orphans]) {
       if (!(await deleteTask(this.client, id, silentLogger).catch(() => false))) continue;
-      await this.client.containers.delete(id, { timeoutMs: CLEANUP_MS }).catch((err: unknown) => {
-        if (!(err instanceof NotFoundError)) throw err;
-      }).then(
+      await deleteContainerRecord(this.client, id).then(
         () => {
           this.#orphans.delete(id);
           this.#logger.info("finished the cleanup of an earlier run", { id });
@@ -546,11 +540,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       this.#retryLater(id);
       return;
     }
-    try {
-      await this.client.containers.delete(id, { timeoutMs: CLEANUP_MS });
-    } catch (err) {
-      if (!(err instanceof NotFoundError)) throw err;
-    }
+    await deleteContainerRecord(this.client, id);
   }
 
   /**

@@ -1,18 +1,16 @@
 import { execFile } from "node:child_process";
-import { readdir, readFileSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { ContainerdClient } from "../containerd/client.js";
-import { deleteTask } from "../containerd/run-task.js";
+import { deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
-import { NotFoundError } from "../errors.js";
 import { defaultSpec } from "../oci/defaults.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { LABEL, ownerAlive } from "./labels.js";
 import { fifoDir, readRunOwner, runsDir } from "./run-dirs.js";
 
-const readdirAsync = promisify(readdir);
 const run = promisify(execFile);
 
 export interface PruneOptions {
@@ -57,11 +55,7 @@ export async function prune(options: PruneOptions): Promise<string[]> {
     const owner = c.labels[LABEL.owner];
     if (!owner || ownerAlive(owner) !== false) continue;
     if (await deleteTask(client, c.id, logger).catch(() => false)) {
-      try {
-        await client.containers.delete(c.id);
-      } catch (err) {
-        if (!(err instanceof NotFoundError)) throw err;
-      }
+      await deleteContainerRecord(client, c.id);
       known.delete(c.id);
       removed.push(`container ${c.id}`);
     }
@@ -86,11 +80,11 @@ export async function prune(options: PruneOptions): Promise<string[]> {
       spec: jsonAny(SPEC_TYPE_URL, spec),
       labels: { [LABEL.owner]: owner },
     });
-    if (await deleteTask(client, t.id, logger).catch(() => false)) await client.containers.delete(t.id).catch(() => {});
+    if (await deleteTask(client, t.id, logger).catch(() => false)) await deleteContainerRecord(client, t.id).catch(() => {});
     removed.push(`orphaned task ${t.id}`);
   }
 
-  for (const id of await readdirAsync(runs).catch(() => [] as string[])) {
+  for (const id of await readdir(runs).catch(() => [] as string[])) {
     const dir = join(runs, id);
     const owner = await readRunOwner(dir);
     if (owner !== undefined && ownerAlive(owner) !== false) continue;
@@ -109,7 +103,7 @@ export async function prune(options: PruneOptions): Promise<string[]> {
 
   // A FIFO dir exists only while its container does (the container is made first and deleted last).
   const live = new Set((await client.containers.list()).map((c) => c.id));
-  for (const name of await readdirAsync(fifos).catch(() => [] as string[])) {
+  for (const name of await readdir(fifos).catch(() => [] as string[])) {
     const base = name.slice(0, -7); // mkdtemp's "-XXXXXX"
     const id = base.replace(/\.exec[0-9a-f]{16}$/, "");
     if (live.has(id)) continue;

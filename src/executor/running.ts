@@ -17,10 +17,6 @@ export class RunState {
     this.id = id;
   }
 
-  get running(): boolean {
-    return this.#started && !this.#ended;
-  }
-
   markStarted(): void {
     this.#started = true;
     this.#wake();

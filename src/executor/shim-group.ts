@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { ContainerdClient } from "../containerd/client.js";
-import { DEFAULT_RUNTIME, deleteTask } from "../containerd/run-task.js";
+import { DEFAULT_RUNTIME, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
 import { defaultSpec } from "../oci/defaults.js";
 import { serializeSpec } from "../oci/serialize.js";
@@ -54,7 +54,7 @@ export class ShimGroup {
       await this.#client.tasks.start({ containerId: id });
     } catch (err) {
       await deleteTask(this.#client, id, this.#logger).catch(() => {});
-      await this.#client.containers.delete(id).catch(() => {});
+      await deleteContainerRecord(this.#client, id).catch(() => {});
       throw err;
     }
     return id;
@@ -66,7 +66,7 @@ export class ShimGroup {
     this.#anchor = undefined;
     if (!anchor) return;
     if (await deleteTask(this.#client, anchor, this.#logger).catch(() => false)) {
-      await this.#client.containers.delete(anchor).catch(() => {});
+      await deleteContainerRecord(this.#client, anchor).catch(() => {});
     }
   }
 }

@@ -1,4 +1,4 @@
-import { CtrexecError, StartError, UnknownError } from "../errors.js";
+import { StartError, UnknownError } from "../errors.js";
 
 /**
  * Turns the runtime's start failure into a StartError that says whether the command was missing (127) or not
@@ -18,8 +18,4 @@ export function toStartError(err: unknown, command: string): unknown {
     return new StartError(`failed to start ${JSON.stringify(command)}: ${msg}`, "other", { cause: err });
   }
   return err;
-}
-
-export function isStartError(err: unknown): err is StartError {
-  return CtrexecError.is(err) && err instanceof StartError;
 }

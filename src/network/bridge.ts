@@ -182,10 +182,6 @@ export class BridgeProvider implements NetworkProvider {
     })();
   }
 
-  get idle(): number {
-    return this.#idle.length;
-  }
-
   async create(options: { id: string; hostname: string; signal?: AbortSignal | undefined; privileged?: boolean }): Promise<NetworkHandle & { address?: string; gateway?: string }> {
     if (this.#closed) throw new CanceledError("the bridge network provider is closed");
     const ns = this.#idle.pop() ?? (await this.#make());
@@ -212,16 +208,6 @@ export class BridgeProvider implements NetworkProvider {
         this.#fill();
       },
     };
-  }
-
-  /** The gateway (host side of the bridge) that containers reach the host at. */
-  async gateway(): Promise<string | undefined> {
-    const ns = this.#idle[this.#idle.length - 1];
-    if (ns?.gateway) return ns.gateway;
-    const h = await this.create({ id: "gateway-probe", hostname: "" });
-    const gw = (h as { gateway?: string }).gateway;
-    await h.close();
-    return gw;
   }
 
   /** Destroys the idle namespaces (CNI DEL, unmount, remove). Idempotent. */
