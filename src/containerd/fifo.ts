@@ -11,6 +11,7 @@ import { promisify } from "node:util";
 
 interface NativeFifo {
   mkfifo(path: string, mode: number): void;
+  setPipeSize?(fd: number, bytes: number): number;
 }
 
 let native: NativeFifo | null | undefined;
@@ -48,4 +49,14 @@ export async function makeFifos(
   }
   if (paths.length === 0) return;
   await execFileAsync("mkfifo", ["-m", mode.toString(8), "--", ...paths]);
+}
+
+/**
+ * Grows a FIFO's buffer (default 64 KiB) so the shim can hand over bulk output in fewer, larger writes.
+ * Best effort: without the addon, or past the limit in /proc/sys/fs/pipe-max-size, the size stays as it was.
+ * Returns the size in effect, or 0 when unknown.
+ */
+export function growPipe(fd: number, bytes: number): number {
+  const got = loadNative()?.setPipeSize?.(fd, bytes) ?? -1;
+  return got > 0 ? got : 0;
 }

@@ -4,7 +4,10 @@ import net from "node:net";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { type Logger, silentLogger } from "../util/logger.js";
-import { makeFifos } from "./fifo.js";
+import { growPipe, makeFifos } from "./fifo.js";
+
+/** FIFO buffer for output: 1 MiB, the kernel's default pipe-max-size. */
+const OUTPUT_PIPE_BYTES = 1 << 20;
 
 /**
  * Process IO over FIFOs, like containerd's `cio`: a FIFO set per process in a private directory, copied to and
@@ -104,6 +107,7 @@ export class ProcessIO {
 
   #startOutput(path: string, dest: Writable | null, name: string): void {
     const fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK);
+    growPipe(fd, OUTPUT_PIPE_BYTES);
     let socket: net.Socket;
     try {
       socket = new net.Socket({ fd, readable: true, writable: false });

@@ -40,7 +40,7 @@ export class ShimGroup {
     const id = `ctrexec-anchor-${randomBytes(6).toString("hex")}`;
     const spec = defaultSpec(this.#client.namespace, id);
     spec.process!.args = ["sleep", "2147483647"];
-    spec.root = { path: "rootfs", readonly: true };
+    spec.root = { path: rootfs, readonly: true };
     spec.mounts = spec.mounts!.filter((m) => m.destination !== "/run");
     spec.annotations = { [SHIM_GROUP_ANNOTATION]: this.name };
     await this.#client.containers.create({
@@ -50,7 +50,7 @@ export class ShimGroup {
       labels: { [LABEL.owner]: ownerId(), [LABEL.command]: JSON.stringify(["shim group anchor", this.name]) },
     });
     try {
-      await this.#client.tasks.create({ containerId: id, rootfs: [{ type: "bind", source: rootfs, options: ["rbind", "ro"] }] });
+      await this.#client.tasks.create({ containerId: id });
       await this.#client.tasks.start({ containerId: id });
     } catch (err) {
       await deleteTask(this.#client, id, this.#logger).catch(() => {});

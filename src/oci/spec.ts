@@ -61,6 +61,11 @@ export interface SpecInput {
   traceSocket?: string | undefined;
   rootless?: boolean | undefined;
   annotations?: Record<string, string> | undefined;
+  /**
+   * Absolute host path of the root, for runc to mount inside the container's own mount namespace. Unset, the
+   * root is the bundle's `rootfs` directory that the shim mounts.
+   */
+  rootPath?: string | undefined;
 }
 
 export type SpecOpt = (spec: Spec) => void;
@@ -392,6 +397,7 @@ export function generateSpec(input: SpecInput, host: HostFeatures): Spec {
     if (input.selinux?.processLabel) p.selinuxLabel = input.selinux.processLabel;
     if (input.selinux?.mountLabel) linux(s).mountLabel = input.selinux.mountLabel;
     if (input.annotations) s.annotations = { ...input.annotations };
+    if (input.rootPath) s.root = { ...s.root, path: input.rootPath };
   });
   if (host.cgroupNamespaces) opts.push((s) => linux(s).namespaces!.push({ type: "cgroup" }));
   opts.push(withNetwork(input.network ?? { kind: "new" }));

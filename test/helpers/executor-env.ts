@@ -23,6 +23,8 @@ export async function createExecutorEnv(name: string, options: ExecutorOptions =
   return Object.assign(env, {
     executor,
     async assertClean() {
+      // Finished runs' records are deleted in the background; that cleanup must complete, too.
+      await executor.settled();
       await env.assertNoLeaks();
       const files = await readdir(env.stateDir);
       assert.deepEqual(files.filter((f) => f.startsWith("hosts.") || f.endsWith(".tmp")), [], "per-run state files left");

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { after, afterEach, before, describe, it } from "node:test";
@@ -491,6 +491,63 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
     });
   });
 
+  describe("cleanup after the process", () => {
+    /** Host mounts of `dir` (a bind's root field) or on it, or whose mount point names the run. */
+    const mountsOf = async (dir: string, id: string) =>
+      (await readFile("/proc/self/mountinfo", "utf8"))
+        .split("\n")
+        .filter((l) => {
+          const f = l.split(" ");
+          return f[3]?.startsWith(dir) || f[4]?.startsWith(dir) || f[4]?.includes(id);
+        });
+
+    it("settles once the process exited and the host is released; the records follow in the background", async () => {
+      const id = env.uniqueId("bgdel");
+      const mount = join(env.stateDir, "bgdel-src");
+      await mkdir(mount, { recursive: true });
+      await sh("echo hi > /data/f", {}, { id, mounts: [{ source: bindMountable(mount), dest: "/data" }] });
+      // Nothing of the run is mounted on the host when run() settles: the root, its stubs and mounts are the
+      // caller's again (a build can commit or reuse them at once).
+      assert.deepEqual(await mountsOf(env.rootfs, id), []);
+      assert.equal(existsSync(join(env.rootfs, "data")), false, "the mount stub is removed before run() settles");
+      assert.equal(await readFile(join(mount, "f"), "utf8"), "hi\n");
+      await env.executor.settled();
+      assert.deepEqual((await env.client.containers.list()).map((c) => c.id), []);
+      await rm(mount, { recursive: true });
+    });
+
+    it("lets the same id run again right away, and exec into a finished run is NotFound", async () => {
+      const id = env.uniqueId("again");
+      for (let i = 0; i < 3; i++) assert.equal(await output(`echo ${i}`, {}, { id }), `${i}\n`);
+      await assert.rejects(env.executor.exec(id, { meta: { args: ["true"] } }), NotFoundError);
+    });
+
+    it("with awaitCleanup, settles only after the task and the container are deleted", async () => {
+      const events: string[] = [];
+      const span = { addEvent: (name: string) => (events.push(name), span), end: () => {} } as unknown as Span;
+      const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+      await using ex = await ContainerdExecutor.create({
+        namespace: env.namespace,
+        root: env.stateDir,
+        fifoRoot: env.fifoRoot,
+        awaitCleanup: true,
+        tracer: { startSpan: () => span } as unknown as Tracer,
+      });
+      await ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } });
+      assert.deepEqual((await env.client.containers.list()).map((c) => c.id), []);
+      assert.deepEqual(events.slice(-2), ["Task deleted", "Container deleted"]);
+    });
+
+    it("close() waits for the background deletions", async () => {
+      const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+      const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot });
+      await Promise.all(Array.from({ length: 4 }, () => ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } })));
+      await ex.close();
+      assert.deepEqual((await env.client.containers.list()).map((c) => c.id), []);
+      assert.deepEqual((await env.client.tasks.list()).map((t) => t.id), []);
+    });
+  });
+
   describe("resources", () => {
     it("reports an OOM kill", async () => {
       const err = await sh("dd if=/dev/zero of=/dev/null bs=64M count=1", { resources: { memory: 16 * 1024 * 1024 } }, { stderr: new Collect() }).catch(
@@ -530,7 +587,7 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.deepEqual(attrs[events.indexOf("Container exited")], { "exit.code": 0 });
       assert.deepEqual(events, [
         "Environment prepared", "Spec generated", "Container record created", "IO created", "Container created",
-        "Container started", "Container exited", "Task deleted", "Container deleted",
+        "Container started", "Container exited", "Task handed over for deletion",
       ]);
       events.length = 0;
       await ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["bogus"] } } }).catch(() => {});

@@ -211,6 +211,7 @@ describe("containerd restarts", () => {
     const err = await p;
     assert.ok(err instanceof ExitError && err.exitCode === 7, String(err));
     assert.equal(stdout.text, "survived\n");
+    await ex.settled();
     const client = ex.client;
     assert.deepEqual((await client.containers.list()).map((c) => c.id), []);
     assert.deepEqual((await client.tasks.list()).map((t) => t.id), []);

@@ -30,6 +30,7 @@ describe("shim grouping (opt-in)", () => {
     const id = await s;
     const outs = await Promise.all(Array.from({ length: 4 }, (_, i) => run(`echo ${i}`)));
     assert.deepEqual(outs, ["0\n", "1\n", "2\n", "3\n"]);
+    await env.executor.settled();
     assert.equal(shimsOf(env.namespace).length, 1, "grouped runs should share one shim");
     const out = new Collect();
     await env.executor.exec(id, { meta: { args: ["echo", "exec"] }, stdout: out });
@@ -37,6 +38,7 @@ describe("shim grouping (opt-in)", () => {
     await assert.rejects(run("exit 3"), (e: unknown) => e instanceof ExitError && e.exitCode === 3);
     ac.abort();
     assert.ok((await long) instanceof ExitError);
+    await env.executor.settled();
     // Only the anchor is left while the executor is open; close removes it and the shim goes.
     assert.equal((await env.client.containers.list()).length, 1);
     await env.executor.close();

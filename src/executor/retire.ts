@@ -1,0 +1,98 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { ContainerdClient } from "../containerd/client.js";
+import { deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
+import { type Logger, silentLogger } from "../util/logger.js";
+
+const RETRY_EVERY_MS = 2000;
+
+/**
+ * Deletes the containerd side of finished runs (task, then container record) off the caller's path, and
+ * keeps retrying the ones containerd would not let go of. A run hands its container over only once its
+ * process has exited and everything the caller can see (streams, mounts, stubs) is released: what is left is
+ * bookkeeping in containerd and runc (task state, cgroup, shim), which takes ~20 ms per run and needs no
+ * caller. `drain()` waits for all of it.
+ */
+export class Retirements {
+  readonly #client: ContainerdClient;
+  readonly #logger: Logger;
+  readonly #closing: AbortSignal;
+  readonly #pending = new Map<string, Promise<void>>();
+  readonly #orphans = new Set<string>();
+  #retrying: Promise<void> | undefined;
+
+  constructor(client: ContainerdClient, logger: Logger, closing: AbortSignal) {
+    this.#client = client;
+    this.#logger = logger;
+    this.#closing = closing;
+  }
+
+  /** Is `id` still being deleted in the background? */
+  has(id: string): boolean {
+    return this.#pending.has(id) || this.#orphans.has(id);
+  }
+
+  /** Resolves once a background deletion of `id` (if any) has ended, successfully or not. */
+  async settled(id: string): Promise<void> {
+    await this.#pending.get(id);
+  }
+
+  /** Resolves once every background deletion started so far has ended. */
+  async settledAll(): Promise<void> {
+    await Promise.allSettled([...this.#pending.values()]);
+  }
+
+  /** Deletes the task (when `task`) and then the record of container `id`, in the background. */
+  retire(id: string, task: boolean): void {
+    if (this.#pending.has(id)) return;
+    const done = (async () => {
+      try {
+        if (task && !(await deleteTask(this.#client, id, this.#logger).catch(() => false))) {
+          this.retryLater(id);
+          return;
+        }
+        await deleteContainerRecord(this.#client, id);
+      } catch (err) {
+        this.#logger.error("failed to delete a finished run's container; will retry in the background", { id, error: err });
+        this.retryLater(id);
+      } finally {
+        this.#pending.delete(id);
+      }
+    })();
+    this.#pending.set(id, done);
+  }
+
+  /**
+   * A task containerd would not delete (containerd away, shim stuck): keep the record, so that prune can find
+   * it if this process dies, and try again every 2 s until it goes or the executor closes.
+   */
+  retryLater(id: string): void {
+    this.#orphans.add(id);
+    this.#retrying ??= (async () => {
+      while (this.#orphans.size > 0 && !this.#closing.aborted) {
+        await sleep(RETRY_EVERY_MS, undefined, { signal: this.#closing }).catch(() => {});
+        await this.#retryOrphans();
+      }
+      this.#retrying = undefined;
+    })();
+  }
+
+  async #retryOrphans(): Promise<void> {
+    for (const id of [...this.#orphans]) {
+      if (!(await deleteTask(this.#client, id, silentLogger).catch(() => false))) continue;
+      try {
+        await deleteContainerRecord(this.#client, id);
+        this.#orphans.delete(id);
+        this.#logger.info("finished the cleanup of an earlier run", { id });
+      } catch {
+        // next round
+      }
+    }
+  }
+
+  /** Waits for every background deletion, then gives the orphans one last try. Call after `closing` fired. */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.#pending.values()]);
+    await this.#retrying;
+    await this.#retryOrphans().catch(() => {});
+  }
+}
