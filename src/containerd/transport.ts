@@ -44,6 +44,10 @@ export class GrpcTransport {
       // containerd restarts in about a second; reconnect soon after it is back rather than after minutes.
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 2000,
+      // Per-call bookkeeping we never use: transparent retries (containerd calls are not retried blindly) and
+      // channelz statistics.
+      "grpc.enable_retries": 0,
+      "grpc.enable_channelz": 0,
     });
   }
 

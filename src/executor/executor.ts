@@ -422,6 +422,19 @@ export class ContainerdExecutor implements AsyncDisposable {
       ...req.labels,
       ...runLabels({ rootfs: local.path, args: spec.process!.args, stateDir: this.root, fifoRoot: this.#fifos, runDir }),
     };
+    // The FIFOs are made while containerd stores the record: neither needs the other.
+    const p = req.process;
+    const ioReady = ProcessIO.create({
+      fifoRoot: this.#fifos,
+      id,
+      stdin: p.stdin,
+      stdout: p.stdout,
+      stderr: p.stderr,
+      terminal: meta.tty,
+      logger: this.#logger,
+    });
+    ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
+    stack.defer("close IO", async () => (await ioReady.catch(() => undefined))?.close());
     await this.client.containers.create(
       { id, labels, runtime: { name: this.#options.runtime ?? DEFAULT_RUNTIME }, spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)) },
       { signal },
@@ -437,17 +450,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     span.addEvent("Container record created");
 
     if (this.#shimGroup) await this.#shimGroup.ensure(await ensureDefaultRootfs(this.root), this.#options.runtime);
-    const p = req.process;
-    const io = await ProcessIO.create({
-      fifoRoot: this.#fifos,
-      id,
-      stdin: p.stdin,
-      stdout: p.stdout,
-      stderr: p.stderr,
-      terminal: meta.tty,
-      logger: this.#logger,
-    });
-    stack.defer("close IO", () => io.close());
+    const io = await ioReady;
     span.addEvent("IO created");
     checkpoint();
 
@@ -591,12 +594,15 @@ export class ContainerdExecutor implements AsyncDisposable {
         { containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...io.config },
         { signal },
       );
-      // Exec processes are deleted after they exit (BuildKit never deletes them, §12.6).
-      stack.defer("delete exec process", () =>
-        this.client.tasks.deleteProcess({ containerId: id, execId }, { timeoutMs: CLEANUP_MS }).catch((err: unknown) => {
+      // Exec processes are deleted after they exit (BuildKit never deletes them, §12.6); once the exit was
+      // seen, in the background like a run's task.
+      let exited = false;
+      stack.defer("delete exec process", () => {
+        if (exited && !this.#options.awaitCleanup) return this.#retirements.retireExec(id, execId);
+        return this.client.tasks.deleteProcess({ containerId: id, execId }, { timeoutMs: CLEANUP_MS }).catch((err: unknown) => {
           if (!(err instanceof NotFoundError)) throw err;
-        }),
-      );
+        });
+      });
       const outcome = await runProcess({
         client: this.client,
         ref: { containerId: id, execId },
@@ -611,6 +617,7 @@ export class ContainerdExecutor implements AsyncDisposable {
         initialSize: meta.consoleSize,
         onStarted: (pid) => options.onStarted?.({ id, execId, pid }),
       });
+      exited = outcome.waitError === undefined;
       this.#result(id, outcome, meta, signal, {}, false);
     } finally {
       await stack.release();

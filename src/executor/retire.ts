@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ContainerdClient } from "../containerd/client.js";
-import { deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
+import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
+import { NotFoundError } from "../errors.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 
 const RETRY_EVERY_MS = 2000;
@@ -59,6 +60,21 @@ export class Retirements {
       }
     })();
     this.#pending.set(id, done);
+  }
+
+  /** Deletes a finished exec process in the background; one already gone counts as deleted. */
+  retireExec(containerId: string, execId: string): void {
+    const key = `${containerId}/${execId}`;
+    const done = this.#client.tasks
+      .deleteProcess({ containerId, execId }, { timeoutMs: CLEANUP_RPC_MS })
+      .then(
+        () => {},
+        (err: unknown) => {
+          if (!(err instanceof NotFoundError)) this.#logger.warn("failed to delete a finished exec process", { id: containerId, execId, error: err });
+        },
+      )
+      .finally(() => this.#pending.delete(key));
+    this.#pending.set(key, done);
   }
 
   /**

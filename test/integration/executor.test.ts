@@ -261,6 +261,7 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         const stdout = new Collect();
         await env.executor.exec(bg.id, { meta: { args: ["cat", "/tmp/msg"] }, stdout });
         assert.equal(stdout.text, "hello");
+        await env.executor.settled();
         await assert.rejects(env.client.tasks.get({ containerId: bg.id, execId }), NotFoundError);
       } finally {
         bg.ac.abort();
