@@ -7,7 +7,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -30,7 +30,7 @@ const GO_ANCHOR = process.env["CTREXEC_GO_ANCHOR"] ?? "/tmp/go-anchor";
 const ROUNDS = quick ? 3 : 6;
 const PER_ROUND = quick ? 3 : 5;
 
-const NS = `ctrexec-bench-${process.pid}`;
+const NS = args[0] === "--rss-child" ? args[1]! : `ctrexec-bench-${process.pid}`;
 let stateDir = "";
 let rootfs = "";
 let bundle = "";
@@ -144,7 +144,9 @@ async function seqTrue(): Promise<void> {
   const tracer = { startSpan: () => span } as unknown as Tracer;
   const traced = await newExecutor({ tracer });
   const grouped = await newExecutor({ shimGroup: true });
+  const buildkitOrder = await newExecutor({ awaitCleanup: true });
   const g: number[] = [];
+  const bo: number[] = [];
   await timed(grouped, { args: ["/bin/true"] });
   const c: number[] = [];
   const ctr: number[] = [];
@@ -158,6 +160,7 @@ async function seqTrue(): Promise<void> {
     const d = process.cpuUsage(cpu0);
     cpu += d.user + d.system;
     for (let i = 0; i < PER_ROUND; i++) g.push(await timed(grouped, { args: ["/bin/true"] }));
+    for (let i = 0; i < PER_ROUND; i++) bo.push(await timed(buildkitOrder, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) ctr.push((await ctrRun(["/bin/true"])).ms);
     for (let i = 0; i < PER_ROUND; i++) runc.push((await runcRun(["/bin/true"])).ms);
     if (haveGo) go.push(Number(((await goAnchor("seq", ["-n", String(PER_ROUND), "-warmup", "1"]))["latency"] as { median_ms: number }).median_ms));
@@ -175,12 +178,14 @@ async function seqTrue(): Promise<void> {
   for (let i = 0; i < PER_ROUND * 2; i++) noStreams.push(await timed(ex, { args: ["/bin/true"] }, false));
   await traced.close();
   await grouped.close();
+  await buildkitOrder.close();
   await ex.close();
   const cpuPerRun = cpu / 1000 / (ROUNDS * PER_ROUND);
   results["seq_true"] = {
     ctrexec: summary(c),
     ctrexec_no_streams: summary(noStreams),
     ctrexec_shim_group: summary(g),
+    ctrexec_await_cleanup: summary(bo),
     ctr: summary(ctr),
     runc: summary(runc),
     go: haveGo ? summary(go) : null,
@@ -190,6 +195,7 @@ async function seqTrue(): Promise<void> {
   row("run /bin/true (ms)", "ms", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, no stdio (ms)", "ms", median(noStreams), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, shim group (ms)", "ms", median(g), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  row("  same, awaitCleanup (ms)", "ms", median(bo), median(ctr), median(runc), haveGo ? median(go) : undefined);
   table.push(["executor CPU per run", `${r1(cpuPerRun)} ms`, "-", "-", "-", "-", "-"]);
 }
 
@@ -279,28 +285,52 @@ async function stdout(src: "head" | "dd"): Promise<void> {
 async function parallel(conc: number): Promise<void> {
   const ex = await newExecutor();
   const total = quick ? conc * 4 : conc * 8;
-  const rate = async (f: () => Promise<unknown>) => {
+  // Every column saturates the CPUs, so throughput is the machine's CPU per run: measured for each column.
+  const cpu: Record<"c" | "ctr" | "go", number[]> = { c: [], ctr: [], go: [] };
+  const rate = async (col: "c" | "ctr", f: () => Promise<unknown>, after?: () => Promise<void>) => {
     let next = 0;
     const t = performance.now();
+    const c0 = await busyJiffies();
     await Promise.all(Array.from({ length: conc }, async () => {
       while (next++ < total) await f();
     }));
-    return total / ((performance.now() - t) / 1000);
+    // ctrexec's background deletions are part of its runs' cost.
+    await after?.();
+    const el = performance.now() - t;
+    cpu[col].push((((await busyJiffies()) - c0) * 10) / total);
+    return total / (el / 1000);
   };
   const c: number[] = [];
   const ctr: number[] = [];
   const go: number[] = [];
   for (let round = 0; round < (quick ? 2 : 3); round++) {
-    c.push(await rate(() => ex.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } })));
-    ctr.push(await rate(() => ctrRun(["/bin/true"])));
-    if (haveGo) go.push(Number((await goAnchor("par", ["-n", String(total), "-c", String(conc), "-warmup", "2"]))["runs_per_s"]));
+    c.push(await rate("c", () => ex.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => ex.settled()));
+    ctr.push(await rate("ctr", () => ctrRun(["/bin/true"])));
+    if (haveGo) {
+      const c0 = await busyJiffies();
+      go.push(Number((await goAnchor("par", ["-n", String(total), "-c", String(conc), "-warmup", "2"]))["runs_per_s"]));
+      cpu.go.push((((await busyJiffies()) - c0) * 10) / (total + 2));
+    }
   }
   await ex.close();
-  results[`parallel_${conc}`] = { ctrexec_runs_s: summary(c), ctr_runs_s: summary(ctr), go_runs_s: haveGo ? summary(go) : null };
+  results[`parallel_${conc}`] = {
+    ctrexec_runs_s: summary(c),
+    ctr_runs_s: summary(ctr),
+    go_runs_s: haveGo ? summary(go) : null,
+    machine_cpu_ms_per_run: { ctrexec: summary(cpu.c), ctr: summary(cpu.ctr), go: haveGo ? summary(cpu.go) : null },
+  };
   row(`${conc}-way parallel (runs/s)`, "/s", median(c), median(ctr), undefined, haveGo ? median(go) : undefined, true);
+  row("  machine CPU per run (ms)", "ms", median(cpu.c), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
 }
 
-async function rss32(): Promise<void> {
+/** Busy (non-idle) CPU time of the whole machine so far, in jiffies (10 ms). */
+async function busyJiffies(): Promise<number> {
+  const f = (await readFile("/proc/stat", "utf8")).split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return f.reduce((a, b) => a + b, 0) - (f[3] ?? 0) - (f[4] ?? 0);
+}
+
+/** RSS peak of this process while 32 runs of `sleep 3` are in flight. */
+async function rssPeak32(): Promise<{ before: number; peak: number; started: number }> {
   const ex = await newExecutor();
   global.gc?.();
   const before = process.memoryUsage().rss;
@@ -314,8 +344,21 @@ async function rss32(): Promise<void> {
   );
   clearInterval(timer);
   await ex.close();
-  results["rss_32_in_flight"] = { rss_before_mb: r1(before / 2 ** 20), rss_peak_mb: r1(peak / 2 ** 20), started: startedCount };
-  table.push(["RSS, 32 runs in flight", `${r1(peak / 2 ** 20)} MB`, "-", "-", "-", "-", "-"]);
+  return { before, peak, started: startedCount };
+}
+
+async function rss32(): Promise<void> {
+  // Here, after whatever scenarios ran before (the stdout ones leave glibc's heap grown), and in a fresh process.
+  const here = await rssPeak32();
+  const { stdout } = await exec(process.execPath, [process.argv[1]!, "--rss-child", NS, stateDir], { maxBuffer: 1 << 20 });
+  const fresh = JSON.parse(stdout) as { before: number; peak: number; started: number };
+  const mb = (n: number) => r1(n / 2 ** 20);
+  results["rss_32_in_flight"] = {
+    this_process: { rss_before_mb: mb(here.before), rss_peak_mb: mb(here.peak), started: here.started },
+    fresh_process: { rss_before_mb: mb(fresh.before), rss_peak_mb: mb(fresh.peak), started: fresh.started },
+  };
+  table.push(["RSS, 32 runs in flight", `${mb(here.peak)} MB`, "-", "-", "-", "-", "-"]);
+  table.push(["  same, fresh process", `${mb(fresh.peak)} MB`, "-", "-", "-", "-", "-"]);
 }
 
 async function networks(): Promise<void> {
@@ -384,6 +427,13 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
 };
 
 async function main(): Promise<void> {
+  if (args[0] === "--rss-child") {
+    // A fresh process for the RSS scenario: node dist/bench/main.js --rss-child NAMESPACE STATE_DIR
+    stateDir = args[2]!;
+    rootfs = await ensureDefaultRootfs(stateDir);
+    process.stdout.write(JSON.stringify(await rssPeak32()) + "\n");
+    return;
+  }
   stateDir = await mkdtemp(join(tmpdir(), "ctrexec-bench-"));
   rootfs = await ensureDefaultRootfs(stateDir);
   // The Go anchor runs /bin/<tool> (its README); busybox puts some applets under /usr/bin.
