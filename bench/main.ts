@@ -145,6 +145,9 @@ async function seqTrue(): Promise<void> {
   const traced = await newExecutor({ tracer });
   const grouped = await newExecutor({ shimGroup: true });
   const buildkitOrder = await newExecutor({ awaitCleanup: true });
+  const warm = await newExecutor({ warmShims: 2 });
+  await timed(warm, { args: ["/bin/true"] });
+  const w: number[] = [];
   const g: number[] = [];
   const bo: number[] = [];
   await timed(grouped, { args: ["/bin/true"] });
@@ -161,6 +164,7 @@ async function seqTrue(): Promise<void> {
     cpu += d.user + d.system;
     for (let i = 0; i < PER_ROUND; i++) g.push(await timed(grouped, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) bo.push(await timed(buildkitOrder, { args: ["/bin/true"] }));
+    for (let i = 0; i < PER_ROUND; i++) w.push(await timed(warm, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) ctr.push((await ctrRun(["/bin/true"])).ms);
     for (let i = 0; i < PER_ROUND; i++) runc.push((await runcRun(["/bin/true"])).ms);
     if (haveGo) go.push(Number(((await goAnchor("seq", ["-n", String(PER_ROUND), "-warmup", "1"]))["latency"] as { median_ms: number }).median_ms));
@@ -179,6 +183,7 @@ async function seqTrue(): Promise<void> {
   await traced.close();
   await grouped.close();
   await buildkitOrder.close();
+  await warm.close();
   await ex.close();
   const cpuPerRun = cpu / 1000 / (ROUNDS * PER_ROUND);
   results["seq_true"] = {
@@ -186,6 +191,7 @@ async function seqTrue(): Promise<void> {
     ctrexec_no_streams: summary(noStreams),
     ctrexec_shim_group: summary(g),
     ctrexec_await_cleanup: summary(bo),
+    ctrexec_warm_shims_2: summary(w),
     ctr: summary(ctr),
     runc: summary(runc),
     go: haveGo ? summary(go) : null,
@@ -195,6 +201,7 @@ async function seqTrue(): Promise<void> {
   row("run /bin/true (ms)", "ms", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, no stdio (ms)", "ms", median(noStreams), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, shim group (ms)", "ms", median(g), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  row("  same, 2 warm shims (ms)", "ms", median(w), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, awaitCleanup (ms)", "ms", median(bo), median(ctr), median(runc), haveGo ? median(go) : undefined);
   table.push(["executor CPU per run", `${r1(cpuPerRun)} ms`, "-", "-", "-", "-", "-"]);
 }

@@ -47,6 +47,7 @@ import { Retirements } from "./retire.js";
 import { createRunDir, fifoDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
 import { SHIM_GROUP_ANNOTATION, ShimGroup } from "./shim-group.js";
+import { ShimPool } from "./shim-pool.js";
 import { toStartError } from "./start-error.js";
 import type { ExecOptions, NetworkMode, ProcessInfo, ProcessMeta, RunRequest, RunResult } from "./types.js";
 import { sampleUsage } from "./usage.js";
@@ -101,6 +102,14 @@ export interface ExecutorOptions {
    * group after this process; a string names it. Default off.
    */
   shimGroup?: boolean | string;
+  /**
+   * Keep this many shims started ahead, each lent to one run at a time (`shim-pool.ts`): a run skips the shim
+   * start, with the same blast radius as without (a shim crash ends one run). Costs an idle shim and an anchor
+   * container (`sleep` on the default rootfs) per slot while the executor is open. 2 covers sequential runs
+   * (the previous run's task is still being deleted in its shim); use the concurrency for parallel runs.
+   * Default 0 (off). Not together with `shimGroup`.
+   */
+  warmShims?: number;
   /** Run prune() once at create: remove what dead ctrexec processes left in this namespace. */
   pruneOnStart?: boolean;
   /**
@@ -133,6 +142,7 @@ export class ContainerdExecutor implements AsyncDisposable {
   readonly #closing = new AbortController();
   readonly #oom: OomWatch;
   readonly #shimGroup: ShimGroup | undefined;
+  readonly #shimPool: ShimPool | undefined;
   readonly #retirements: Retirements;
   /** This namespace's FIFO directory under the FIFO root. */
   readonly #fifos: string;
@@ -162,11 +172,26 @@ export class ContainerdExecutor implements AsyncDisposable {
     this.#shimGroup = options.shimGroup
       ? new ShimGroup(client, typeof options.shimGroup === "string" ? options.shimGroup : `ctrexec-${process.pid}-${randomBytes(4).toString("hex")}`, this.#logger)
       : undefined;
+    this.#shimPool = options.warmShims
+      ? new ShimPool({
+          client,
+          size: options.warmShims,
+          rootfs: () => ensureDefaultRootfs(this.root),
+          runtime: options.runtime ?? DEFAULT_RUNTIME,
+          logger: this.#logger,
+        })
+      : undefined;
   }
 
   /** Connects (fails with UnavailableError if containerd does not answer) and prepares the state dirs. */
   static async create(options: ExecutorOptions = {}): Promise<ContainerdExecutor> {
     validateDnsConfig(options.dns);
+    if (options.warmShims !== undefined && (!Number.isInteger(options.warmShims) || options.warmShims < 0 || options.warmShims > 256)) {
+      throw new InvalidArgumentError(`warmShims must be an integer from 0 to 256, not ${options.warmShims}`, { field: "warmShims" });
+    }
+    if (options.warmShims && options.shimGroup) {
+      throw new InvalidArgumentError("warmShims and shimGroup exclude each other: choose one way to share shims", { field: "warmShims" });
+    }
     const client = options.client ?? new ContainerdClient({ address: options.address, namespace: options.namespace });
     try {
       await client.version();
@@ -401,9 +426,14 @@ export class ContainerdExecutor implements AsyncDisposable {
     checkpoint();
 
     span.addEvent("Environment prepared");
+    // Set once the process has exited: the task and the record are then deleted in the background.
+    const retire = { now: false, done: false };
+    const lease = this.#shimPool?.take();
+    if (lease) stack.defer("return the warm shim", () => retire.done || lease.done());
     const spec = generateSpec(
       {
         ...specBase,
+        ...(lease ? { annotations: { [SHIM_GROUP_ANNOTATION]: lease.group } } : {}),
         user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
         network: net.namespace,
         resolvConfPath,
@@ -440,8 +470,6 @@ export class ContainerdExecutor implements AsyncDisposable {
       { signal },
     );
     const taskGone = { value: true };
-    // Set once the process has exited: the task and the record are then deleted in the background.
-    const retire = { now: false, done: false };
     stack.defer("delete container", async () => {
       if (retire.done) return;
       await this.#deleteContainer(id, taskGone);
@@ -463,7 +491,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     taskGone.value = false;
     stack.defer("delete task", async () => {
       if (retire.now) {
-        this.#retirements.retire(id, true);
+        this.#retirements.retire(id, true, lease && (() => lease.done()));
         retire.done = true;
         span.addEvent("Task handed over for deletion");
         return;
@@ -664,11 +692,13 @@ export class ContainerdExecutor implements AsyncDisposable {
   }
 
   /**
-   * Resolves when the containerd records of every finished run are deleted (see `awaitCleanup`): for a caller
-   * that wants containerd to show none of them, e.g. before it lists containers itself.
+   * Resolves when the containerd records of every finished run are deleted (see `awaitCleanup`) and their warm
+   * shims are back in the pool: for a caller that wants containerd to show none of them, e.g. before it lists
+   * containers itself.
    */
   async settled(): Promise<void> {
     await this.#retirements.settledAll();
+    await this.#shimPool?.settled();
   }
 
   /** Removes what runs of dead ctrexec processes left in this namespace (see prune.ts); never live runs. */
@@ -693,6 +723,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       await Promise.allSettled([...this.#inflight]);
       await this.#retirements.drain();
       await this.#shimGroup?.close();
+      await this.#shimPool?.close();
       await this.#oom.close();
       const bridge = await this.#bridge?.catch(() => undefined);
       for (const p of new Set([...this.#networks.values(), ...(bridge ? [bridge] : [])])) {

@@ -42,12 +42,17 @@ export class Retirements {
     await Promise.allSettled([...this.#pending.values()]);
   }
 
-  /** Deletes the task (when `task`) and then the record of container `id`, in the background. */
-  retire(id: string, task: boolean): void {
+  /**
+   * Deletes the task (when `task`) and then the record of container `id`, in the background. `taskDone` runs
+   * once the task deletion was tried, whatever its outcome.
+   */
+  retire(id: string, task: boolean, taskDone?: () => void): void {
     if (this.#pending.has(id)) return;
     const done = (async () => {
       try {
-        if (task && !(await deleteTask(this.#client, id, this.#logger).catch(() => false))) {
+        const gone = !task || (await deleteTask(this.#client, id, this.#logger).catch(() => false));
+        taskDone?.();
+        if (!gone) {
           this.retryLater(id);
           return;
         }
@@ -88,8 +93,10 @@ export class Retirements {
         await sleep(RETRY_EVERY_MS, undefined, { signal: this.#closing }).catch(() => {});
         await this.#retryOrphans();
       }
+    })().finally(() => {
+      // After the assignment, even when the loop ends at once.
       this.#retrying = undefined;
-    })();
+    });
   }
 
   async #retryOrphans(): Promise<void> {

@@ -11,9 +11,45 @@ import { LABEL, ownerId } from "./labels.js";
 export const SHIM_GROUP_ANNOTATION = "io.containerd.runc.v2.group";
 
 /**
- * One long-lived shim for many runs: every run's spec names the group, and an idle anchor container (a
- * `sleep` in the default rootfs) keeps the group's shim alive between runs, so a run no longer starts and
- * stops a shim of its own. Opt-in: if that one shim dies, every run in the group dies with it.
+ * Starts an idle container (a `sleep` on the read-only default rootfs) in shim group `group`: the shim of a
+ * group lives as long as one of its containers does, so this keeps it up between runs. Labelled like a run,
+ * so prune finds it if this process dies. Returns the anchor's container id.
+ */
+export async function startAnchor(client: ContainerdClient, group: string, rootfs: string, runtime: string, logger: Logger): Promise<string> {
+  const id = `ctrexec-anchor-${randomBytes(6).toString("hex")}`;
+  const spec = defaultSpec(client.namespace, id);
+  spec.process!.args = ["sleep", "2147483647"];
+  spec.root = { path: rootfs, readonly: true };
+  spec.mounts = spec.mounts!.filter((m) => m.destination !== "/run");
+  spec.annotations = { [SHIM_GROUP_ANNOTATION]: group };
+  await client.containers.create({
+    id,
+    runtime: { name: runtime },
+    spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)),
+    labels: { [LABEL.owner]: ownerId(), [LABEL.command]: JSON.stringify(["shim group anchor", group]) },
+  });
+  try {
+    await client.tasks.create({ containerId: id });
+    await client.tasks.start({ containerId: id });
+  } catch (err) {
+    await stopAnchor(client, id, logger);
+    throw err;
+  }
+  return id;
+}
+
+/** Removes an anchor (its shim exits once it hosts nothing else). Never rejects. */
+export async function stopAnchor(client: ContainerdClient, id: string, logger: Logger): Promise<void> {
+  if (await deleteTask(client, id, logger).catch(() => false)) {
+    await deleteContainerRecord(client, id).catch(() => {});
+  }
+}
+
+/**
+ * One long-lived shim for many runs (`shimGroup`): every run's spec names the group, and an anchor keeps the
+ * group's shim alive, so a run no longer starts and stops a shim of its own. If that one shim dies, every run
+ * in the group dies with it, and the shim serializes task creation (it holds a lock across runc create), so
+ * concurrent runs queue. See `ShimPool` for warm shims without either cost.
  */
 export class ShimGroup {
   readonly name: string;
@@ -29,44 +65,17 @@ export class ShimGroup {
 
   /** Starts the anchor once; later calls wait for the same start. */
   ensure(rootfs: string, runtime = DEFAULT_RUNTIME): Promise<string> {
-    this.#anchor ??= this.#start(rootfs, runtime).catch((err: unknown) => {
+    this.#anchor ??= startAnchor(this.#client, this.name, rootfs, runtime, this.#logger).catch((err: unknown) => {
       this.#anchor = undefined;
       throw err;
     });
     return this.#anchor;
   }
 
-  async #start(rootfs: string, runtime: string): Promise<string> {
-    const id = `ctrexec-anchor-${randomBytes(6).toString("hex")}`;
-    const spec = defaultSpec(this.#client.namespace, id);
-    spec.process!.args = ["sleep", "2147483647"];
-    spec.root = { path: rootfs, readonly: true };
-    spec.mounts = spec.mounts!.filter((m) => m.destination !== "/run");
-    spec.annotations = { [SHIM_GROUP_ANNOTATION]: this.name };
-    await this.#client.containers.create({
-      id,
-      runtime: { name: runtime },
-      spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)),
-      labels: { [LABEL.owner]: ownerId(), [LABEL.command]: JSON.stringify(["shim group anchor", this.name]) },
-    });
-    try {
-      await this.#client.tasks.create({ containerId: id });
-      await this.#client.tasks.start({ containerId: id });
-    } catch (err) {
-      await deleteTask(this.#client, id, this.#logger).catch(() => {});
-      await deleteContainerRecord(this.#client, id).catch(() => {});
-      throw err;
-    }
-    return id;
-  }
-
   /** Stops and removes the anchor, which lets the shared shim exit. Idempotent. */
   async close(): Promise<void> {
     const anchor = await this.#anchor?.catch(() => undefined);
     this.#anchor = undefined;
-    if (!anchor) return;
-    if (await deleteTask(this.#client, anchor, this.#logger).catch(() => false)) {
-      await deleteContainerRecord(this.#client, anchor).catch(() => {});
-    }
+    if (anchor) await stopAnchor(this.#client, anchor, this.#logger);
   }
 }

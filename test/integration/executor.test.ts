@@ -539,6 +539,33 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.deepEqual(events.slice(-2), ["Task deleted", "Container deleted"]);
     });
 
+    it("keeps a run's result when its background deletion fails, and retries it until it succeeds", async () => {
+      const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+      const { ContainerdClient } = await import("../../src/containerd/client.js");
+      const { UnavailableError } = await import("../../src/errors.js");
+      const client = new ContainerdClient({ namespace: env.namespace });
+      // Fault injection on the real client: containerd refuses the first task deletion.
+      const realDelete = client.tasks.delete;
+      let failures = 1;
+      client.tasks.delete = (...a) => (failures-- > 0 ? Promise.reject(new UnavailableError("injected")) : realDelete(...a));
+      const ex = await ContainerdExecutor.create({ client, root: env.stateDir, fifoRoot: env.fifoRoot });
+      try {
+        const id = env.uniqueId("retry");
+        const r = await ex.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } });
+        assert.equal(r.exitCode, 0);
+        await ex.settled();
+        // The record stays while the task does, so that prune could still find both.
+        assert.deepEqual((await client.containers.list()).map((c) => c.id), [id]);
+        await assert.rejects(ex.exec(id, { meta: { args: ["true"] } }), NotFoundError);
+        for (let i = 0; i < 50 && (await client.containers.list()).length > 0; i++) await delay(100);
+        assert.deepEqual((await client.containers.list()).map((c) => c.id), []);
+        assert.deepEqual((await client.tasks.list()).map((t) => t.id), []);
+      } finally {
+        await ex.close();
+        await client.close();
+      }
+    });
+
     it("close() waits for the background deletions", async () => {
       const { ContainerdExecutor } = await import("../../src/executor/executor.js");
       const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot });

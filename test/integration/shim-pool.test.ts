@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import { InvalidArgumentError } from "../../src/errors.js";
+import { ContainerdExecutor } from "../../src/executor/executor.js";
+import { bindMountable } from "../../src/executor/mountables.js";
+import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
+import { shimsOf } from "../helpers/env.js";
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const parentOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
+
+describe("warm shims (opt-in)", () => {
+  let env: ExecutorEnv;
+  before(async () => {
+    env = await createExecutorEnv("warm", { warmShims: 2 });
+  });
+  after(async () => {
+    await env.dispose();
+  });
+
+  /** The shim pid of each running anchor. */
+  async function warmShims(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const c of await env.client.containers.list()) {
+      if (!c.id.startsWith("ctrexec-anchor-")) continue;
+      const t = await env.client.tasks.get({ containerId: c.id }).catch(() => undefined);
+      if (t?.status === "RUNNING") out.set(c.id, parentOf(t.pid));
+    }
+    return out;
+  }
+  async function untilWarm(n: number): Promise<Map<string, number>> {
+    for (let i = 0; i < 100; i++) {
+      const w = await warmShims();
+      if (w.size === n) return w;
+      await delay(100);
+    }
+    throw new Error(`the pool never had ${n} warm shims: ${JSON.stringify([...(await warmShims()).entries()])}, containers ${(await env.client.containers.list()).map((c) => c.id).join(" ")}`);
+  }
+  /** Runs `args` and resolves with the pid of the shim that hosted it. */
+  async function shimOfRun(args: string[]): Promise<number> {
+    let shim = 0;
+    await env.executor.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args } }, onStarted: ({ pid }) => (shim = parentOf(pid)) });
+    return shim;
+  }
+
+  it("lends each warm shim to one run at a time, and replaces one that died", async () => {
+    await shimOfRun(["true"]); // the first run starts its own shim and the pool fills behind it
+    let warm = await untilWarm(2);
+    const warmPids = new Set(warm.values());
+    // Concurrent runs never share a shim: a shim crash can only take one run with it.
+    const [a, b] = await Promise.all([shimOfRun(["sleep", "1"]), shimOfRun(["sleep", "1"])]);
+    assert.notEqual(a, b);
+    assert.ok(warmPids.has(a) && warmPids.has(b), `runs in ${a}, ${b}; warm shims ${[...warmPids].join(", ")}`);
+    await env.executor.settled();
+    await untilWarm(2);
+    // Sequential runs land in warm shims, and no shim is started for them.
+    for (let i = 0; i < 3; i++) {
+      const shim = await shimOfRun(["sleep", "0.1"]);
+      assert.ok(warmPids.has(shim), `run ${i} in shim ${shim}; warm shims ${[...warmPids].join(", ")}`);
+      await env.executor.settled();
+      await untilWarm(2);
+    }
+    assert.equal(shimsOf(env.namespace).length, 2);
+
+    // A warm shim that dies (we kill the one we made) costs the next run nothing, and is replaced.
+    const [victimAnchor, victim] = [...warm.entries()][0]!;
+    process.kill(victim, "SIGKILL");
+    for (let i = 0; i < 4; i++) await shimOfRun(["true"]);
+    await env.executor.settled();
+    warm = await untilWarm(2);
+    assert.ok(!warm.has(victimAnchor), "the dead shim's anchor was replaced");
+    assert.ok(![...warm.values()].includes(victim));
+  });
+
+  it("removes every anchor at close, and its shims exit", async () => {
+    await env.executor.close();
+    await env.assertClean();
+    for (let i = 0; i < 50 && shimsOf(env.namespace).length > 0; i++) await delay(100);
+    assert.deepEqual(shimsOf(env.namespace), []);
+  });
+
+  it("rejects a bad pool size, or one together with a shared group, before making anything", async () => {
+    for (const bad of [-1, 1.5, 1000]) {
+      await assert.rejects(ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, warmShims: bad }), InvalidArgumentError);
+    }
+    await assert.rejects(
+      ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, warmShims: 2, shimGroup: true }),
+      InvalidArgumentError,
+    );
+    await env.assertClean();
+  });
+});
