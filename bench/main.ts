@@ -293,8 +293,10 @@ async function parallel(conc: number): Promise<void> {
   const ex = await newExecutor();
   const total = quick ? conc * 4 : conc * 8;
   // Every column saturates the CPUs, so throughput is the machine's CPU per run: measured for each column.
-  const cpu: Record<"c" | "ctr" | "go", number[]> = { c: [], ctr: [], go: [] };
-  const rate = async (col: "c" | "ctr", f: () => Promise<unknown>, after?: () => Promise<void>) => {
+  const cpu: Record<"c" | "w" | "ctr" | "go", number[]> = { c: [], w: [], ctr: [], go: [] };
+  const warm = await newExecutor({ warmShims: conc });
+  await Promise.all(Array.from({ length: conc }, () => warm.run({ root: root(), process: { meta: { args: ["/bin/true"] } } })));
+  const rate = async (col: "c" | "w" | "ctr", f: () => Promise<unknown>, after?: () => Promise<void>) => {
     let next = 0;
     const t = performance.now();
     const c0 = await busyJiffies();
@@ -308,10 +310,12 @@ async function parallel(conc: number): Promise<void> {
     return total / (el / 1000);
   };
   const c: number[] = [];
+  const w: number[] = [];
   const ctr: number[] = [];
   const go: number[] = [];
   for (let round = 0; round < (quick ? 2 : 3); round++) {
     c.push(await rate("c", () => ex.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => ex.settled()));
+    w.push(await rate("w", () => warm.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => warm.settled()));
     ctr.push(await rate("ctr", () => ctrRun(["/bin/true"])));
     if (haveGo) {
       const c0 = await busyJiffies();
@@ -320,14 +324,18 @@ async function parallel(conc: number): Promise<void> {
     }
   }
   await ex.close();
+  await warm.close();
   results[`parallel_${conc}`] = {
     ctrexec_runs_s: summary(c),
+    ctrexec_warm_shims_runs_s: summary(w),
     ctr_runs_s: summary(ctr),
     go_runs_s: haveGo ? summary(go) : null,
-    machine_cpu_ms_per_run: { ctrexec: summary(cpu.c), ctr: summary(cpu.ctr), go: haveGo ? summary(cpu.go) : null },
+    machine_cpu_ms_per_run: { ctrexec: summary(cpu.c), ctrexec_warm_shims: summary(cpu.w), ctr: summary(cpu.ctr), go: haveGo ? summary(cpu.go) : null },
   };
   row(`${conc}-way parallel (runs/s)`, "/s", median(c), median(ctr), undefined, haveGo ? median(go) : undefined, true);
   row("  machine CPU per run (ms)", "ms", median(cpu.c), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
+  row(`  same, ${conc} warm shims (runs/s)`, "/s", median(w), median(ctr), undefined, haveGo ? median(go) : undefined, true);
+  row("  machine CPU per run (ms)", "ms", median(cpu.w), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
 }
 
 /** Busy (non-idle) CPU time of the whole machine so far, in jiffies (10 ms). */

@@ -4,6 +4,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,12 +85,26 @@ static napi_value SetPipeSize(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// trimHeap(): boolean -- gives free heap memory back to the kernel (glibc keeps it after bulk output).
+static napi_value TrimHeap(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+#ifdef __GLIBC__
+  napi_get_boolean(env, malloc_trim(0) != 0, &result);
+#else
+  napi_get_boolean(env, false, &result);
+#endif
+  return result;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "mkfifo", NAPI_AUTO_LENGTH, Mkfifo, NULL, &fn);
   napi_set_named_property(env, exports, "mkfifo", fn);
   napi_create_function(env, "setPipeSize", NAPI_AUTO_LENGTH, SetPipeSize, NULL, &fn);
   napi_set_named_property(env, exports, "setPipeSize", fn);
+  napi_create_function(env, "trimHeap", NAPI_AUTO_LENGTH, TrimHeap, NULL, &fn);
+  napi_set_named_property(env, exports, "trimHeap", fn);
   return exports;
 }
 

@@ -4,7 +4,7 @@ import net from "node:net";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { type Logger, silentLogger } from "../util/logger.js";
-import { growPipe, makeFifos } from "./fifo.js";
+import { growPipe, makeFifos, noteOutput, outputEnded } from "./fifo.js";
 
 /** FIFO buffer for output: 1 MiB, the kernel's default pipe-max-size. */
 const OUTPUT_PIPE_BYTES = 1 << 20;
@@ -210,6 +210,7 @@ class OutputCopy {
 
   /** One chunk read from the FIFO; false stops reading until the destination drains. */
   chunk(data: Buffer): boolean {
+    noteOutput(data.length);
     if (!this.#sink) return true;
     this.#inflight++;
     return this.#sink.write(data, this.#onWritten);
@@ -223,6 +224,7 @@ class OutputCopy {
         if (settled) return;
         settled = true;
         this.#detachSink();
+        outputEnded();
         resolve();
       };
       if (this.#sink) {
