@@ -35,6 +35,7 @@ let stateDir = "";
 let rootfs = "";
 let bundle = "";
 const results: Record<string, unknown> = {};
+const rssAfter: Record<string, number> = {};
 const table: string[][] = [["scenario", "ctrexec", "ctr", "runc", "go client", "ctrexec/go", "ctrexec/ctr"]];
 
 // ---------------------------------------------------------------- statistics
@@ -462,6 +463,7 @@ async function main(): Promise<void> {
       if (only && !only.has(name)) continue;
       process.stderr.write(`bench: ${name}\n`);
       await f();
+      rssAfter[name] = r1(process.memoryUsage().rss / 2 ** 20);
     }
   } finally {
     const ex = await newExecutor();
@@ -479,7 +481,7 @@ async function main(): Promise<void> {
   }
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => (r[i] ?? "").length)));
   process.stdout.write(table.map((r) => r.map((c, i) => c.padEnd(widths[i]! + 2)).join("").trimEnd()).join("\n") + "\n");
-  const json = JSON.stringify({ date: new Date().toISOString(), quick, goAnchor: haveGo, results }, null, 2);
+  const json = JSON.stringify({ date: new Date().toISOString(), quick, goAnchor: haveGo, results, rss_mb_after_scenario: rssAfter }, null, 2);
   if (jsonOut) await writeFile(jsonOut, json + "\n");
   else process.stdout.write(json + "\n");
 }

@@ -97,6 +97,8 @@ static napi_value TrimHeap(napi_env env, napi_callback_info info) {
   return result;
 }
 
+void register_mount(napi_env env, napi_value exports);
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "mkfifo", NAPI_AUTO_LENGTH, Mkfifo, NULL, &fn);
@@ -105,6 +107,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "setPipeSize", fn);
   napi_create_function(env, "trimHeap", NAPI_AUTO_LENGTH, TrimHeap, NULL, &fn);
   napi_set_named_property(env, exports, "trimHeap", fn);
+  register_mount(env, exports);
   return exports;
 }
 

@@ -1,4 +1,4 @@
-// Builds the native mkfifo addon (native/fifo.c) when its source is newer than the binary. Runs as the
+// Builds the native addon (native/*.c: mkfifo, pipe size, heap trim, mount) when a source is newer than the binary. Runs as the
 // package's install script too, so it never fails: without the addon ctrexec falls back to mkfifo(1), which
 // only costs speed (see src/containerd/fifo.ts).
 import { spawnSync } from "node:child_process";
@@ -8,9 +8,9 @@ import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const addon = join(root, "build/Release/ctrexec_fifo.node");
-const source = join(root, "native/fifo.c");
+const sources = ["native/fifo.c", "native/mount.c", "binding.gyp"].map((f) => join(root, f));
 
-if (!existsSync(addon) || statSync(addon).mtimeMs < statSync(source).mtimeMs) {
+if (!existsSync(addon) || sources.some((f) => statSync(addon).mtimeMs < statSync(f).mtimeMs)) {
   // Build against the headers of the node that runs us; never download headers (CI has no network for that).
   const nodedir = resolve(dirname(process.execPath), "..");
   const args = ["rebuild", "--silent"];

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
-import { createRequire } from "node:module";
 import { promisify } from "node:util";
+import { nativeAddon } from "../util/native.js";
 
 /**
  * mkfifo for Node, which has no binding for it. The primary path is a ~60-line N-API addon (native/fifo.c,
@@ -9,28 +9,9 @@ import { promisify } from "node:util";
  * where the addon could not be built, and it creates a whole FIFO set with one spawn.
  */
 
-interface NativeFifo {
-  mkfifo(path: string, mode: number): void;
-  setPipeSize?(fd: number, bytes: number): number;
-  trimHeap?(): boolean;
-}
-
-let native: NativeFifo | null | undefined;
-
-function loadNative(): NativeFifo | null {
-  if (native !== undefined) return native;
-  try {
-    const require = createRequire(import.meta.url);
-    native = require("../../../build/Release/ctrexec_fifo.node") as NativeFifo;
-  } catch {
-    native = null;
-  }
-  return native;
-}
-
 /** Which implementation makeFifos uses by default: "native" (the addon) or "spawn" (mkfifo(1)). */
 export function fifoImplementation(): "native" | "spawn" {
-  return loadNative() ? "native" : "spawn";
+  return nativeAddon() ? "native" : "spawn";
 }
 
 const execFileAsync = promisify(execFile);
@@ -42,7 +23,7 @@ export async function makeFifos(
 ): Promise<void> {
   const mode = options.mode ?? 0o600;
   const impl = options.implementation ?? fifoImplementation();
-  const addon = impl === "native" ? loadNative() : null;
+  const addon = impl === "native" ? nativeAddon() : null;
   if (impl === "native" && !addon) throw new Error("the native mkfifo addon is not built (run npm run build)");
   if (addon) {
     for (const p of paths) addon.mkfifo(p, mode);
@@ -58,7 +39,7 @@ export async function makeFifos(
  * Returns the size in effect, or 0 when unknown.
  */
 export function growPipe(fd: number, bytes: number): number {
-  const got = loadNative()?.setPipeSize?.(fd, bytes) ?? -1;
+  const got = nativeAddon()?.setPipeSize?.(fd, bytes) ?? -1;
   return got > 0 ? got : 0;
 }
 
@@ -83,5 +64,5 @@ export function noteOutput(bytes: number): void {
 export function outputEnded(): void {
   if (copiedSinceTrim < TRIM_AFTER_BYTES) return;
   copiedSinceTrim = 0;
-  setTimeout(() => loadNative()?.trimHeap?.(), TRIM_DELAY_MS).unref();
+  setTimeout(() => nativeAddon()?.trimHeap?.(), TRIM_DELAY_MS).unref();
 }

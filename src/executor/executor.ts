@@ -37,7 +37,7 @@ import { type Span, startSpan, type Tracer } from "../util/tracing.js";
 import { newContainerId, validateContainerId } from "./container-id.js";
 import { EnvFiles } from "./env-files.js";
 import { LABEL, runLabels } from "./labels.js";
-import { mountLocally } from "./local-mount.js";
+import { mountLocally, tooLongForTheKernel } from "./local-mount.js";
 import { bindMountable } from "./mountables.js";
 import { MountStubsCleaner } from "./mount-stubs.js";
 import { OomWatch } from "./oom-watch.js";
@@ -55,11 +55,6 @@ import { sampleUsage } from "./usage.js";
 export const DEFAULT_STATE_DIR = "/var/lib/ctrexec";
 export const DEFAULT_FIFO_ROOT = "/run/ctrexec/fifo";
 const CLEANUP_MS = 30_000;
-
-/** Mount options beyond ~3.5 KiB (each option plus a comma) no longer fit the page the kernel copies them into. */
-function tooLongForTheKernel(m: { type: string; options: string[] }): boolean {
-  return m.type === "overlay" && m.options.reduce((n, o) => n + o.length + 1, 0) >= 4096 - 512;
-}
 
 export interface ExecutorOptions {
   /** containerd socket; default `$CONTAINERD_ADDRESS` or /run/containerd/containerd.sock. */

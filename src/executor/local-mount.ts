@@ -1,11 +1,13 @@
-import { execFile } from "node:child_process";
 import { mkdtemp, rm, rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { promisify } from "node:util";
 import type { Mount } from "../containerd/types.js";
 import { UnknownError } from "../errors.js";
+import { mountAt, unmountDetached } from "../fs/mount.js";
 
-const run = promisify(execFile);
+/** Mount options beyond ~3.5 KiB (each option plus a comma) no longer fit the page the kernel copies them into. */
+export function tooLongForTheKernel(m: { type: string; options: readonly string[] }): boolean {
+  return m.type === "overlay" && m.options.reduce((n, o) => n + o.length + 1, 0) >= 4096 - 512;
+}
 
 /**
  * Long overlay lowerdir chains do not fit the one page the kernel copies mount options into. Like containerd's
@@ -45,20 +47,16 @@ export async function mountLocally(mounts: readonly Mount[], tmpRoot: string): P
   const dir = await mkdtemp(join(tmpRoot, "mount-"));
   const mounted: string[] = [];
   const unmount = async () => {
-    for (const target of mounted.reverse()) await run("umount", ["-l", target]).catch(() => {});
+    for (const target of mounted.reverse()) await unmountDetached(target).catch(() => {});
     mounted.length = 0;
     await rmdir(dir).catch(() => rm(dir, { recursive: true, force: true }));
   };
   try {
     for (const m of mounts) {
-      const { options: opts, cwd } = compactLowerdirs(m.options.filter((o) => o !== "rbind" && o !== "bind"));
-      const args = m.type === "bind" || m.type === "rbind" ? ["--rbind"] : ["-t", m.type];
-      if (opts.length) args.push("-o", opts.join(","));
-      await run("mount", [...args, m.source, dir], cwd ? { cwd } : {});
+      // Only what would not fit is compacted: relative lowerdirs need mount(8) run in their parent directory.
+      const { options, cwd } = tooLongForTheKernel(m) ? compactLowerdirs(m.options) : { options: [...m.options], cwd: undefined };
+      await mountAt({ ...m, options }, dir, cwd);
       mounted.push(dir);
-      if ((m.type === "bind" || m.type === "rbind") && opts.includes("ro")) {
-        await run("mount", ["-o", "remount,bind,ro", dir]);
-      }
     }
   } catch (err) {
     await unmount();
