@@ -1,5 +1,6 @@
 import { constants as fsc, openSync, closeSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdir, rm } from "node:fs/promises";
 import net from "node:net";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
@@ -50,6 +51,14 @@ export interface ProcessIOOptions extends ProcessStreams {
   logger?: Logger | undefined;
   /** Test hook: force the FIFO implementation. */
   fifoImplementation?: "native" | "spawn" | undefined;
+  /** The directory and paths chosen beforehand with `ProcessIO.plan` (the directory must not exist yet). */
+  planned?: PlannedIO | undefined;
+}
+
+/** Where a process's FIFOs will be, decided before they exist. */
+export interface PlannedIO {
+  dir: string;
+  config: IOConfig;
 }
 
 /** The FIFO paths to put in Tasks.Create / Tasks.Exec; "" where there is none. */
@@ -81,22 +90,36 @@ export class ProcessIO {
    * Creates the FIFO set and starts copying. Call before Tasks.Create (init) or Tasks.Exec (exec), and
    * `close()` after Tasks.Delete / DeleteProcess, also on every failure path.
    */
+  /**
+   * Chooses the FIFO directory and paths without creating anything, for a caller that sends them to containerd
+   * while `create` makes them: an exec's shim opens its FIFOs at Start, not at Exec.
+   */
+  static plan(options: Pick<ProcessIOOptions, "fifoRoot" | "id" | "stdin" | "stdout" | "stderr" | "terminal">): PlannedIO {
+    const terminal = options.terminal ?? false;
+    if (!options.stdin && !options.stdout && !options.stderr && !terminal) {
+      // No FIFOs at all: the shim connects the process to /dev/null. Cheapest, and nothing can block.
+      return { dir: "", config: { stdin: "", stdout: "", stderr: "", terminal: false } };
+    }
+    const dir = join(options.fifoRoot, `${options.id}-${randomBytes(6).toString("hex")}`);
+    return {
+      dir,
+      config: {
+        stdin: options.stdin ? join(dir, "stdin") : "",
+        stdout: join(dir, "stdout"),
+        stderr: terminal ? "" : join(dir, "stderr"),
+        terminal,
+      },
+    };
+  }
+
   static async create(options: ProcessIOOptions): Promise<ProcessIO> {
     const logger = options.logger ?? silentLogger;
-    const terminal = options.terminal ?? false;
     const { stdin, stdout, stderr } = options;
-    if (!stdin && !stdout && !stderr && !terminal) {
-      // No FIFOs at all: the shim connects the process to /dev/null. Cheapest, and nothing can block.
-      return new ProcessIO("", { stdin: "", stdout: "", stderr: "", terminal: false }, logger);
-    }
+    const { dir, config } = options.planned ?? ProcessIO.plan(options);
+    if (!dir) return new ProcessIO("", config, logger);
     await mkdir(options.fifoRoot, { recursive: true, mode: 0o700 });
-    const dir = await mkdtemp(join(options.fifoRoot, `${options.id}-`));
-    const config: IOConfig = {
-      stdin: stdin ? join(dir, "stdin") : "",
-      stdout: join(dir, "stdout"),
-      stderr: terminal ? "" : join(dir, "stderr"),
-      terminal,
-    };
+    // Not recursive: an existing directory is an error (the name has 48 random bits).
+    await mkdir(dir, { mode: 0o700 });
     const io = new ProcessIO(dir, config, logger);
     try {
       await makeFifos(

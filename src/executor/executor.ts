@@ -603,18 +603,14 @@ export class ContainerdExecutor implements AsyncDisposable {
     const span = startSpan(this.#options.tracer, "ctrexec.exec", { "container.id": id, "exec.id": execId });
     const stack = new ReleaseStack(this.#logger);
     try {
-      const io = await ProcessIO.create({
-        fifoRoot: this.#fifos,
-        id: `${id}.${execId}`,
-        stdin: proc.stdin,
-        stdout: proc.stdout,
-        stderr: proc.stderr,
-        terminal: meta.tty,
-        logger: this.#logger,
-      });
-      stack.defer("close IO", () => io.close());
+      // The shim opens an exec's FIFOs at Start: they are made while containerd registers the exec.
+      const streams = { fifoRoot: this.#fifos, id: `${id}.${execId}`, stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, terminal: meta.tty };
+      const planned = ProcessIO.plan(streams);
+      const ioReady = ProcessIO.create({ ...streams, planned, logger: this.#logger });
+      ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
+      stack.defer("close IO", async () => (await ioReady.catch(() => undefined))?.close());
       await this.client.tasks.exec(
-        { containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...io.config },
+        { containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...planned.config },
         { signal },
       );
       // Exec processes are deleted after they exit (BuildKit never deletes them, §12.6); once the exit was
@@ -626,6 +622,7 @@ export class ContainerdExecutor implements AsyncDisposable {
           if (!(err instanceof NotFoundError)) throw err;
         });
       });
+      const io = await ioReady;
       const outcome = await runProcess({
         client: this.client,
         ref: { containerId: id, execId },

@@ -101,12 +101,15 @@ export async function prune(options: PruneOptions): Promise<string[]> {
     removed.push(`lease ${lease.id}`);
   }
 
-  // A FIFO dir exists only while its container does (the container is made first and deleted last).
+  // A FIFO dir belongs to a live run while its container exists, or (the FIFOs are made while containerd
+  // stores the record) while the run's dir names a live owner.
   const live = new Set((await client.containers.list()).map((c) => c.id));
   for (const name of await readdir(fifos).catch(() => [] as string[])) {
-    const base = name.slice(0, -7); // mkdtemp's "-XXXXXX"
-    const id = base.replace(/\.exec[0-9a-f]{16}$/, "");
+    // "<id>[.exec<16 hex>]-<12 hex>" (older versions: mkdtemp's "-XXXXXX").
+    const id = name.replace(/-(?:[0-9a-f]{12}|[A-Za-z0-9]{6})$/, "").replace(/\.exec[0-9a-f]{16}$/, "");
     if (live.has(id)) continue;
+    const owner = await readRunOwner(join(runs, id));
+    if (owner !== undefined && ownerAlive(owner) !== false) continue;
     await rm(join(fifos, name), { recursive: true, force: true });
     removed.push(`FIFO dir ${join(fifos, name)}`);
   }

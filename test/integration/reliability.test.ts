@@ -139,6 +139,25 @@ describe("reliability under load and faults", () => {
     await env.assertClean();
   });
 
+  it("prune keeps the FIFO dir of a run whose record is still being created, and removes an ownerless one", async () => {
+    const { createRunDir, fifoDir } = await import("../../src/executor/run-dirs.js");
+    const fifos = fifoDir(env.fifoRoot, env.namespace);
+    // A run of this (live) process between its FIFOs and its container record: a run dir names the owner.
+    const runDir = await createRunDir(env.stateDir, env.namespace, "starting-1");
+    await mkdir(join(fifos, "starting-1-0123456789ab"), { recursive: true });
+    await mkdir(join(fifos, "starting-1.exec0123456789abcdef-0123456789ab"), { recursive: true });
+    // Nobody's: no container, no run dir.
+    await mkdir(join(fifos, "gone-2-ba9876543210"), { recursive: true });
+    const removed = await env.executor.prune();
+    assert.deepEqual(removed, [`FIFO dir ${join(fifos, "gone-2-ba9876543210")}`]);
+    const { readdir, rm } = await import("node:fs/promises");
+    assert.deepEqual((await readdir(fifos)).sort(), ["starting-1-0123456789ab", "starting-1.exec0123456789abcdef-0123456789ab"]);
+    await rm(runDir, { recursive: true });
+    await rm(join(fifos, "starting-1-0123456789ab"), { recursive: true });
+    await rm(join(fifos, "starting-1.exec0123456789abcdef-0123456789ab"), { recursive: true });
+    await env.assertClean();
+  });
+
   it("hostile input: huge env, missing rootfs, ids with .., an unusable state dir, each typed or contained", async () => {
     const env100k = Array.from({ length: 100_000 }, (_, i) => `V${i}=${i}`);
     const out = new Collect();
