@@ -599,6 +599,21 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
     });
   });
 
+  describe("mounts on the host", () => {
+    it("fails a root whose mount cannot be made with the kernel's reason, leaving no mount or dir", async () => {
+      const missing = {
+        mount: async () => ({ mounts: [{ type: "bind", source: join(env.stateDir, "no-such-dir"), options: ["rbind", "ro"] }], release: async () => {} }),
+      };
+      const err = await sh("true", {}, { root: { source: missing } }).catch((e: unknown) => e);
+      assert.ok(err instanceof Error && /failed to mount .*: ENOENT/.test(err.message), String(err));
+      const tmpfsRoot = {
+        mount: async () => ({ mounts: [{ type: "tmpfs", source: "tmpfs", options: ["size=1m", "bogus_option=1"] }], release: async () => {} }),
+      };
+      const err2 = await sh("true", {}, { root: { source: tmpfsRoot } }).catch((e: unknown) => e);
+      assert.ok(err2 instanceof Error && /failed to mount .*: EINVAL/.test(err2.message), String(err2));
+    });
+  });
+
   describe("resources", () => {
     it("reports an OOM kill", async () => {
       const err = await sh("dd if=/dev/zero of=/dev/null bs=64M count=1", { resources: { memory: 16 * 1024 * 1024 } }, { stderr: new Collect() }).catch(
