@@ -48,6 +48,14 @@ static char *string_arg(napi_env env, napi_value v) {
   return s;
 }
 
+static void free_request(request *r) {
+  free(r->source);
+  free(r->target);
+  free(r->fstype);
+  free(r->data);
+  free(r);
+}
+
 static void execute(napi_env env, void *data) {
   (void)env;
   request *r = data;
@@ -78,11 +86,7 @@ static void complete(napi_env env, napi_status status, void *data) {
     napi_reject_deferred(env, r->deferred, error);
   }
   napi_delete_async_work(env, r->work);
-  free(r->source);
-  free(r->target);
-  free(r->fstype);
-  free(r->data);
-  free(r);
+  free_request(r);
 }
 
 static napi_value queue(napi_env env, request *r) {
@@ -112,10 +116,7 @@ static napi_value Mount(napi_env env, napi_callback_info info) {
   r->data = string_arg(env, argv[4]);
   r->flags = (unsigned long)flags;
   if (!r->target) {
-    free(r->source);
-    free(r->fstype);
-    free(r->data);
-    free(r);
+    free_request(r);
     napi_throw_type_error(env, NULL, "target must be a string");
     return NULL;
   }
@@ -138,7 +139,7 @@ static napi_value Umount(napi_env env, napi_callback_info info) {
   r->flags = (unsigned long)flags;
   r->is_umount = 1;
   if (!r->target) {
-    free(r);
+    free_request(r);
     napi_throw_type_error(env, NULL, "target must be a string");
     return NULL;
   }
