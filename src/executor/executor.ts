@@ -43,7 +43,7 @@ import { MountStubsCleaner } from "./mount-stubs.js";
 import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
 import { prune } from "./prune.js";
-import { Retirements } from "./retire.js";
+import { awaitRetiredRecord, Retirements } from "./retire.js";
 import { createRunDir, fifoDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
 import { SHIM_GROUP_ANNOTATION, ShimGroup } from "./shim-group.js";
@@ -460,10 +460,14 @@ export class ContainerdExecutor implements AsyncDisposable {
     });
     ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
     stack.defer("close IO", async () => (await ioReady.catch(() => undefined))?.close());
-    await this.client.containers.create(
-      { id, labels, runtime: { name: this.#options.runtime ?? DEFAULT_RUNTIME }, spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)) },
-      { signal },
-    );
+    const record = { id, labels, runtime: { name: this.#options.runtime ?? DEFAULT_RUNTIME }, spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)) };
+    try {
+      await this.client.containers.create(record, { signal });
+    } catch (err) {
+      // The same id right after a run of another executor or process, whose records are still going.
+      if (!(err instanceof AlreadyExistsError) || !(await awaitRetiredRecord(this.client, id, signal))) throw err;
+      await this.client.containers.create(record, { signal });
+    }
     const taskGone = { value: true };
     stack.defer("delete container", async () => {
       if (retire.done) return;

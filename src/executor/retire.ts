@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { ContainerdClient } from "../containerd/client.js";
 import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
 import { NotFoundError } from "../errors.js";
+import { LABEL } from "./labels.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 
 const RETRY_EVERY_MS = 2000;
@@ -117,5 +118,34 @@ export class Retirements {
     await Promise.allSettled([...this.#pending.values()]);
     await this.#retrying;
     await this.#retryOrphans().catch(() => {});
+  }
+}
+
+/**
+ * After AlreadyExists for `id`: is the existing container a finished ctrexec run whose records are still being
+ * deleted (by another executor of this process, or another process)? Waits up to `boundMs` for it to go and
+ * returns true once it is gone; false at once for a live or foreign container, or when it does not go in time.
+ */
+export async function awaitRetiredRecord(client: ContainerdClient, id: string, signal: AbortSignal, boundMs = 3000): Promise<boolean> {
+  const deadline = Date.now() + boundMs;
+  for (;;) {
+    let labels: Record<string, string>;
+    try {
+      labels = (await client.containers.get(id, { signal })).labels;
+    } catch (err) {
+      if (err instanceof NotFoundError) return true;
+      throw err;
+    }
+    if (!labels[LABEL.owner]) return false;
+    const status = await client.tasks.get({ containerId: id }, { signal }).then(
+      (t) => t.status,
+      (err: unknown) => {
+        if (err instanceof NotFoundError) return "NONE";
+        throw err;
+      },
+    );
+    if (status !== "STOPPED" && status !== "NONE") return false;
+    if (Date.now() >= deadline) return false;
+    await sleep(25, undefined, { signal });
   }
 }

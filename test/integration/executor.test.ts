@@ -546,6 +546,29 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       await assert.rejects(env.executor.exec(id, { meta: { args: ["true"] } }), NotFoundError);
     });
 
+    it("lets another executor reuse the id right away, and still refuses a live container's id", async () => {
+      const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+      const other = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot });
+      try {
+        const id = env.uniqueId("shared");
+        for (let i = 0; i < 3; i++) {
+          assert.equal(await output(`echo ${i}`, {}, { id }), `${i}\n`);
+          const stdout = new Collect();
+          await other.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["echo", `o${i}`] }, stdout } });
+          assert.equal(stdout.text, `o${i}\n`);
+        }
+        const bg = await background();
+        try {
+          await assert.rejects(other.run({ id: bg.id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } }), AlreadyExistsError);
+        } finally {
+          bg.ac.abort();
+          await bg.done;
+        }
+      } finally {
+        await other.close();
+      }
+    });
+
     it("with awaitCleanup, settles only after the task and the container are deleted", async () => {
       const events: string[] = [];
       const span = { addEvent: (name: string) => (events.push(name), span), end: () => {} } as unknown as Span;
