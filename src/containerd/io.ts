@@ -117,9 +117,13 @@ export class ProcessIO {
     const { stdin, stdout, stderr } = options;
     const { dir, config } = options.planned ?? ProcessIO.plan(options);
     if (!dir) return new ProcessIO("", config, logger);
-    await mkdir(options.fifoRoot, { recursive: true, mode: 0o700 });
-    // Not recursive: an existing directory is an error (the name has 48 random bits).
-    await mkdir(dir, { mode: 0o700 });
+    // Not recursive: an existing directory is an error (the name has 48 random bits). The FIFO root is made
+    // only the first time (or after someone removed it), not with a second syscall per process.
+    await mkdir(dir, { mode: 0o700 }).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== "ENOENT") throw err;
+      await mkdir(options.fifoRoot, { recursive: true, mode: 0o700 });
+      await mkdir(dir, { mode: 0o700 });
+    });
     const io = new ProcessIO(dir, config, logger);
     try {
       await makeFifos(
