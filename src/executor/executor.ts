@@ -459,7 +459,12 @@ export class ContainerdExecutor implements AsyncDisposable {
       logger: this.#logger,
     });
     ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
-    stack.defer("close IO", async () => (await ioReady.catch(() => undefined))?.close());
+    stack.defer("close IO", async () => {
+      const io = await ioReady.catch(() => undefined);
+      // After a seen exit the streams have ended: removing the FIFO directory is nobody's wait.
+      if (io && retire.now) this.#retirements.track(`${id}/fifos`, io.close());
+      else await io?.close();
+    });
     const record = { id, labels, runtime: { name: this.#options.runtime ?? DEFAULT_RUNTIME }, spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)) };
     try {
       await this.client.containers.create(record, { signal });
@@ -610,16 +615,20 @@ export class ContainerdExecutor implements AsyncDisposable {
       // The shim opens an exec's FIFOs at Start: they are made while containerd registers the exec.
       const streams = { fifoRoot: this.#fifos, id: `${id}.${execId}`, stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, terminal: meta.tty };
       const planned = ProcessIO.plan(streams);
+      let exited = false;
       const ioReady = ProcessIO.create({ ...streams, planned, logger: this.#logger });
       ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
-      stack.defer("close IO", async () => (await ioReady.catch(() => undefined))?.close());
+      stack.defer("close IO", async () => {
+        const io = await ioReady.catch(() => undefined);
+        if (io && exited && !this.#options.awaitCleanup) this.#retirements.track(`${id}/${execId}/fifos`, io.close());
+        else await io?.close();
+      });
       await this.client.tasks.exec(
         { containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...planned.config },
         { signal },
       );
       // Exec processes are deleted after they exit (BuildKit never deletes them, §12.6); once the exit was
       // seen, in the background like a run's task.
-      let exited = false;
       stack.defer("delete exec process", () => {
         if (exited && !this.#options.awaitCleanup) return this.#retirements.retireExec(id, execId);
         return this.client.tasks.deleteProcess({ containerId: id, execId }, { timeoutMs: CLEANUP_MS }).catch((err: unknown) => {

@@ -68,6 +68,12 @@ export class Retirements {
     this.#pending.set(id, done);
   }
 
+  /** Keeps track of other background cleanup (a FIFO directory's removal), so `settledAll()` waits for it. */
+  track(key: string, work: Promise<void>): void {
+    const done = work.catch(() => {}).finally(() => this.#pending.delete(key));
+    this.#pending.set(key, done);
+  }
+
   /** Deletes a finished exec process in the background; one already gone counts as deleted. */
   retireExec(containerId: string, execId: string): void {
     const key = `${containerId}/${execId}`;
