@@ -101,7 +101,8 @@ export interface ExecutorOptions {
    * Keep this many shims started ahead, each lent to one run at a time (`shim-pool.ts`): a run skips the shim
    * start, with the same blast radius as without (a shim crash ends one run). Costs an idle shim and an anchor
    * container (`sleep` on the default rootfs) per slot while the executor is open. 2 covers sequential runs
-   * (the previous run's task is still being deleted in its shim); use the concurrency for parallel runs.
+   * (the previous run's task is still being deleted in its shim); for parallel runs, twice the concurrency
+   * (measured at 4-way: 60% of runs found a warm shim with 4, all of them with 8).
    * Default 0 (off). Not together with `shimGroup`.
    */
   warmShims?: number;
