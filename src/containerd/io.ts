@@ -5,7 +5,8 @@ import net from "node:net";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { type Logger, silentLogger } from "../util/logger.js";
-import { growPipe, makeFifos, noteOutput, outputEnded } from "./fifo.js";
+import { nativeAddon } from "../util/native.js";
+import { growPipe, makeFifos } from "./fifo.js";
 
 /** FIFO buffer for output: 1 MiB, the kernel's default pipe-max-size. */
 const OUTPUT_PIPE_BYTES = 1 << 20;
@@ -201,6 +202,30 @@ export class ProcessIO {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** Output copied since the heap was last trimmed, process-wide (the heap is the process's). */
+let copiedSinceTrim = 0;
+const TRIM_AFTER_BYTES = 32 << 20;
+/** Long enough for the garbage collector to have freed the last chunks. */
+const TRIM_DELAY_MS = 250;
+
+/** Counts output bytes for `outputEnded()`. */
+function noteOutput(bytes: number): void {
+  copiedSinceTrim += bytes;
+}
+
+/**
+ * Call when an output stream ended: once 32 MiB went through since the last time, gives glibc's free heap back
+ * to the kernel (malloc_trim, ~4 ms, 250 ms later). Bulk output allocates a chunk per read;
+ * the chunks are freed, but glibc keeps the memory: after 1.5 GiB of output the process stayed ~40 MB larger
+ * (109 vs 70 MB measured) until trimmed. Trimming while output still flows would not help, as the heap grows
+ * right back. Without the addon or glibc this does nothing.
+ */
+function outputEnded(): void {
+  if (copiedSinceTrim < TRIM_AFTER_BYTES) return;
+  copiedSinceTrim = 0;
+  setTimeout(() => nativeAddon()?.trimHeap?.(), TRIM_DELAY_MS).unref();
 }
 
 /**

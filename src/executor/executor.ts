@@ -422,10 +422,11 @@ export class ContainerdExecutor implements AsyncDisposable {
     checkpoint();
 
     span.addEvent("Environment prepared");
-    // Set once the process has exited: the task and the record are then deleted in the background.
-    const retire = { now: false, done: false };
+    // Set once the exit was seen (and awaitCleanup is off): the task and the record are then deleted in the
+    // background, the FIFO directory removed there too.
+    let handOver = false;
     const lease = this.#shimPool?.take();
-    if (lease) stack.defer("return the warm shim", () => retire.done || lease.done());
+    if (lease) stack.defer("return the warm shim", () => handOver || lease.done());
     const spec = generateSpec(
       {
         ...specBase,
@@ -460,12 +461,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       logger: this.#logger,
     });
     ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
-    stack.defer("close IO", async () => {
-      const io = await ioReady.catch(() => undefined);
-      // After a seen exit the streams have ended: removing the FIFO directory is nobody's wait.
-      if (io && retire.now) this.#retirements.track(`${id}/fifos`, io.close());
-      else await io?.close();
-    });
+    stack.defer("close IO", () => this.#releaseIO(ioReady, handOver));
     const record = { id, labels, runtime: { name: this.#options.runtime ?? DEFAULT_RUNTIME }, spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)) };
     try {
       await this.client.containers.create(record, { signal });
@@ -476,7 +472,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     }
     const taskGone = { value: true };
     stack.defer("delete container", async () => {
-      if (retire.done) return;
+      if (handOver) return;
       await this.#deleteContainer(id, taskGone);
       span.addEvent("Container deleted");
     });
@@ -495,9 +491,8 @@ export class ContainerdExecutor implements AsyncDisposable {
     }
     taskGone.value = false;
     stack.defer("delete task", async () => {
-      if (retire.now) {
-        this.#retirements.retire(id, true, lease && (() => lease.done()));
-        retire.done = true;
+      if (handOver) {
+        this.#retirements.retire(id, lease && (() => lease.done()));
         span.addEvent("Task handed over for deletion");
         return;
       }
@@ -530,7 +525,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     });
 
     // An exit was seen, so the container's mount namespace is gone with its last process.
-    retire.now = !this.#options.awaitCleanup && outcome.waitError === undefined;
+    handOver = !this.#options.awaitCleanup && outcome.waitError === undefined;
     const usage = spec.linux?.cgroupsPath ? await sampleUsage(spec.linux.cgroupsPath) : {};
     const oomKilled = this.#oom.take(id) || (usage.oomKills ?? 0) > 0;
     delete usage.oomKills;
@@ -560,6 +555,13 @@ export class ContainerdExecutor implements AsyncDisposable {
       throw new ExitError(outcome.exitCode, { cause: reason, oomKilled, message: `exit code: ${outcome.exitCode}: canceled: ${why}` });
     }
     throw new ExitError(outcome.exitCode, { oomKilled });
+  }
+
+  /** Closes a process's IO; after a seen exit the streams have ended, and the FIFO directory goes in the background. */
+  async #releaseIO(ioReady: Promise<ProcessIO>, handOver: boolean): Promise<void> {
+    const io = await ioReady.catch(() => undefined);
+    if (io?.dir && handOver) this.#retirements.track(io.dir, io.close());
+    else await io?.close();
   }
 
   async #deleteContainer(id: string, taskGone: { value: boolean }): Promise<void> {
@@ -616,14 +618,10 @@ export class ContainerdExecutor implements AsyncDisposable {
       // The shim opens an exec's FIFOs at Start: they are made while containerd registers the exec.
       const streams = { fifoRoot: this.#fifos, id: `${id}.${execId}`, stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, terminal: meta.tty };
       const planned = ProcessIO.plan(streams);
-      let exited = false;
+      let handOver = false; // as in run
       const ioReady = ProcessIO.create({ ...streams, planned, logger: this.#logger });
       ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
-      stack.defer("close IO", async () => {
-        const io = await ioReady.catch(() => undefined);
-        if (io && exited && !this.#options.awaitCleanup) this.#retirements.track(`${id}/${execId}/fifos`, io.close());
-        else await io?.close();
-      });
+      stack.defer("close IO", () => this.#releaseIO(ioReady, handOver));
       await this.client.tasks.exec(
         { containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...planned.config },
         { signal },
@@ -631,7 +629,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       // Exec processes are deleted after they exit (BuildKit never deletes them, §12.6); once the exit was
       // seen, in the background like a run's task.
       stack.defer("delete exec process", () => {
-        if (exited && !this.#options.awaitCleanup) return this.#retirements.retireExec(id, execId);
+        if (handOver) return this.#retirements.retireExec(id, execId);
         return this.client.tasks.deleteProcess({ containerId: id, execId }, { timeoutMs: CLEANUP_MS }).catch((err: unknown) => {
           if (!(err instanceof NotFoundError)) throw err;
         });
@@ -651,7 +649,7 @@ export class ContainerdExecutor implements AsyncDisposable {
         initialSize: meta.consoleSize,
         onStarted: (pid) => options.onStarted?.({ id, execId, pid }),
       });
-      exited = outcome.waitError === undefined;
+      handOver = !this.#options.awaitCleanup && outcome.waitError === undefined;
       this.#result(id, outcome, meta, signal, {}, false);
     } finally {
       await stack.release();

@@ -1,17 +1,14 @@
-import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import type { ContainerdClient } from "../containerd/client.js";
 import { deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
+import { unmountDetached } from "../fs/mount.js";
 import { defaultSpec } from "../oci/defaults.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { LABEL, ownerAlive } from "./labels.js";
 import { fifoDir, readRunOwner, runsDir } from "./run-dirs.js";
-
-const run = promisify(execFile);
 
 export interface PruneOptions {
   client: ContainerdClient;
@@ -31,7 +28,7 @@ function mountsBelow(dir: string): string[] {
 }
 
 async function removeTree(dir: string): Promise<void> {
-  for (const m of mountsBelow(dir)) await run("umount", ["-l", m]).catch(() => {});
+  for (const m of mountsBelow(dir)) await unmountDetached(m).catch(() => {});
   await rm(dir, { recursive: true, force: true });
 }
 

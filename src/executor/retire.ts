@@ -44,49 +44,56 @@ export class Retirements {
   }
 
   /**
-   * Deletes the task (when `task`) and then the record of container `id`, in the background. `taskDone` runs
-   * once the task deletion was tried, whatever its outcome.
+   * Keeps `work` under `key` until it ends, so `settled()`/`settledAll()` wait for it; never rejects. Only the
+   * entry `work` made is removed at its end, never a newer one under the same key.
    */
-  retire(id: string, task: boolean, taskDone?: () => void): void {
-    if (this.#pending.has(id)) return;
-    const done = (async () => {
-      try {
-        const gone = !task || (await deleteTask(this.#client, id, this.#logger).catch(() => false));
-        taskDone?.();
-        if (!gone) {
-          this.retryLater(id);
-          return;
-        }
-        await deleteContainerRecord(this.#client, id);
-      } catch (err) {
-        this.#logger.error("failed to delete a finished run's container; will retry in the background", { id, error: err });
-        this.retryLater(id);
-      } finally {
-        this.#pending.delete(id);
-      }
-    })();
-    this.#pending.set(id, done);
+  #add(key: string, work: Promise<void>): void {
+    const done: Promise<void> = work
+      .catch((err: unknown) => this.#logger.warn("background cleanup failed", { key, error: err }))
+      .finally(() => {
+        if (this.#pending.get(key) === done) this.#pending.delete(key);
+      });
+    this.#pending.set(key, done);
   }
 
-  /** Keeps track of other background cleanup (a FIFO directory's removal), so `settledAll()` waits for it. */
+  /**
+   * Deletes the task and then the record of container `id`, in the background. `taskDone` runs once the task
+   * deletion was tried, whatever its outcome.
+   */
+  retire(id: string, taskDone?: () => void): void {
+    if (this.#pending.has(id)) return;
+    this.#add(
+      id,
+      (async () => {
+        const gone = await deleteTask(this.#client, id, this.#logger).catch(() => false);
+        taskDone?.();
+        if (!gone) return this.retryLater(id);
+        try {
+          await deleteContainerRecord(this.#client, id);
+        } catch (err) {
+          this.#logger.error("failed to delete a finished run's container; will retry in the background", { id, error: err });
+          this.retryLater(id);
+        }
+      })(),
+    );
+  }
+
+  /** Keeps track of other background cleanup (a FIFO directory's removal, keyed by its path). */
   track(key: string, work: Promise<void>): void {
-    const done = work.catch(() => {}).finally(() => this.#pending.delete(key));
-    this.#pending.set(key, done);
+    this.#add(key, work);
   }
 
   /** Deletes a finished exec process in the background; one already gone counts as deleted. */
   retireExec(containerId: string, execId: string): void {
-    const key = `${containerId}/${execId}`;
-    const done = this.#client.tasks
-      .deleteProcess({ containerId, execId }, { timeoutMs: CLEANUP_RPC_MS })
-      .then(
+    this.#add(
+      `${containerId}/${execId}`,
+      this.#client.tasks.deleteProcess({ containerId, execId }, { timeoutMs: CLEANUP_RPC_MS }).then(
         () => {},
         (err: unknown) => {
-          if (!(err instanceof NotFoundError)) this.#logger.warn("failed to delete a finished exec process", { id: containerId, execId, error: err });
+          if (!(err instanceof NotFoundError)) throw err;
         },
-      )
-      .finally(() => this.#pending.delete(key));
-    this.#pending.set(key, done);
+      ),
+    );
   }
 
   /**

@@ -82,11 +82,11 @@ export function parseMountOptions(options: readonly string[]): { flags: number; 
 export async function mountAt(m: Mount, target: string, cwd?: string): Promise<void> {
   const addon = nativeAddon();
   const isBind = m.type === "bind" || m.type === "rbind";
+  const recursive = m.type === "rbind" || m.options.includes("rbind");
   if (addon?.mount && !cwd && !m.options.some((o) => PROPAGATION.test(o))) {
     const { flags, data } = parseMountOptions(m.options);
     if (isBind) {
-      const rec = m.type === "rbind" || (flags & MS.REC) !== 0 ? MS.REC : 0;
-      await addon.mount(m.source, target, null, MS.BIND | rec, null);
+      await addon.mount(m.source, target, null, MS.BIND | (recursive ? MS.REC : 0), null);
       // A bind mount takes its other flags (ro, nosuid...) only from a remount.
       const rest = flags & ~(MS.BIND | MS.REC);
       if (rest !== 0) await addon.mount(null, target, null, MS.REMOUNT | MS.BIND | rest, null);
@@ -96,7 +96,7 @@ export async function mountAt(m: Mount, target: string, cwd?: string): Promise<v
     return;
   }
   const opts = m.options.filter((o) => o !== "rbind" && o !== "bind");
-  const args = isBind ? ["--rbind"] : ["-t", m.type];
+  const args = isBind ? [recursive ? "--rbind" : "--bind"] : ["-t", m.type];
   if (opts.length) args.push("-o", opts.join(","));
   await run("mount", [...args, m.source, target], cwd ? { cwd } : {});
   if (isBind && opts.includes("ro")) await run("mount", ["-o", "remount,bind,ro", target]);

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { open, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { UnknownError } from "../errors.js";
+import { unmountDetached } from "../fs/mount.js";
 
 const run = promisify(execFile);
 
@@ -24,6 +25,6 @@ export async function createNetns(path: string): Promise<void> {
 
 /** Unmounts (lazily: a process may still hold it) and removes a named network namespace. Idempotent. */
 export async function destroyNetns(path: string): Promise<void> {
-  await run("umount", ["-l", path]).catch(() => {});
+  await unmountDetached(path).catch(() => {});
   await rm(path, { force: true });
 }
