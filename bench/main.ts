@@ -173,11 +173,13 @@ async function seqTrue(): Promise<void> {
     events.length = 0;
     const t0 = performance.now();
     await traced.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } });
+    const settledAt = performance.now();
     let prev = t0;
     for (const e of events) {
       (phases[e.name] ??= []).push(e.t - prev);
       prev = e.t;
     }
+    (phases["run() settled"] ??= []).push(settledAt - prev);
   }
   const noStreams: number[] = [];
   for (let i = 0; i < PER_ROUND * 2; i++) noStreams.push(await timed(ex, { args: ["/bin/true"] }, false));

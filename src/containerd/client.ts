@@ -53,7 +53,7 @@ const S = {
 const VERSION_TIMEOUT_MS = 5_000;
 
 /**
- * A typed containerd client. One gRPC channel serves every service; `withNamespace` makes views that share it.
+ * A typed containerd client. One HTTP/2 connection serves every service; `withNamespace` makes views that share it.
  * Errors are typed (errors.ts); an unreachable socket is an UnavailableError that says where we looked.
  */
 export class ContainerdClient implements AsyncDisposable {
@@ -73,7 +73,7 @@ export class ContainerdClient implements AsyncDisposable {
     this.#transport = transport ?? new GrpcTransport(this.address);
   }
 
-  /** A client for another namespace on the same channel. Closing the view does not close the channel. */
+  /** A client for another namespace on the same connection. Closing the view does not close it. */
   withNamespace(namespace: string): ContainerdClient {
     return new ContainerdClient({ address: this.address, namespace, timeoutMs: this.timeoutMs, lease: this.lease }, this.#transport);
   }
@@ -275,7 +275,7 @@ export class ContainerdClient implements AsyncDisposable {
       (await this.#call<{ leases: { id: string; labels: Record<string, string> }[] }>(S.leases, "List", { filters }, options)).leases,
   };
 
-  /** Releases the channel (only the client that made it owns it). Idempotent. */
+  /** Releases the connection (only the client that made it owns it). Idempotent. */
   async close(): Promise<void> {
     if (this.#ownsTransport) this.#transport.close();
   }

@@ -1,4 +1,3 @@
-import { status, type ServiceError } from "@grpc/grpc-js";
 import {
   AlreadyExistsError,
   CanceledError,
@@ -10,6 +9,7 @@ import {
   UnavailableError,
   UnknownError,
 } from "../errors.js";
+import { isGrpcStatusError, Status } from "./grpc-wire.js";
 
 export interface CallContext {
   /** The socket address, for messages that tell the user where we looked. */
@@ -21,11 +21,7 @@ export interface CallContext {
   abortReason?: unknown;
 }
 
-function isServiceError(err: unknown): err is ServiceError {
-  return err instanceof Error && typeof (err as Partial<ServiceError>).code === "number";
-}
-
-/** grpc-js's UNAVAILABLE details are long ("No connection established. Last error: ..."); keep the errno. */
+/** The transport's UNAVAILABLE details name the failed connect ("connect ENOENT /path"); keep the errno. */
 function connectionProblem(details: string): string {
   const errno = /connect (E[A-Z]+)/.exec(details)?.[1];
   switch (errno) {
@@ -36,7 +32,7 @@ function connectionProblem(details: string): string {
     case "EACCES":
       return "permission denied";
     case undefined:
-      return details.replace(/\. Resolution note: \.?$/, "");
+      return details;
     default:
       return `connect ${errno}`;
   }
@@ -44,7 +40,7 @@ function connectionProblem(details: string): string {
 
 /** The one place where a gRPC status becomes a typed ctrexec error. */
 export function fromGrpcError(err: unknown, ctx: CallContext): CtrexecError {
-  if (!isServiceError(err)) {
+  if (!isGrpcStatusError(err)) {
     return new UnknownError(`containerd ${ctx.method}: ${err instanceof Error ? err.message : String(err)}`, {
       cause: err,
     });
@@ -52,26 +48,26 @@ export function fromGrpcError(err: unknown, ctx: CallContext): CtrexecError {
   const details = err.details || err.message;
   const options = { cause: err };
   switch (err.code) {
-    case status.NOT_FOUND:
+    case Status.NOT_FOUND:
       return new NotFoundError(details, options);
-    case status.ALREADY_EXISTS:
+    case Status.ALREADY_EXISTS:
       return new AlreadyExistsError(details, options);
-    case status.FAILED_PRECONDITION:
+    case Status.FAILED_PRECONDITION:
       return new FailedPreconditionError(details, options);
-    case status.INVALID_ARGUMENT:
-    case status.OUT_OF_RANGE:
+    case Status.INVALID_ARGUMENT:
+    case Status.OUT_OF_RANGE:
       return new InvalidArgumentError(details, options);
-    case status.UNAVAILABLE:
+    case Status.UNAVAILABLE:
       return new UnavailableError(
         `containerd is not reachable at ${ctx.address} (${connectionProblem(details)}). Is containerd running? ` +
           `Start it (scripts/setup.sh does) or point --address / CONTAINERD_ADDRESS at its socket.`,
         options,
       );
-    case status.CANCELLED:
+    case Status.CANCELLED:
       return new CanceledError(`containerd ${ctx.method} was canceled`, {
         cause: ctx.abortReason !== undefined ? ctx.abortReason : err,
       });
-    case status.DEADLINE_EXCEEDED:
+    case Status.DEADLINE_EXCEEDED:
       return new DeadlineExceededError(
         `containerd did not answer ${ctx.method}` +
           (ctx.timeoutMs !== undefined ? ` within ${ctx.timeoutMs} ms` : "") +

@@ -1,6 +1,18 @@
-import * as grpc from "@grpc/grpc-js";
+import http2 from "node:http2";
+import net from "node:net";
 import { CanceledError, type CtrexecError } from "../errors.js";
 import { fromGrpcError } from "./errors.js";
+import {
+  FrameDecoder,
+  GrpcStatusError,
+  Status,
+  type StatusCode,
+  frame,
+  statusFromHttp,
+  statusFromMetadata,
+  statusFromReset,
+  timeoutHeader,
+} from "./grpc-wire.js";
 import { codec, methodTypes } from "./proto.js";
 
 export interface CallOptions {
@@ -23,32 +35,51 @@ interface Method {
   deserialize: (bytes: Buffer) => unknown;
 }
 
+/** Where a call's messages and its end go. */
+interface Sink {
+  onMessage(message: Buffer): void;
+  /** Called once: undefined for OK, else why the call failed. */
+  onEnd(error: unknown): void;
+}
+
+/** A call in flight, as the transport's close() and a server stream's consumer see it. */
+interface Call {
+  /** Ends the call with this status (if it has not ended) and resets its stream. */
+  abort(error: GrpcStatusError): void;
+  pause(): void;
+  resume(): void;
+}
+
+/** One HTTP/2 connection and how many calls use it, so that it keeps the process alive only while they run. */
+interface Connection {
+  session: http2.ClientHttp2Session;
+  active: number;
+}
+
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Flow-control windows: a stream's and the connection's, so that snapshot lists and content reads do not stall. */
+const STREAM_WINDOW = 4 * 1024 * 1024;
+const CONNECTION_WINDOW = 16 * 1024 * 1024;
+/** A server stream's consumer that falls this far behind pauses the stream (HTTP/2 flow control does the rest). */
+const STREAM_HIGH_WATER = 16;
+
 /**
- * One grpc-js channel over containerd's unix socket, shared by every service facade and namespace view.
- * Calls are by path with our own codecs, so no service stubs are generated.
+ * gRPC over one HTTP/2 connection to containerd's unix socket (node:http2, no gRPC library), shared by every
+ * service facade and namespace view. Only what containerd needs: unary and server-streaming calls, deadlines,
+ * cancellation, metadata; messages are never compressed. A lost connection fails the calls on it with
+ * UNAVAILABLE and the next call connects again.
  */
 export class GrpcTransport {
   readonly address: string;
-  readonly #client: grpc.Client;
+  readonly #socketPath: string;
   readonly #methods = new Map<string, Method>();
-  /** Calls in flight; close() cancels them, since closing a grpc-js channel leaves its calls running. */
-  readonly #calls = new Set<grpc.Call>();
+  readonly #calls = new Set<Call>();
+  #connection: Connection | undefined;
   #closed = false;
 
   constructor(address: string) {
     this.address = address;
-    const target = address.startsWith("unix:") ? address : `unix://${address}`;
-    this.#client = new grpc.Client(target, grpc.credentials.createInsecure(), {
-      "grpc.max_receive_message_length": 64 * 1024 * 1024,
-      "grpc.max_send_message_length": 64 * 1024 * 1024,
-      // containerd restarts in about a second; reconnect soon after it is back rather than after minutes.
-      "grpc.initial_reconnect_backoff_ms": 100,
-      "grpc.max_reconnect_backoff_ms": 2000,
-      // Per-call bookkeeping we never use: transparent retries (containerd calls are not retried blindly) and
-      // channelz statistics.
-      "grpc.enable_retries": 0,
-      "grpc.enable_channelz": 0,
-    });
+    this.#socketPath = address.replace(/^unix:(\/\/)?/, "");
   }
 
   #method(service: string, name: string): Method {
@@ -68,12 +99,153 @@ export class GrpcTransport {
     return m;
   }
 
-  #metadata(scope: CallScope): grpc.Metadata {
-    const md = new grpc.Metadata();
-    if (scope.namespace) md.set("containerd-namespace", scope.namespace);
+  #connect(): Connection {
+    const current = this.#connection;
+    if (current && !current.session.closed && !current.session.destroyed) return current;
+    const session = http2.connect("http://localhost", {
+      createConnection: () => net.connect(this.#socketPath),
+      settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
+      // Buffered but unread response data counts against this (MB); a 64 MiB message must fit.
+      maxSessionMemory: 128,
+    });
+    const connection: Connection = { session, active: 0 };
+    session.once("connect", () => session.setLocalWindowSize(CONNECTION_WINDOW));
+    // A connection that failed, was told to go away or closed serves no new calls; calls on it see their own
+    // stream's error. The listener also keeps a session error from being thrown.
+    const drop = () => {
+      if (this.#connection === connection) this.#connection = undefined;
+    };
+    session.on("error", drop);
+    session.on("goaway", drop);
+    session.on("close", drop);
+    this.#connection = connection;
+    return connection;
+  }
+
+  #headers(m: Method, scope: CallScope, timeoutMs: number): http2.OutgoingHttpHeaders {
+    const headers: http2.OutgoingHttpHeaders = {
+      ":method": "POST",
+      ":path": m.path,
+      "content-type": "application/grpc",
+      te: "trailers",
+      "user-agent": "ctrexec",
+    };
+    if (timeoutMs > 0) headers["grpc-timeout"] = timeoutHeader(timeoutMs);
+    if (scope.namespace) headers["containerd-namespace"] = scope.namespace;
     // A lease keeps what the call makes (snapshots, content) from containerd's garbage collector.
-    if (scope.lease) md.set("containerd-lease", scope.lease);
-    return md;
+    if (scope.lease) headers["containerd-lease"] = scope.lease;
+    return headers;
+  }
+
+  #request(headers: http2.OutgoingHttpHeaders): { connection: Connection; stream: http2.ClientHttp2Stream } {
+    let connection = this.#connect();
+    try {
+      return { connection, stream: connection.session.request(headers) };
+    } catch {
+      // The session went away between the check and the request (GOAWAY in between): one fresh connection.
+      if (this.#connection === connection) this.#connection = undefined;
+      connection = this.#connect();
+      return { connection, stream: connection.session.request(headers) };
+    }
+  }
+
+  /** Starts a call; the sink hears its messages and, once, its end. */
+  #start(m: Method, request: object, scope: CallScope, timeoutMs: number, signal: AbortSignal | undefined, sink: Sink): Call {
+    let ended = false;
+    /** A status we decided on (cancel, deadline, a bad frame), which wins over whatever the stream says later. */
+    let local: GrpcStatusError | undefined;
+    let stream: http2.ClientHttp2Stream | undefined;
+    let connection: Connection | undefined;
+    let timer: NodeJS.Timeout | undefined;
+
+    const end = (error: unknown) => {
+      if (ended) return;
+      ended = true;
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      this.#calls.delete(call);
+      if (connection && --connection.active === 0) connection.session.unref();
+      sink.onEnd(error);
+    };
+    const call: Call = {
+      abort: (error) => {
+        if (ended || local) return;
+        local = error;
+        if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+        else end(error);
+      },
+      pause: () => stream?.pause(),
+      resume: () => stream?.resume(),
+    };
+    const onAbort = () => call.abort(new GrpcStatusError(Status.CANCELLED, "canceled by the caller"));
+
+    let body: Buffer;
+    try {
+      body = frame(m.serialize(request));
+      ({ connection, stream } = this.#request(this.#headers(m, scope, timeoutMs)));
+    } catch (err) {
+      end(err instanceof GrpcStatusError ? err : new GrpcStatusError(Status.UNAVAILABLE, String(err), { cause: err }));
+      return call;
+    }
+    this.#calls.add(call);
+    if (connection.active++ === 0) connection.session.ref();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    if (timeoutMs > 0) {
+      // containerd enforces grpc-timeout too; ours also covers a daemon that never answers at all.
+      timer = setTimeout(() => call.abort(new GrpcStatusError(Status.DEADLINE_EXCEEDED, "Deadline exceeded")), timeoutMs);
+    }
+
+    const s = stream;
+    const decoder = new FrameDecoder(MAX_MESSAGE_BYTES);
+    let httpStatus = 0;
+    let status: { code: StatusCode; details: string } | undefined;
+    let streamError: (Error & { code?: string; cause?: unknown }) | undefined;
+    s.on("response", (headers) => {
+      httpStatus = Number(headers[":status"] ?? 0);
+      status = statusFromMetadata(headers); // a trailers-only response
+    });
+    s.on("data", (chunk: Buffer) => {
+      if (local) return;
+      try {
+        for (const message of decoder.push(chunk)) sink.onMessage(message);
+      } catch (err) {
+        call.abort(err instanceof GrpcStatusError ? err : new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`));
+      }
+    });
+    s.on("trailers", (trailers) => {
+      status = statusFromMetadata(trailers) ?? { code: Status.UNKNOWN, details: "the server sent trailers without a status" };
+    });
+    s.on("error", (err: Error) => (streamError = err));
+    s.on("close", () => {
+      if (local) return end(local);
+      if (status) {
+        if (status.code !== Status.OK) return end(new GrpcStatusError(status.code, status.details));
+        if (decoder.partial) return end(new GrpcStatusError(Status.INTERNAL, "the response ended inside a message"));
+        return end(undefined);
+      }
+      if (httpStatus !== 0 && httpStatus !== 200) {
+        return end(new GrpcStatusError(statusFromHttp(httpStatus), `the server answered HTTP ${httpStatus}`));
+      }
+      const session = connection?.session;
+      if (session && (session.destroyed || session.closed) && !status) {
+        // containerd went away (restart, crash): node resets the streams of a dead connection with CANCEL, but
+        // nobody canceled these calls; the caller may retry once containerd is back.
+        const cause = streamError?.cause instanceof Error ? streamError.cause : streamError;
+        return end(new GrpcStatusError(Status.UNAVAILABLE, cause?.message ?? "the connection to containerd was lost", { cause }));
+      }
+      if (streamError) {
+        // A connection that failed or broke; connect errors come as the cause ("connect ENOENT /path").
+        const cause = streamError.cause instanceof Error ? streamError.cause : undefined;
+        if (streamError.code === "ERR_HTTP2_STREAM_ERROR" && !cause) {
+          return end(new GrpcStatusError(statusFromReset(s.rstCode ?? 0), streamError.message, { cause: streamError }));
+        }
+        return end(new GrpcStatusError(Status.UNAVAILABLE, (cause ?? streamError).message, { cause: streamError }));
+      }
+      if (s.rstCode) return end(new GrpcStatusError(statusFromReset(s.rstCode), `the stream was reset (code ${s.rstCode})`));
+      end(new GrpcStatusError(Status.UNAVAILABLE, "the connection ended before the call did"));
+    });
+    s.end(body);
+    return call;
   }
 
   #error(err: unknown, m: Method, timeoutMs: number, signal: AbortSignal | undefined): CtrexecError {
@@ -83,6 +255,12 @@ export class GrpcTransport {
       timeoutMs: timeoutMs > 0 ? timeoutMs : undefined,
       abortReason: signal?.aborted ? signal.reason : undefined,
     });
+  }
+
+  #refuse(m: Method, signal: AbortSignal | undefined): CanceledError | undefined {
+    if (signal?.aborted) return new CanceledError(`containerd ${m.label} was canceled`, { cause: signal.reason });
+    if (this.#closed) return new CanceledError(`containerd ${m.label}: the client is closed`);
+    return undefined;
   }
 
   unary<Res>(
@@ -96,31 +274,25 @@ export class GrpcTransport {
     const m = this.#method(service, name);
     const signal = options?.signal;
     const timeout = options?.timeoutMs ?? timeoutMs;
-    if (signal?.aborted) {
-      return Promise.reject(new CanceledError(`containerd ${m.label} was canceled`, { cause: signal.reason }));
-    }
-    if (this.#closed) {
-      return Promise.reject(new CanceledError(`containerd ${m.label}: the client is closed`));
-    }
+    const refused = this.#refuse(m, signal);
+    if (refused) return Promise.reject(refused);
     return new Promise<Res>((resolve, reject) => {
-      const callOptions: grpc.CallOptions = timeout > 0 ? { deadline: Date.now() + timeout } : {};
-      const onAbort = () => call.cancel();
-      const call = this.#client.makeUnaryRequest(
-        m.path,
-        m.serialize,
-        m.deserialize,
-        request,
-        this.#metadata(scope),
-        callOptions,
-        (err, value) => {
-          this.#calls.delete(call);
-          signal?.removeEventListener("abort", onAbort);
-          if (err) reject(this.#error(err, m, timeout, signal));
-          else resolve(value as Res);
+      let response: Buffer | undefined;
+      const call = this.#start(m, request, scope, timeout, signal, {
+        onMessage: (message) => {
+          if (response) call.abort(new GrpcStatusError(Status.INTERNAL, "more than one response to a unary call"));
+          response = message;
         },
-      );
-      this.#calls.add(call);
-      signal?.addEventListener("abort", onAbort, { once: true });
+        onEnd: (error) => {
+          if (error) return reject(this.#error(error, m, timeout, signal));
+          if (!response) return reject(this.#error(new GrpcStatusError(Status.INTERNAL, "no response message"), m, timeout, signal));
+          try {
+            resolve(m.deserialize(response) as Res);
+          } catch (err) {
+            reject(this.#error(new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`), m, timeout, signal));
+          }
+        },
+      });
     });
   }
 
@@ -134,36 +306,59 @@ export class GrpcTransport {
   ): AsyncGenerator<Res, void, undefined> {
     const m = this.#method(service, name);
     const signal = options?.signal;
-    if (signal?.aborted) throw new CanceledError(`containerd ${m.label} was canceled`, { cause: signal.reason });
-    if (this.#closed) throw new CanceledError(`containerd ${m.label}: the client is closed`);
-    const call = this.#client.makeServerStreamRequest(
-      m.path,
-      m.serialize,
-      m.deserialize,
-      request,
-      this.#metadata(scope),
-      options?.timeoutMs ? { deadline: Date.now() + options.timeoutMs } : {},
-    );
-    const onAbort = () => call.cancel();
-    signal?.addEventListener("abort", onAbort, { once: true });
-    this.#calls.add(call);
+    const timeout = options?.timeoutMs ?? 0;
+    const refused = this.#refuse(m, signal);
+    if (refused) throw refused;
+    const queue: Buffer[] = [];
+    let done = false;
+    let failure: unknown;
+    let wake: (() => void) | undefined;
+    const call = this.#start(m, request, scope, timeout, signal, {
+      onMessage: (message) => {
+        queue.push(message);
+        if (queue.length >= STREAM_HIGH_WATER) call.pause();
+        wake?.();
+      },
+      onEnd: (error) => {
+        done = true;
+        failure = error;
+        wake?.();
+      },
+    });
     try {
-      for await (const value of call) yield value as Res;
-    } catch (err) {
-      throw this.#error(err, m, options?.timeoutMs ?? 0, signal);
+      for (;;) {
+        const message = queue.shift();
+        if (message) {
+          if (queue.length === 0) call.resume();
+          let value: Res;
+          try {
+            value = m.deserialize(message) as Res;
+          } catch (err) {
+            throw this.#error(new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`), m, timeout, signal);
+          }
+          yield value;
+          continue;
+        }
+        if (done) {
+          if (failure) throw this.#error(failure, m, timeout, signal);
+          return;
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
     } finally {
-      signal?.removeEventListener("abort", onAbort);
-      this.#calls.delete(call);
-      call.cancel();
+      call.abort(new GrpcStatusError(Status.CANCELLED, "the consumer stopped reading"));
     }
   }
 
-  /** Closes the channel; calls in flight fail with CanceledError, later calls are refused. Idempotent. */
+  /** Closes the connection; calls in flight fail with CanceledError, later calls are refused. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const call of this.#calls) call.cancel();
-    this.#calls.clear();
-    this.#client.close();
+    for (const call of [...this.#calls]) call.abort(new GrpcStatusError(Status.CANCELLED, "the client is closed"));
+    const connection = this.#connection;
+    this.#connection = undefined;
+    // Streams just reset still have frames to write; close() lets them go out, then ends the connection.
+    connection?.session.close();
   }
 }

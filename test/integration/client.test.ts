@@ -195,7 +195,7 @@ describe("containerd client lifecycle", () => {
       const { ContainerdClient } = await import(${JSON.stringify(clientModule)});
       const c = new ContainerdClient();
       await c.version();
-      // A long-blocking stream keeps a grpc-js channel (and so the process) alive until it is canceled.
+      // A long-blocking stream keeps the connection (and so the process) alive until it is canceled.
       const stream = (async () => { for await (const e of c.events.subscribe()) {} })();
       await new Promise((r) => setTimeout(r, 200));
       await c.close();
@@ -212,6 +212,23 @@ describe("containerd client lifecycle", () => {
     });
     assert.equal(code, 0);
     assert.ok(Date.now() - started < 4000, "the client kept the process alive");
+  });
+
+  it("does not keep the process alive while idle, even unclosed", async () => {
+    const { execFile } = await import("node:child_process");
+    const clientModule = new URL("../../src/containerd/client.js", import.meta.url).href;
+    const script = `
+      const { ContainerdClient } = await import(${JSON.stringify(clientModule)});
+      const c = new ContainerdClient();
+      await c.version();
+      await Promise.all([c.version(), c.namespaces.list()]);
+      setTimeout(() => { console.log("still alive"); process.exit(3); }, 5000).unref();`;
+    const started = Date.now();
+    const code = await new Promise<number | null>((resolve) => {
+      execFile(process.execPath, ["--input-type=module", "-e", script], (err) => resolve(err ? ((err as { code?: number }).code ?? 1) : 0));
+    });
+    assert.equal(code, 0);
+    assert.ok(Date.now() - started < 4000, "an idle connection kept the process alive");
   });
 
   it("refuses calls after close", async () => {

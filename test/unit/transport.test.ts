@@ -1,0 +1,179 @@
+/**
+ * The gRPC transport against a scripted HTTP/2 server on a unix socket: the protocol cases containerd rarely
+ * produces on demand (trailers-only errors, resets, HTTP errors, a dropped connection, GOAWAY, split frames).
+ * Everything ordinary is covered against the real containerd in integration/client.test.ts.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import http2 from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { ContainerdClient } from "../../src/containerd/client.js";
+import { frame } from "../../src/containerd/grpc-wire.js";
+import { codec } from "../../src/containerd/proto.js";
+import { CanceledError, DeadlineExceededError, NotFoundError, UnavailableError, UnknownError } from "../../src/errors.js";
+
+type Handler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void;
+
+const versionResponse = codec("containerd.services.version.v1.VersionResponse");
+const envelope = codec("containerd.services.events.v1.Envelope");
+const GRPC = { ":status": 200, "content-type": "application/grpc" };
+
+function answer(stream: http2.ServerHttp2Stream, body: Buffer, status = 0, message = ""): void {
+  stream.respond(GRPC, { waitForTrailers: true });
+  stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": String(status), ...(message ? { "grpc-message": message } : {}) }));
+  stream.end(body);
+}
+
+describe("gRPC transport (scripted server)", () => {
+  let dir: string;
+  let sock: string;
+  let server: http2.Http2Server;
+  let handler: Handler = () => {};
+  const sessions = new Set<http2.ServerHttp2Session>();
+  let client: ContainerdClient;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "ctrexec-transport-"));
+    sock = join(dir, "grpc.sock");
+    server = http2.createServer();
+    server.on("session", (s) => {
+      sessions.add(s);
+      s.on("close", () => sessions.delete(s));
+    });
+    server.on("stream", (stream, headers) => {
+      // Requests arrive whole before the handler acts, as a unary server would see them.
+      const parts: Buffer[] = [];
+      stream.on("data", (d: Buffer) => parts.push(d));
+      stream.on("end", () => handler(stream, headers));
+      stream.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(sock, resolve));
+    client = new ContainerdClient({ address: `unix://${sock}`, namespace: "ns-a" });
+  });
+
+  after(async () => {
+    await client.close();
+    for (const s of sessions) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("sends gRPC's headers with the namespace and deadline, and decodes the answer", async () => {
+    let seen: http2.IncomingHttpHeaders = {};
+    handler = (stream, headers) => {
+      seen = headers;
+      answer(stream, frame(versionResponse.encode({ version: "9.9", revision: "r" })));
+    };
+    assert.deepEqual(await client.version(), { version: "9.9", revision: "r" });
+    assert.equal(seen[":path"], "/containerd.services.version.v1.Version/Version");
+    assert.equal(seen["content-type"], "application/grpc");
+    assert.equal(seen["te"], "trailers");
+    assert.equal(seen["containerd-namespace"], "ns-a");
+    assert.equal(seen["grpc-timeout"], "5000m");
+  });
+
+  it("reassembles a message split over many DATA frames", async () => {
+    const long = "v".repeat(200_000);
+    handler = (stream) => {
+      const body = frame(versionResponse.encode({ version: long, revision: "" }));
+      stream.respond(GRPC, { waitForTrailers: true });
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      for (let i = 0; i < body.length; i += 1000) stream.write(body.subarray(i, i + 1000));
+      stream.end();
+    };
+    assert.equal((await client.version()).version, long);
+  });
+
+  it("reads a trailers-only error with its percent-encoded message", async () => {
+    handler = (stream) => stream.respond({ ...GRPC, "grpc-status": "5", "grpc-message": "no%20such thing%3A x" }, { endStream: true });
+    const err = await client.version().catch((e: unknown) => e);
+    assert.ok(err instanceof NotFoundError, String(err));
+    assert.equal(err.message, "no such thing: x");
+  });
+
+  it("maps an HTTP error without a gRPC status", async () => {
+    handler = (stream) => stream.respond({ ":status": 503 }, { endStream: true });
+    await assert.rejects(client.version(), UnavailableError);
+  });
+
+  it("maps stream resets: REFUSED_STREAM is UNAVAILABLE, INTERNAL_ERROR is UNKNOWN", async () => {
+    handler = (stream) => stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    await assert.rejects(client.version(), UnavailableError);
+    handler = (stream) => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    await assert.rejects(client.version(), UnknownError);
+  });
+
+  it("fails an OK status without a message, and a response cut inside a message", async () => {
+    handler = (stream) => answer(stream, Buffer.alloc(0));
+    await assert.rejects(client.version(), (e: unknown) => e instanceof UnknownError && /no response message/.test(e.message));
+    handler = (stream) => answer(stream, frame(versionResponse.encode({ version: "x", revision: "y" })).subarray(0, 7));
+    await assert.rejects(client.version(), (e: unknown) => e instanceof UnknownError && /inside a message/.test(e.message));
+  });
+
+  it("ends a call at its deadline and resets its stream", async () => {
+    let reset: Promise<number> | undefined;
+    handler = (stream) => (reset = new Promise((resolve) => stream.on("close", () => resolve(stream.rstCode))));
+    const started = Date.now();
+    const err = await client.version({ timeoutMs: 150 }).catch((e: unknown) => e);
+    assert.ok(err instanceof DeadlineExceededError, String(err));
+    assert.match(err.message, /within 150 ms/);
+    assert.ok(Date.now() - started < 2000);
+    assert.equal(await reset, http2.constants.NGHTTP2_CANCEL);
+  });
+
+  it("cancels on abort with the signal's reason as the cause", async () => {
+    handler = () => {};
+    const ac = new AbortController();
+    const pending = client.version({ signal: ac.signal }).catch((e: unknown) => e);
+    setTimeout(() => ac.abort(new Error("stop")), 20);
+    const err = await pending;
+    assert.ok(err instanceof CanceledError, String(err));
+    assert.equal((err.cause as Error).message, "stop");
+  });
+
+  it("reports a dropped connection as UNAVAILABLE and connects again for the next call", async () => {
+    handler = (stream) => stream.session?.destroy();
+    const err = await client.version().catch((e: unknown) => e);
+    assert.ok(err instanceof UnavailableError, String(err));
+    handler = (stream) => answer(stream, frame(versionResponse.encode({ version: "back", revision: "" })));
+    assert.equal((await client.version()).version, "back");
+  });
+
+  it("moves to a new connection after GOAWAY", async () => {
+    handler = (stream) => {
+      answer(stream, frame(versionResponse.encode({ version: "first", revision: "" })));
+      stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR);
+    };
+    assert.equal((await client.version()).version, "first");
+    await new Promise((r) => setTimeout(r, 50));
+    handler = (stream) => answer(stream, frame(versionResponse.encode({ version: "second", revision: "" })));
+    assert.equal((await client.version()).version, "second");
+  });
+
+  it("serves many concurrent calls on one connection", async () => {
+    handler = (stream, headers) => answer(stream, frame(versionResponse.encode({ version: String(headers["containerd-namespace"]), revision: "" })));
+    const views = Array.from({ length: 200 }, (_, i) => client.withNamespace(`n${i}`));
+    const got = await Promise.all(views.map((v) => v.version()));
+    assert.deepEqual(got.map((g) => g.version), views.map((_, i) => `n${i}`));
+  });
+
+  it("delivers a server stream in order to a slow reader, and cancels it when the reader stops", async () => {
+    let closed: Promise<void> | undefined;
+    handler = (stream) => {
+      closed = new Promise((resolve) => stream.on("close", () => resolve()));
+      stream.respond(GRPC);
+      for (let i = 0; i < 100; i++) stream.write(frame(envelope.encode({ namespace: "ns-a", topic: `/t/${i}` })));
+      // Left open, like an event subscription.
+    };
+    const topics: string[] = [];
+    for await (const e of client.events.subscribe()) {
+      topics.push(e.topic);
+      if (topics.length % 10 === 0) await new Promise((r) => setTimeout(r, 5));
+      if (topics.length === 100) break;
+    }
+    assert.deepEqual(topics, Array.from({ length: 100 }, (_, i) => `/t/${i}`));
+    await closed;
+  });
+});
