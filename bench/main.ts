@@ -74,6 +74,21 @@ async function ctrRun(argv: string[], stdout: "ignore" | "count" = "ignore"): Pr
   return { ms: performance.now() - t, bytes };
 }
 
+/** ctrexec's own CLI as a whole process, for callers in other languages (`ctrexec run --rm`, like ctr's column). */
+async function cliRun(argv: string[]): Promise<number> {
+  const bin = new URL("../src/cli/bin.js", import.meta.url).pathname;
+  const t = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, "--namespace", NS, "--root", stateDir, "run", "--rm", "--network", "host", "--rootfs", rootfs, ...argv], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`ctrexec run failed (${code}): ${err}`))));
+  });
+  return performance.now() - t;
+}
+
 async function prepareBundle(): Promise<void> {
   bundle = join(stateDir, "runc-bundle");
   await mkdir(bundle, { recursive: true });
@@ -156,6 +171,7 @@ async function seqTrue(): Promise<void> {
   const ctr: number[] = [];
   const runc: number[] = [];
   const go: number[] = [];
+  const cli: number[] = [];
   let cpu = 0;
   for (let i = 0; i < 2; i++) await timed(ex, { args: ["/bin/true"] });
   for (let round = 0; round < ROUNDS; round++) {
@@ -168,6 +184,7 @@ async function seqTrue(): Promise<void> {
     for (let i = 0; i < PER_ROUND; i++) w.push(await timed(warm, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) ctr.push((await ctrRun(["/bin/true"])).ms);
     for (let i = 0; i < PER_ROUND; i++) runc.push((await runcRun(["/bin/true"])).ms);
+    for (let i = 0; i < PER_ROUND; i++) cli.push(await cliRun(["/bin/true"]));
     if (haveGo) go.push(Number(((await goAnchor("seq", ["-n", String(PER_ROUND), "-warmup", "1"]))["latency"] as { median_ms: number }).median_ms));
     // One traced run per round for the phase breakdown.
     events.length = 0;
@@ -198,6 +215,7 @@ async function seqTrue(): Promise<void> {
     ctr: summary(ctr),
     runc: summary(runc),
     go: haveGo ? summary(go) : null,
+    ctrexec_cli: summary(cli),
     executor_cpu_ms_per_run: r1(cpuPerRun),
     phase_median_ms: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, r1(median(v))])),
   };
@@ -207,6 +225,8 @@ async function seqTrue(): Promise<void> {
   row("  same, 2 warm shims (ms)", "ms", median(w), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, awaitCleanup (ms)", "ms", median(bo), median(ctr), median(runc), haveGo ? median(go) : undefined);
   table.push(["executor CPU per run", `${r1(cpuPerRun)} ms`, "-", "-", "-", "-", "-"]);
+  // The Go column is a library in a running process, so the whole-process comparison is with ctr only.
+  table.push(["CLI run /bin/true, whole process (ms)", `${r1(median(cli))} ms`, `${r1(median(ctr))} ms`, "-", "-", "-", ratio(median(cli), median(ctr))]);
 }
 
 async function execTrue(): Promise<void> {

@@ -5,8 +5,8 @@ import net from "node:net";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { type Logger, silentLogger } from "../util/logger.js";
-import { nativeAddon } from "../util/native.js";
 import { growPipe, makeFifos } from "./fifo.js";
+import { noteOutput, outputEnded } from "./heap-trim.js";
 
 /** FIFO buffer for output: 1 MiB, the kernel's default pipe-max-size. */
 const OUTPUT_PIPE_BYTES = 1 << 20;
@@ -204,29 +204,14 @@ export class ProcessIO {
   }
 }
 
-/** Output copied since the heap was last trimmed, process-wide (the heap is the process's). */
-let copiedSinceTrim = 0;
-const TRIM_AFTER_BYTES = 32 << 20;
-/** Long enough for the garbage collector to have freed the last chunks. */
-const TRIM_DELAY_MS = 250;
-
-/** Counts output bytes for `outputEnded()`. */
-function noteOutput(bytes: number): void {
-  copiedSinceTrim += bytes;
-}
-
-/**
- * Call when an output stream ended: once 32 MiB went through since the last time, gives glibc's free heap back
- * to the kernel (malloc_trim, ~4 ms, 250 ms later). Bulk output allocates a chunk per read;
- * the chunks are freed, but glibc keeps the memory: after 1.5 GiB of output the process stayed ~40 MB larger
- * (109 vs 70 MB measured) until trimmed. Trimming while output still flows would not help, as the heap grows
- * right back. Without the addon or glibc this does nothing.
- */
-function outputEnded(): void {
-  if (copiedSinceTrim < TRIM_AFTER_BYTES) return;
-  copiedSinceTrim = 0;
-  setTimeout(() => nativeAddon()?.trimHeap?.(), TRIM_DELAY_MS).unref();
-}
+/** Read pacing (OutputCopy.#pace): reads shorter than this, in a burst of output this old and this large. */
+const PACE_BELOW_BYTES = 64 * 1024;
+const PACE_AFTER_MS = 20;
+const PACE_AFTER_BYTES = 4 * 1024 * 1024;
+/** A burst ends after this long without output. */
+const PACE_GAP_MS = 5;
+/** At 250 MiB/s a 1 ms pause leaves ~256 KiB in the FIFO: one read of READ_BUFFER's size. */
+const PACE_PAUSE_MS = 1;
 
 /**
  * Copies a FIFO to the caller's stream with backpressure (a slow consumer stalls the container, it does not
@@ -260,12 +245,42 @@ class OutputCopy {
     this.#logger = logger;
   }
 
-  /** One chunk read from the FIFO; false stops reading until the destination drains. */
+  /** One chunk read from the FIFO; false stops reading until the destination drains or the pause is over. */
   chunk(data: Buffer): boolean {
     noteOutput(data.length);
-    if (!this.#sink) return true;
+    const more = this.#pace(data.length);
+    if (!this.#sink) return more;
     this.#inflight++;
-    return this.#sink.write(data, this.#onWritten);
+    return this.#sink.write(data, this.#onWritten) && more;
+  }
+
+  #burstStart = 0;
+  #lastRead = 0;
+  #burstBytes = 0;
+  #pauseTimer: NodeJS.Timeout | undefined;
+  readonly #afterPause = () => {
+    this.#pauseTimer = undefined;
+    if (!this.#ended) this.#source?.read(0);
+  };
+
+  /**
+   * Bulk output written in small pieces (busybox `head` writes 4 KiB at a time) would otherwise be read as it
+   * comes, one small read per wake-up: tens of thousands of reads for 256 MiB, CPU the writer and the shim
+   * need on a small machine. Once output has been flowing for a while, a short read pauses reading for a
+   * millisecond so that the next read takes what piled up in the 1 MiB FIFO. Output that comes and goes
+   * (a build's log lines) never waits.
+   */
+  #pace(n: number): boolean {
+    const now = performance.now();
+    if (now - this.#lastRead > PACE_GAP_MS) {
+      this.#burstStart = now;
+      this.#burstBytes = 0;
+    }
+    this.#lastRead = now;
+    this.#burstBytes += n;
+    if (n >= PACE_BELOW_BYTES || this.#burstBytes < PACE_AFTER_BYTES || now - this.#burstStart < PACE_AFTER_MS) return true;
+    this.#pauseTimer ??= setTimeout(this.#afterPause, PACE_PAUSE_MS);
+    return false;
   }
 
   run(source: net.Socket): Promise<void> {
@@ -275,6 +290,7 @@ class OutputCopy {
       this.#settle = () => {
         if (settled) return;
         settled = true;
+        clearTimeout(this.#pauseTimer);
         this.#detachSink();
         outputEnded();
         resolve();

@@ -20,9 +20,11 @@ export class Collect extends Writable {
 export class HashSink extends Writable {
   readonly #hash = createHash("sha256");
   bytes = 0;
+  writes = 0;
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     this.#hash.update(chunk);
     this.bytes += chunk.length;
+    this.writes++;
     cb();
   }
   digest(): string {
