@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { constants as fsc } from "node:fs";
-import { access, mkdir, rm, stat } from "node:fs/promises";
+import { access, mkdir, stat } from "node:fs/promises";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
 import { DEFAULT_RUNTIME, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
@@ -44,7 +44,7 @@ import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
 import { prune } from "./prune.js";
 import { awaitRetiredRecord, Retirements } from "./retire.js";
-import { createRunDir, fifoDir, runsDir } from "./run-dirs.js";
+import { createRunDir, fifoDir, removeRunDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
 import { SHIM_GROUP_ANNOTATION, ShimGroup } from "./shim-group.js";
 import { ShimPool } from "./shim-pool.js";
@@ -354,7 +354,7 @@ export class ContainerdExecutor implements AsyncDisposable {
 
     const { provider } = await this.#network(meta.network);
     const runDir = await createRunDir(this.root, this.namespace, id);
-    stack.defer("remove run dir", () => rm(runDir, { recursive: true, force: true }));
+    stack.defer("remove run dir", () => removeRunDir(runDir));
     const net = await provider.create({ id, hostname, signal, privileged: meta.security === "insecure" });
     stack.defer("close network namespace", () => net.close());
     if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
@@ -526,7 +526,7 @@ export class ContainerdExecutor implements AsyncDisposable {
 
     // An exit was seen, so the container's mount namespace is gone with its last process.
     handOver = !this.#options.awaitCleanup && outcome.waitError === undefined;
-    const usage = spec.linux?.cgroupsPath ? await sampleUsage(spec.linux.cgroupsPath) : {};
+    const usage = spec.linux?.cgroupsPath ? sampleUsage(spec.linux.cgroupsPath) : {};
     const oomKilled = this.#oom.take(id) || (usage.oomKills ?? 0) > 0;
     delete usage.oomKills;
     return this.#result(id, outcome, meta, signal, usage, oomKilled);

@@ -55,8 +55,8 @@ export function signalNumber(sig: NodeJS.Signals | number): number {
  * Feeds an async iterable to `apply` until `stop` fires; never blocks the caller, and stops the iterator on
  * the way out so a producer is not left waiting for a reader that went away.
  */
-function pump<T>(source: AsyncIterable<T> | undefined, stop: AbortSignal, apply: (v: T) => Promise<void>): void {
-  if (!source) return;
+function pump<T>(source: AsyncIterable<T> | undefined, stop: AbortSignal | undefined, apply: (v: T) => Promise<void>): void {
+  if (!source || !stop) return;
   const it = source[Symbol.asyncIterator]();
   const stopped = new Promise<"stop">((resolve) => stop.addEventListener("abort", () => resolve("stop"), { once: true }));
   void (async () => {
@@ -128,18 +128,19 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
   }
   io.closeStdinWhenDone(() => client.tasks.closeIO(ref, { timeoutMs: RPC_MS }));
 
-  const events = new AbortController();
+  // Only for callers that send resizes or signals (aborting makes a DOMException, ~40 µs a run otherwise).
+  const events = o.resize || o.signals ? new AbortController() : undefined;
   if (o.tty && o.initialSize && !isInit) {
     client.tasks
       .resizePty({ ...ref, width: o.initialSize.cols, height: o.initialSize.rows }, { timeoutMs: RPC_MS })
       .catch((err: unknown) => logger.warn("failed to set the initial terminal size", { error: err }));
   }
-  pump(o.resize, events.signal, async (size) => {
+  pump(o.resize, events?.signal, async (size) => {
     await client.tasks
-      .resizePty({ ...ref, width: size.cols, height: size.rows }, { signal: events.signal, timeoutMs: RPC_MS })
+      .resizePty({ ...ref, width: size.cols, height: size.rows }, { signal: events?.signal, timeoutMs: RPC_MS })
       .catch((err: unknown) => logger.warn(`failed to resize ${ref.execId || ref.containerId}`, { error: err }));
   });
-  pump(o.signals, events.signal, async (sig) => {
+  pump(o.signals, events?.signal, async (sig) => {
     let n: number;
     try {
       n = signalNumber(sig);
@@ -148,7 +149,7 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
       return;
     }
     await client.tasks
-      .kill({ ...ref, signal: n }, { signal: events.signal, timeoutMs: RPC_MS })
+      .kill({ ...ref, signal: n }, { signal: events?.signal, timeoutMs: RPC_MS })
       .catch((err: unknown) => logger.warn(`failed to signal ${ref.execId || ref.containerId}`, { error: err }));
   });
 
@@ -166,6 +167,6 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
   } finally {
     signal?.removeEventListener("abort", onAbort);
     clearTimeout(killTimer);
-    events.abort();
+    events?.abort();
   }
 }
