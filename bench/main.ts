@@ -294,7 +294,7 @@ async function stdout(src: "head" | "dd"): Promise<void> {
   const ctr: number[] = [];
   const runc: number[] = [];
   const go: number[] = [];
-  const n = quick ? 2 : 3;
+  const n = quick ? 2 : 5;
   for (let round = 0; round < n; round++) {
     const sink = new Discard();
     const t = performance.now();

@@ -1,11 +1,12 @@
 import { constants as fsc, openSync, closeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import net from "node:net";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { growPipe, makeFifos } from "./fifo.js";
+import { removeDir } from "../fs/remove-dir.js";
 import { noteOutput, outputEnded } from "./heap-trim.js";
 
 /** FIFO buffer for output: 1 MiB, the kernel's default pipe-max-size. */
@@ -191,7 +192,8 @@ export class ProcessIO {
       this.cancel();
       await this.wait();
       if (this.dir) {
-        await rm(this.dir, { recursive: true, force: true }).catch((err: unknown) =>
+        const fifos = [this.config.stdin, this.config.stdout, this.config.stderr].filter((f) => f !== "");
+        await removeDir(this.dir, fifos).catch((err: unknown) =>
           this.#logger.warn("failed to remove FIFO directory", { dir: this.dir, error: err }),
         );
       }

@@ -1,6 +1,6 @@
 import { lstat, readdir, rm, rmdir, stat, utimes } from "node:fs/promises";
 import { dirname, join, posix, resolve } from "node:path";
-import { resolveInRoot } from "../fs/root-path.js";
+import { resolveInRoot, resolveInRootDetailed } from "../fs/root-path.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 
 /**
@@ -39,19 +39,13 @@ export class MountStubsCleaner {
     for (const d of ["/etc/resolv.conf", "/etc/hosts", ...destinations]) {
       let p = posix.normalize(posix.join("/", d));
       while (p !== "/" && !seen.has(p)) {
-        let host: string;
+        let exists: boolean;
         try {
-          host = await resolveInRoot(rootfs, p);
+          ({ exists } = await resolveInRootDetailed(rootfs, p));
         } catch {
           break;
         }
-        try {
-          await lstat(host);
-          break; // exists before the run: never ours to remove
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== "ENOENT" && code !== "ENOTDIR") break;
-        }
+        if (exists) break; // exists before the run: never ours to remove
         seen.add(p);
         stubs.push(p);
         if (!options.recursive) break;

@@ -1,5 +1,6 @@
-import { mkdir, readFile, rm, rmdir, unlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { removeDir } from "../fs/remove-dir.js";
 import { ownerId } from "../util/owner.js";
 
 /**
@@ -18,18 +19,9 @@ export async function createRunDir(stateDir: string, namespace: string, id: stri
   return dir;
 }
 
-/**
- * Removes a run dir. Usually it holds only the owner file by now (mount points and hosts files are gone), and
- * two calls do it; `rm -r` walks it with a thread-pool round trip per lstat, readdir and retry (1.2 ms a run).
- */
-export async function removeRunDir(dir: string): Promise<void> {
-  await unlink(join(dir, "owner")).catch(() => {});
-  try {
-    await rmdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-    await rm(dir, { recursive: true, force: true });
-  }
+/** Removes a run dir; by now it usually holds only the owner file (mount points and hosts files are gone). */
+export function removeRunDir(dir: string): Promise<void> {
+  return removeDir(dir, [join(dir, "owner")]);
 }
 
 export async function readRunOwner(dir: string): Promise<string | undefined> {

@@ -19,36 +19,55 @@ function components(p: string): string[] {
  * callers here run before the container starts, or (stub cleaner) re-resolve and re-check right before acting.
  */
 export async function resolveInRoot(root: string, path: string): Promise<string> {
+  return (await resolveInRootDetailed(root, path)).path;
+}
+
+/** `resolveInRoot`, also telling whether the resolved path exists (saves the caller another lstat). */
+export async function resolveInRootDetailed(root: string, path: string): Promise<{ path: string; exists: boolean }> {
   const base = resolve(root);
   const parts: string[] = [];
+  /** Whether each of `parts` exists; below a missing component nothing does, and nothing is looked up. */
+  const found: boolean[] = [];
   const queue = components(path);
   let links = 0;
   while (queue.length > 0) {
     const c = queue.shift()!;
     if (c === "..") {
       parts.pop();
+      found.pop();
+      continue;
+    }
+    if (found.length > 0 && !found[found.length - 1]) {
+      parts.push(c);
+      found.push(false);
       continue;
     }
     const candidate = join(base, ...parts, c);
     let isLink = false;
+    let exists = true;
     try {
       isLink = (await lstat(candidate)).isSymbolicLink();
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== "ENOENT" && code !== "ENOTDIR") throw err;
+      exists = false;
     }
     if (!isLink) {
       parts.push(c);
+      found.push(exists);
       continue;
     }
     if (++links > MAX_SYMLINKS) {
       throw new InvalidArgumentError(`too many levels of symbolic links resolving ${path} inside ${base}`);
     }
     const target = await readlink(candidate);
-    if (isAbsolute(target)) parts.length = 0;
+    if (isAbsolute(target)) {
+      parts.length = 0;
+      found.length = 0;
+    }
     queue.unshift(...components(target));
   }
-  return parts.length === 0 ? base : join(base, ...parts);
+  return { path: parts.length === 0 ? base : join(base, ...parts), exists: found.length === 0 || found[found.length - 1] === true };
 }
 
 /** True when `hostPath` is `root` itself or below it (lexically). */

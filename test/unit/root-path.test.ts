@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, realpath, rm, symlink, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { isInside, resolveInRoot } from "../../src/fs/root-path.js";
+import { isInside, resolveInRoot, resolveInRootDetailed } from "../../src/fs/root-path.js";
 
 describe("resolveInRoot", () => {
   let root: string;
@@ -41,6 +41,18 @@ describe("resolveInRoot", () => {
   it("keeps ..-laden relative link targets inside", async () => {
     assert.equal(await resolveInRoot(root, "/a/up/passwd"), join(root, "etc/passwd"));
     assert.equal(await resolveInRoot(root, "/a/rel"), join(root, "a/b"));
+  });
+
+  it("says whether the resolved path exists", async () => {
+    const d = (p: string) => resolveInRootDetailed(root, p);
+    assert.deepEqual(await d("/etc/passwd"), { path: join(root, "etc/passwd"), exists: true });
+    assert.deepEqual(await d("/"), { path: root, exists: true });
+    assert.deepEqual(await d("/abs-etc/passwd"), { path: join(root, "etc/passwd"), exists: true });
+    assert.deepEqual(await d("/a/b/new/dir"), { path: join(root, "a/b/new/dir"), exists: false });
+    assert.deepEqual(await d("/etc/passwd/below"), { path: join(root, "etc/passwd/below"), exists: false });
+    // Back out of a missing component to one that exists, and into a link again.
+    assert.deepEqual(await d("/nope/../a/rel"), { path: join(root, "a/b"), exists: true });
+    assert.deepEqual(await d("/nope/x/../../etc"), { path: join(root, "etc"), exists: true });
   });
 
   it("keeps missing components as they are", async () => {
