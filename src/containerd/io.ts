@@ -232,11 +232,16 @@ class OutputCopy {
     this.#inflight--;
     this.#maybeDone();
   };
-  readonly #onDrain = () => this.#source?.read(0); // restarts reading after a `false` from chunk()
+  readonly #onDrain = () => {
+    this.#full = false;
+    // Restarts reading after a `false` from chunk(), unless a pause is still running (it restarts it then).
+    if (!this.#pauseTimer) this.#source?.read(0);
+  };
   readonly #onSinkError = (err: unknown) => {
     // The caller's stream broke (e.g. EPIPE): keep draining, or the container would block forever.
     this.#logger.warn(`${this.#name} destination failed; discarding the rest of the output`, { error: err });
     this.#detachSink();
+    this.#full = false;
     this.#source?.read(0);
     this.#maybeDone();
   };
@@ -253,8 +258,13 @@ class OutputCopy {
     const more = this.#pace(data.length);
     if (!this.#sink) return more;
     this.#inflight++;
-    return this.#sink.write(data, this.#onWritten) && more;
+    if (this.#sink.write(data, this.#onWritten)) return more;
+    this.#full = true;
+    return false;
   }
+
+  /** The destination asked us to wait (write() returned false) and has not drained yet. */
+  #full = false;
 
   #burstStart = 0;
   #lastRead = 0;
@@ -262,7 +272,8 @@ class OutputCopy {
   #pauseTimer: NodeJS.Timeout | undefined;
   readonly #afterPause = () => {
     this.#pauseTimer = undefined;
-    if (!this.#ended) this.#source?.read(0);
+    // A full destination restarts reading with its "drain", not the end of a pause.
+    if (!this.#ended && !this.#full) this.#source?.read(0);
   };
 
   /**

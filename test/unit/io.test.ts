@@ -105,6 +105,49 @@ describe("ProcessIO (FIFOs, no containerd)", () => {
     await io.close();
   });
 
+  it("keeps following backpressure while it paces bulk output", async () => {
+    // Output in small pieces from another process, read paced once it flows (io.ts, OutputCopy); then the
+    // destination stops taking anything for 300 ms. A pause that ends must not read on into a full destination.
+    let bytes = 0;
+    let queuedWhileStuck = 0;
+    let stuck = false;
+    const sink = new Writable({
+      highWaterMark: 16 * 1024,
+      write(chunk: Buffer, _e, cb) {
+        bytes += chunk.length;
+        if (bytes < 6 * 1024 * 1024 || stuck) return cb();
+        stuck = true;
+        setTimeout(() => {
+          queuedWhileStuck = sink.writableLength - chunk.length;
+          cb();
+        }, 300);
+      },
+    });
+    const io = await ProcessIO.create({ fifoRoot, id: "paced", stdout: sink, stderr: new Collect() });
+    const total = 12 * 1024 * 1024;
+    // ~20 MB/s in 4 KiB writes: slow enough that each read finds little, so reads are paced.
+    const writer = `
+      const fs = require("node:fs");
+      const fd = fs.openSync(${JSON.stringify(io.config.stdout)}, "w");
+      const piece = Buffer.alloc(4096, 7);
+      let sent = 0;
+      const tick = () => {
+        for (let i = 0; i < 5 && sent < ${total}; i++, sent += piece.length) fs.writeSync(fd, piece);
+        if (sent < ${total}) setTimeout(tick, 1); else fs.closeSync(fd);
+      };
+      tick();`;
+    const { execFile } = await import("node:child_process");
+    await Promise.all([
+      new Promise<void>((resolve, reject) => execFile(process.execPath, ["-e", writer], (err) => (err ? reject(err) : resolve()))),
+      writeAll(shimWriter(io.config.stderr), ""),
+    ]);
+    await io.wait();
+    assert.equal(bytes, total);
+    assert.ok(stuck);
+    assert.ok(queuedWhileStuck <= 256 * 1024, `${queuedWhileStuck} bytes read into a destination that asked us to wait`);
+    await io.close();
+  });
+
   it("keeps draining when the destination fails", async () => {
     const broken = new Writable({
       write(_c, _e, cb) {
