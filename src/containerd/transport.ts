@@ -62,6 +62,8 @@ const STREAM_WINDOW = 4 * 1024 * 1024;
 const CONNECTION_WINDOW = 16 * 1024 * 1024;
 /** A server stream's consumer that falls this far behind pauses the stream (HTTP/2 flow control does the rest). */
 const STREAM_HIGH_WATER = 16;
+/** What `session.request()` throws when the session it was called on can serve no more streams. */
+const SESSION_GONE = new Set(["ERR_HTTP2_INVALID_SESSION", "ERR_HTTP2_GOAWAY_SESSION"]);
 
 /**
  * gRPC over one HTTP/2 connection to containerd's unix socket (node:http2, no gRPC library), shared by every
@@ -141,7 +143,9 @@ export class GrpcTransport {
     let connection = this.#connect();
     try {
       return { connection, stream: connection.session.request(headers) };
-    } catch {
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? "";
+      if (!SESSION_GONE.has(code)) throw err;
       // The session went away between the check and the request (GOAWAY in between): one fresh connection.
       if (this.#connection === connection) this.#connection = undefined;
       connection = this.#connect();
@@ -181,10 +185,22 @@ export class GrpcTransport {
 
     let body: Buffer;
     try {
+      for (const [what, value] of [["namespace", scope.namespace], ["lease", scope.lease]] as const) {
+        // gRPC metadata is printable ASCII; anything else would only get a protocol error back.
+        if (value && !/^[\x20-\x7e]*$/.test(value)) {
+          throw new GrpcStatusError(Status.INVALID_ARGUMENT, `containerd ${what} ${JSON.stringify(value)} is not valid: use letters, digits, ".", "_" and "-"`);
+        }
+      }
       body = frame(m.serialize(request));
       ({ connection, stream } = this.#request(this.#headers(m, scope, timeoutMs)));
     } catch (err) {
-      end(err instanceof GrpcStatusError ? err : new GrpcStatusError(Status.UNAVAILABLE, String(err), { cause: err }));
+      // A request we could not even send: a bad message or header is ours, anything else the connection's.
+      const invalid = (err as NodeJS.ErrnoException).code === "ERR_HTTP2_INVALID_HEADER_VALUE" || err instanceof TypeError;
+      end(
+        err instanceof GrpcStatusError
+          ? err
+          : new GrpcStatusError(invalid ? Status.INVALID_ARGUMENT : Status.UNAVAILABLE, (err as Error).message ?? String(err), { cause: err }),
+      );
       return call;
     }
     this.#calls.add(call);

@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { ContainerdClient } from "../../src/containerd/client.js";
 import { frame } from "../../src/containerd/grpc-wire.js";
 import { codec } from "../../src/containerd/proto.js";
-import { CanceledError, DeadlineExceededError, NotFoundError, UnavailableError, UnknownError } from "../../src/errors.js";
+import { CanceledError, DeadlineExceededError, InvalidArgumentError, NotFoundError, UnavailableError, UnknownError } from "../../src/errors.js";
 
 type Handler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void;
 
@@ -150,6 +150,20 @@ describe("gRPC transport (scripted server)", () => {
     await new Promise((r) => setTimeout(r, 50));
     handler = (stream) => answer(stream, frame(versionResponse.encode({ version: "second", revision: "" })));
     assert.equal((await client.version()).version, "second");
+  });
+
+  it("refuses metadata gRPC cannot carry before sending anything", async () => {
+    let calls = 0;
+    handler = (stream) => {
+      calls++;
+      answer(stream, frame(versionResponse.encode({ version: "x", revision: "" })));
+    };
+    const err = await client.withNamespace("two\nlines").version().catch((e: unknown) => e);
+    assert.ok(err instanceof InvalidArgumentError, String(err));
+    assert.match(err.message, /namespace "two\\nlines" is not valid/);
+    await assert.rejects(client.withLease("l\u00e9ase").version(), InvalidArgumentError);
+    assert.equal(calls, 0);
+    assert.equal((await client.version()).version, "x", "the connection is still good");
   });
 
   it("serves many concurrent calls on one connection", async () => {
