@@ -163,6 +163,10 @@ async function seqTrue(): Promise<void> {
   const buildkitOrder = await newExecutor({ awaitCleanup: true });
   const warm = await newExecutor({ warmShims: 2 });
   await timed(warm, { args: ["/bin/true"] });
+  // "auto" starts nothing for the first run; the second one grows the pool.
+  const auto = await newExecutor({ warmShims: "auto" });
+  for (let i = 0; i < 2; i++) await timed(auto, { args: ["/bin/true"] });
+  const a: number[] = [];
   const w: number[] = [];
   const g: number[] = [];
   const bo: number[] = [];
@@ -182,6 +186,7 @@ async function seqTrue(): Promise<void> {
     for (let i = 0; i < PER_ROUND; i++) g.push(await timed(grouped, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) bo.push(await timed(buildkitOrder, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) w.push(await timed(warm, { args: ["/bin/true"] }));
+    for (let i = 0; i < PER_ROUND; i++) a.push(await timed(auto, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) ctr.push((await ctrRun(["/bin/true"])).ms);
     for (let i = 0; i < PER_ROUND; i++) runc.push((await runcRun(["/bin/true"])).ms);
     for (let i = 0; i < PER_ROUND; i++) cli.push(await cliRun(["/bin/true"]));
@@ -204,6 +209,7 @@ async function seqTrue(): Promise<void> {
   await grouped.close();
   await buildkitOrder.close();
   await warm.close();
+  await auto.close();
   await ex.close();
   const cpuPerRun = cpu / 1000 / (ROUNDS * PER_ROUND);
   results["seq_true"] = {
@@ -212,6 +218,7 @@ async function seqTrue(): Promise<void> {
     ctrexec_shim_group: summary(g),
     ctrexec_await_cleanup: summary(bo),
     ctrexec_warm_shims_2: summary(w),
+    ctrexec_warm_shims_auto: summary(a),
     ctr: summary(ctr),
     runc: summary(runc),
     go: haveGo ? summary(go) : null,
@@ -223,6 +230,7 @@ async function seqTrue(): Promise<void> {
   row("  same, no stdio (ms)", "ms", median(noStreams), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, shim group (ms)", "ms", median(g), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, 2 warm shims (ms)", "ms", median(w), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  row('  same, warmShims: "auto" (ms)', "ms", median(a), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, awaitCleanup (ms)", "ms", median(bo), median(ctr), median(runc), haveGo ? median(go) : undefined);
   table.push(["executor CPU per run", `${r1(cpuPerRun)} ms`, "-", "-", "-", "-", "-"]);
   // The Go column is a library in a running process, so the whole-process comparison is with ctr only.

@@ -103,9 +103,13 @@ export interface ExecutorOptions {
    * container (`sleep` on the default rootfs) per slot while the executor is open. 2 covers sequential runs
    * (the previous run's task is still being deleted in its shim); for parallel runs, twice the concurrency
    * (measured at 4-way: 60% of runs found a warm shim with 4, all of them with 8).
+   * `"auto"` sizes the pool itself: nothing for the first run, then twice the peak number of runs in progress
+   * (2 to 16), and nothing again once no run has started for `warmShimsIdleMs`.
    * Default 0 (off). Not together with `shimGroup`.
    */
-  warmShims?: number;
+  warmShims?: number | "auto";
+  /** With `warmShims: "auto"`: how long after the last run the warm shims are let go. Default 30 s. */
+  warmShimsIdleMs?: number;
   /** Run prune() once at create: remove what dead ctrexec processes left in this namespace. */
   pruneOnStart?: boolean;
   /**
@@ -175,6 +179,7 @@ export class ContainerdExecutor implements AsyncDisposable {
           rootfs: () => ensureDefaultRootfs(this.root),
           runtime: options.runtime ?? DEFAULT_RUNTIME,
           logger: this.#logger,
+          idleMs: options.warmShimsIdleMs,
         })
       : undefined;
   }
@@ -182,8 +187,13 @@ export class ContainerdExecutor implements AsyncDisposable {
   /** Connects (fails with UnavailableError if containerd does not answer) and prepares the state dirs. */
   static async create(options: ExecutorOptions = {}): Promise<ContainerdExecutor> {
     validateDnsConfig(options.dns);
-    if (options.warmShims !== undefined && (!Number.isInteger(options.warmShims) || options.warmShims < 0 || options.warmShims > 256)) {
-      throw new InvalidArgumentError(`warmShims must be an integer from 0 to 256, not ${options.warmShims}`, { field: "warmShims" });
+    const warm = options.warmShims;
+    if (warm !== undefined && warm !== "auto" && (!Number.isInteger(warm) || warm < 0 || warm > 256)) {
+      throw new InvalidArgumentError(`warmShims must be "auto" or an integer from 0 to 256, not ${JSON.stringify(warm)}`, { field: "warmShims" });
+    }
+    const idle = options.warmShimsIdleMs;
+    if (idle !== undefined && (!Number.isFinite(idle) || idle < 0)) {
+      throw new InvalidArgumentError(`warmShimsIdleMs must be a number of milliseconds, not ${idle}`, { field: "warmShimsIdleMs" });
     }
     if (options.warmShims && options.shimGroup) {
       throw new InvalidArgumentError("warmShims and shimGroup exclude each other: choose one way to share shims", { field: "warmShims" });
@@ -430,7 +440,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     const spec = generateSpec(
       {
         ...specBase,
-        ...(lease ? { annotations: { [SHIM_GROUP_ANNOTATION]: lease.group } } : {}),
+        ...(lease?.group ? { annotations: { [SHIM_GROUP_ANNOTATION]: lease.group } } : {}),
         user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
         network: net.namespace,
         resolvConfPath,

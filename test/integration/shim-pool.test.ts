@@ -91,3 +91,70 @@ describe("warm shims (opt-in)", () => {
     await env.assertClean();
   });
 });
+
+describe('warm shims, "auto"', () => {
+  let env: ExecutorEnv;
+  before(async () => {
+    env = await createExecutorEnv("warmauto", { warmShims: "auto", warmShimsIdleMs: 1500 });
+  });
+  after(async () => {
+    await env.dispose();
+  });
+
+  const anchors = async () => (await env.client.containers.list()).filter((c) => c.id.startsWith("ctrexec-anchor-")).map((c) => c.id);
+  async function until(what: string, ok: (n: number) => boolean): Promise<number> {
+    for (let i = 0; i < 100; i++) {
+      const n = (await anchors()).length;
+      if (ok(n)) return n;
+      await delay(100);
+    }
+    throw new Error(`anchors never ${what}: ${(await anchors()).join(" ")}`);
+  }
+  const run = (args: string[]) => env.executor.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args } } });
+
+  it("starts nothing for a single run, grows with the runs in progress, and lets go when idle", async () => {
+    await run(["true"]);
+    await env.executor.settled();
+    await delay(300);
+    assert.deepEqual(await anchors(), [], "a single run must not start shims ahead");
+
+    // A second run, then three at once: the pool grows to twice the peak of leases out (a run holds its
+    // shim until its task is deleted, so the second run may still count): 6 or 8.
+    await run(["true"]);
+    await until("reached 2", (n) => n >= 2);
+    await Promise.all([run(["sleep", "0.5"]), run(["sleep", "0.5"]), run(["sleep", "0.5"])]);
+    await env.executor.settled();
+    const pool = await until("reached 6", (n) => n >= 6);
+    assert.ok(pool <= 8, `${pool} anchors for at most 4 runs at once`);
+    // Runs use them: no shim beyond the pool's own while one runs.
+    let shims = 0;
+    await env.executor.run({
+      root: { source: bindMountable(env.rootfs) },
+      process: { meta: { args: ["sleep", "0.3"] } },
+      onStarted: () => void (shims = shimsOf(env.namespace).length),
+    });
+    assert.equal(shims, pool, "the run started a shim of its own");
+
+    // 1.5 s without runs: every anchor and its shim goes; the executor runs on and grows again when asked.
+    await env.executor.settled();
+    await until("went away", (n) => n === 0);
+    await env.executor.settled();
+    for (let i = 0; i < 50 && shimsOf(env.namespace).length > 0; i++) await delay(100);
+    assert.deepEqual(shimsOf(env.namespace), []);
+    await run(["true"]);
+    await run(["true"]);
+    await until("came back", (n) => n >= 2);
+  });
+
+  it("stops every anchor at close", async () => {
+    await env.executor.close();
+    await env.assertClean();
+  });
+
+  it('rejects a bad idle time, and "auto" together with a shared group', async () => {
+    const base = { namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot };
+    await assert.rejects(ContainerdExecutor.create({ ...base, warmShims: "auto", warmShimsIdleMs: -1 }), InvalidArgumentError);
+    await assert.rejects(ContainerdExecutor.create({ ...base, warmShims: "auto", shimGroup: true }), InvalidArgumentError);
+    await assert.rejects(ContainerdExecutor.create({ ...base, warmShims: "many" as unknown as number }), InvalidArgumentError);
+  });
+});
