@@ -163,9 +163,12 @@ async function seqTrue(): Promise<void> {
   const buildkitOrder = await newExecutor({ awaitCleanup: true });
   const warm = await newExecutor({ warmShims: 2 });
   await timed(warm, { args: ["/bin/true"] });
-  // "auto" starts nothing for the first run; the second one grows the pool.
+  // "auto" starts nothing for the first run; the second one grows the pool, one anchor at a time: measure it
+  // grown, as the fixed pool.
   const auto = await newExecutor({ warmShims: "auto" });
-  for (let i = 0; i < 2; i++) await timed(auto, { args: ["/bin/true"] });
+  for (let i = 0; i < 6; i++) await timed(auto, { args: ["/bin/true"] });
+  await auto.settled();
+  await new Promise((r) => setTimeout(r, 1000));
   const a: number[] = [];
   const w: number[] = [];
   const g: number[] = [];
