@@ -7,7 +7,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, rmdir, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -514,7 +514,10 @@ async function main(): Promise<void> {
       const parents = new Set(snaps.map((x) => x.parent));
       for (const x of snaps.filter((x) => !parents.has(x.name))) await ex.client.snapshots.remove({ snapshotter: "overlayfs", key: x.name }).catch(() => {});
     }
-    await ex.client.namespaces.delete(NS).catch(() => {});
+    if (await ex.client.namespaces.delete(NS).then(() => true, () => false)) {
+      // containerd keeps an empty directory per namespace ever used; only empty ones go.
+      for (const base of ["/run/containerd", "/var/lib/containerd"]) await rmdir(`${base}/io.containerd.runtime.v2.task/${NS}`).catch(() => {});
+    }
     await ex.close();
     if (haveGo) await exec(GO_ANCHOR, ["clean", "-namespace", NS]).catch(() => {});
     await rm(stateDir, { recursive: true, force: true });

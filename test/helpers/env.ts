@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, rmdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ContainerdClient } from "../../src/containerd/client.js";
@@ -66,7 +66,14 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
         await client.tasks.delete(t.id).catch(() => {});
       }
       for (const c of await client.containers.list().catch(() => [])) await client.containers.delete(c.id).catch(() => {});
-      await client.namespaces.delete(namespace).catch(() => {});
+      const deleted = await client.namespaces.delete(namespace).then(() => true, () => false);
+      if (deleted) {
+        // containerd keeps an empty directory per namespace ever used under its runtime's state and root; a
+        // test suite run would leave dozens. Only empty ones go (rmdir), and only our namespace's.
+        for (const base of ["/run/containerd", "/var/lib/containerd"]) {
+          await rmdir(`${base}/io.containerd.runtime.v2.task/${namespace}`).catch(() => {});
+        }
+      }
       await client.close();
       await rm(stateDir, { recursive: true, force: true });
     },
