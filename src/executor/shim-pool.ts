@@ -31,6 +31,8 @@ export interface ShimPoolOptions {
 const AUTO_MIN = 2;
 const AUTO_MAX = 16;
 const AUTO_IDLE_MS = 30_000;
+/** After an anchor failed to start, runs go without warm shims this long before the pool tries again. */
+const RETRY_AFTER_FAILURE_MS = 10_000;
 
 /**
  * Shims started ahead of the runs that will use them, each lent to one run at a time. A run whose spec names a
@@ -60,6 +62,8 @@ export class ShimPool {
   #runs = 0;
   #idleTimer: NodeJS.Timeout | undefined;
   #warming: Promise<void> | undefined;
+  /** When an anchor last failed to start (0: never). */
+  #failedAt = 0;
   /** Health checks of returned shims, and anchors being stopped, in flight. */
   readonly #checks = new Set<Promise<boolean>>();
   readonly #stopping = new Set<Promise<void>>();
@@ -154,6 +158,8 @@ export class ShimPool {
 
   #fill(): void {
     if (this.#warming || !this.#short()) return;
+    // A failure that would repeat (no rootfs for the anchors, a broken runtime) is not retried on every run.
+    if (this.#failedAt && Date.now() - this.#failedAt < RETRY_AFTER_FAILURE_MS) return;
     this.#warming = (async () => {
       while (this.#short()) {
         const group = `${this.#prefix}-${this.#next++}`;
@@ -166,8 +172,9 @@ export class ShimPool {
           }
           this.#idle.push({ group, anchor });
         } catch (err) {
-          // Runs go on with shims of their own; the next take() tries again.
-          this.#o.logger.warn("could not start a warm shim", { error: err });
+          // Runs go on with shims of their own; a take() after RETRY_AFTER_FAILURE_MS tries again.
+          this.#failedAt = Date.now();
+          this.#o.logger.warn("could not start a warm shim; runs start their own for now", { error: err });
           break;
         }
       }
