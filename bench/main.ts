@@ -76,7 +76,7 @@ async function ctrRun(argv: string[], stdout: "ignore" | "count" = "ignore"): Pr
 
 /** ctrexec's own CLI as a whole process, for callers in other languages (`ctrexec run --rm`, like ctr's column). */
 async function cliRun(argv: string[]): Promise<number> {
-  const bin = new URL("../src/cli/bin.js", import.meta.url).pathname;
+  const bin = new URL("../src/cli/ctrexec.mjs", import.meta.url).pathname;
   const t = performance.now();
   await new Promise<void>((resolve, reject) => {
     const child = spawn(process.execPath, [bin, "--namespace", NS, "--root", stateDir, "run", "--rm", "--network", "host", "--rootfs", rootfs, ...argv], {

@@ -7,7 +7,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createTestEnv, type TestEnv } from "../helpers/env.js";
 
-const bin = fileURLToPath(new URL("../../src/cli/bin.js", import.meta.url));
+const bin = fileURLToPath(new URL("../../src/cli/ctrexec.mjs", import.meta.url));
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("ctrexec CLI end to end (real binary, real containerd)", () => {

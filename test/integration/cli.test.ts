@@ -3,7 +3,7 @@ import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 
-const cli = fileURLToPath(new URL("../../src/cli/bin.js", import.meta.url));
+const cli = fileURLToPath(new URL("../../src/cli/ctrexec.mjs", import.meta.url));
 
 function ctrexec(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

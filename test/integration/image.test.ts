@@ -120,7 +120,7 @@ describe("roots from images and snapshots (overlayfs)", () => {
   });
 
   it("works from the CLI: run --image (the image's cmd), --commit, --snapshot, images, snapshots ls|rm", async () => {
-    const bin = new URL("../../src/cli/bin.js", import.meta.url).pathname;
+    const bin = new URL("../../src/cli/ctrexec.mjs", import.meta.url).pathname;
     const cli = (...argv: string[]) =>
       new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
         execFile(
