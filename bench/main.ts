@@ -81,6 +81,7 @@ async function cliRun(argv: string[]): Promise<number> {
   await new Promise<void>((resolve, reject) => {
     const child = spawn(process.execPath, [bin, "--namespace", NS, "--root", stateDir, "run", "--rm", "--network", "host", "--rootfs", rootfs, ...argv], {
       stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, CTREXEC_FIFO_ROOT: join(stateDir, "fifo") },
     });
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
