@@ -7,7 +7,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, rmdir, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -19,6 +19,7 @@ import type { ProcessMeta } from "../src/executor/types.js";
 import { resolveImage } from "../src/image/image.js";
 import { imageMountable } from "../src/image/mountables.js";
 import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
+import { removeRuntimeNamespaceDirs } from "../test/helpers/env.js";
 import { treeEntries, writeOciArchive } from "../test/helpers/oci-image.js";
 
 const exec = promisify(execFile);
@@ -515,10 +516,7 @@ async function main(): Promise<void> {
       const parents = new Set(snaps.map((x) => x.parent));
       for (const x of snaps.filter((x) => !parents.has(x.name))) await ex.client.snapshots.remove({ snapshotter: "overlayfs", key: x.name }).catch(() => {});
     }
-    if (await ex.client.namespaces.delete(NS).then(() => true, () => false)) {
-      // containerd keeps an empty directory per namespace ever used; only empty ones go.
-      for (const base of ["/run/containerd", "/var/lib/containerd"]) await rmdir(`${base}/io.containerd.runtime.v2.task/${NS}`).catch(() => {});
-    }
+    if (await ex.client.namespaces.delete(NS).then(() => true, () => false)) await removeRuntimeNamespaceDirs(NS);
     await ex.close();
     if (haveGo) await exec(GO_ANCHOR, ["clean", "-namespace", NS]).catch(() => {});
     await rm(stateDir, { recursive: true, force: true });

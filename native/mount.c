@@ -89,7 +89,13 @@ static void complete(napi_env env, napi_status status, void *data) {
   free_request(r);
 }
 
+/** Queues `r` (taking it over) after checking what both calls need; throws and frees it otherwise. */
 static napi_value queue(napi_env env, request *r) {
+  if (!r->target) {
+    free_request(r);
+    napi_throw_type_error(env, NULL, "target must be a string");
+    return NULL;
+  }
   napi_value promise, name;
   napi_create_promise(env, &r->deferred, &promise);
   napi_create_string_utf8(env, r->is_umount ? "ctrexec_umount" : "ctrexec_mount", NAPI_AUTO_LENGTH, &name);
@@ -115,11 +121,6 @@ static napi_value Mount(napi_env env, napi_callback_info info) {
   r->fstype = string_arg(env, argv[2]);
   r->data = string_arg(env, argv[4]);
   r->flags = (unsigned long)flags;
-  if (!r->target) {
-    free_request(r);
-    napi_throw_type_error(env, NULL, "target must be a string");
-    return NULL;
-  }
   return queue(env, r);
 }
 
@@ -138,11 +139,6 @@ static napi_value Umount(napi_env env, napi_callback_info info) {
   r->target = string_arg(env, argv[0]);
   r->flags = (unsigned long)flags;
   r->is_umount = 1;
-  if (!r->target) {
-    free_request(r);
-    napi_throw_type_error(env, NULL, "target must be a string");
-    return NULL;
-  }
   return queue(env, r);
 }
 

@@ -1,5 +1,5 @@
 import { codec, hasType } from "./proto.js";
-import { type CallOptions, GrpcTransport } from "./transport.js";
+import { type CallOptions, type CallScope, GrpcTransport } from "./transport.js";
 import type {
   ContainerRecord,
   CreateTaskRequest,
@@ -62,6 +62,8 @@ export class ContainerdClient implements AsyncDisposable {
   readonly timeoutMs: number;
   readonly lease: string | undefined;
   readonly #transport: GrpcTransport;
+  /** What every call of this view carries (made once, not per call). */
+  readonly #scope: CallScope;
   readonly #ownsTransport: boolean;
 
   constructor(options: ContainerdClientOptions = {}, transport?: GrpcTransport) {
@@ -69,6 +71,7 @@ export class ContainerdClient implements AsyncDisposable {
     this.namespace = options.namespace ?? process.env["CONTAINERD_NAMESPACE"] ?? DEFAULT_NAMESPACE;
     this.timeoutMs = options.timeoutMs ?? 60_000;
     this.lease = options.lease;
+    this.#scope = { namespace: this.namespace, lease: this.lease };
     this.#ownsTransport = transport === undefined;
     this.#transport = transport ?? new GrpcTransport(this.address);
   }
@@ -83,9 +86,6 @@ export class ContainerdClient implements AsyncDisposable {
     return new ContainerdClient({ address: this.address, namespace: this.namespace, timeoutMs: this.timeoutMs, lease }, this.#transport);
   }
 
-  get #scope() {
-    return { namespace: this.namespace, lease: this.lease };
-  }
 
   #call<Res>(service: string, method: string, request: object, options?: CallOptions, timeoutMs?: number) {
     return this.#transport.unary<Res>(service, method, request, this.#scope, timeoutMs ?? this.timeoutMs, options);

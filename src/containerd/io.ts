@@ -228,6 +228,13 @@ class OutputCopy {
   #inflight = 0;
   #ended = false;
   #settle: (() => void) | undefined;
+  /** The destination asked us to wait (write() returned false) and has not drained yet. */
+  #full = false;
+  /** Read pacing: the current burst of output, and the pause that ends a short read. */
+  #burstStart = 0;
+  #lastRead = 0;
+  #burstBytes = 0;
+  #pauseTimer: NodeJS.Timeout | undefined;
   readonly #onWritten = () => {
     this.#inflight--;
     this.#maybeDone();
@@ -263,13 +270,6 @@ class OutputCopy {
     return false;
   }
 
-  /** The destination asked us to wait (write() returned false) and has not drained yet. */
-  #full = false;
-
-  #burstStart = 0;
-  #lastRead = 0;
-  #burstBytes = 0;
-  #pauseTimer: NodeJS.Timeout | undefined;
   readonly #afterPause = () => {
     this.#pauseTimer = undefined;
     // A full destination restarts reading with its "drain", not the end of a pause.

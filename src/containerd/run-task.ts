@@ -165,3 +165,12 @@ export async function deleteContainerRecord(client: ContainerdClient, id: string
     if (!(err instanceof NotFoundError)) throw err;
   }
 }
+
+/** Deletes an exec process, bounded; one that is already gone counts as deleted. */
+export async function deleteExecProcess(client: ContainerdClient, containerId: string, execId: string): Promise<void> {
+  try {
+    await client.tasks.deleteProcess({ containerId, execId }, { timeoutMs: CLEANUP_RPC_MS });
+  } catch (err) {
+    if (!(err instanceof NotFoundError)) throw err;
+  }
+}

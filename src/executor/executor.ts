@@ -4,7 +4,7 @@ import { constants as fsc } from "node:fs";
 import { access, mkdir, stat } from "node:fs/promises";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
-import { DEFAULT_RUNTIME, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
+import { DEFAULT_RUNTIME, deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, PROCESS_TYPE_URL, SPEC_TYPE_URL } from "../containerd/types.js";
 import {
   AlreadyExistsError,
@@ -54,7 +54,6 @@ import { sampleUsage } from "./usage.js";
 
 export const DEFAULT_STATE_DIR = "/var/lib/ctrexec";
 export const DEFAULT_FIFO_ROOT = "/run/ctrexec/fifo";
-const CLEANUP_MS = 30_000;
 
 export interface ExecutorOptions {
   /** containerd socket; default `$CONTAINERD_ADDRESS` or /run/containerd/containerd.sock. */
@@ -488,7 +487,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     });
     span.addEvent("Container record created");
 
-    if (this.#shimGroup) await this.#shimGroup.ensure(await ensureDefaultRootfs(this.root), this.#options.runtime);
+    if (this.#shimGroup) await this.#shimGroup.ensure(() => ensureDefaultRootfs(this.root), this.#options.runtime);
     const io = await ioReady;
     span.addEvent("IO created");
     checkpoint();
@@ -640,9 +639,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       // seen, in the background like a run's task.
       stack.defer("delete exec process", () => {
         if (handOver) return this.#retirements.retireExec(id, execId);
-        return this.client.tasks.deleteProcess({ containerId: id, execId }, { timeoutMs: CLEANUP_MS }).catch((err: unknown) => {
-          if (!(err instanceof NotFoundError)) throw err;
-        });
+        return deleteExecProcess(this.client, id, execId);
       });
       const io = await ioReady;
       const outcome = await runProcess({

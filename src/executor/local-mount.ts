@@ -1,8 +1,9 @@
-import { mkdtemp, rm, rmdir } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Mount } from "../containerd/types.js";
 import { UnknownError } from "../errors.js";
 import { mountAt, unmountDetached } from "../fs/mount.js";
+import { removeDir } from "../fs/remove-dir.js";
 
 /** Mount options beyond ~3.5 KiB (each option plus a comma) no longer fit the page the kernel copies them into. */
 export function tooLongForTheKernel(m: { type: string; options: readonly string[] }): boolean {
@@ -49,7 +50,7 @@ export async function mountLocally(mounts: readonly Mount[], tmpRoot: string): P
   const unmount = async () => {
     for (const target of mounted.reverse()) await unmountDetached(target).catch(() => {});
     mounted.length = 0;
-    await rmdir(dir).catch(() => rm(dir, { recursive: true, force: true }));
+    await removeDir(dir, []);
   };
   try {
     for (const m of mounts) {

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ContainerdClient } from "../containerd/client.js";
-import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
+import { deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/run-task.js";
 import { NotFoundError } from "../errors.js";
 import { LABEL } from "./labels.js";
 import { type Logger, silentLogger } from "../util/logger.js";
@@ -85,15 +85,7 @@ export class Retirements {
 
   /** Deletes a finished exec process in the background; one already gone counts as deleted. */
   retireExec(containerId: string, execId: string): void {
-    this.#add(
-      `${containerId}/${execId}`,
-      this.#client.tasks.deleteProcess({ containerId, execId }, { timeoutMs: CLEANUP_RPC_MS }).then(
-        () => {},
-        (err: unknown) => {
-          if (!(err instanceof NotFoundError)) throw err;
-        },
-      ),
-    );
+    this.#add(`${containerId}/${execId}`, deleteExecProcess(this.#client, containerId, execId));
   }
 
   /**

@@ -63,9 +63,9 @@ export class ShimGroup {
     this.#logger = logger;
   }
 
-  /** Starts the anchor once; later calls wait for the same start. */
-  ensure(rootfs: string, runtime = DEFAULT_RUNTIME): Promise<string> {
-    this.#anchor ??= startAnchor(this.#client, this.name, rootfs, runtime, this.#logger).catch((err: unknown) => {
+  /** Starts the anchor once (on `rootfs()`, asked for only then); later calls wait for the same start. */
+  ensure(rootfs: () => Promise<string>, runtime = DEFAULT_RUNTIME): Promise<string> {
+    this.#anchor ??= rootfs().then((r) => startAnchor(this.#client, this.name, r, runtime, this.#logger)).catch((err: unknown) => {
       this.#anchor = undefined;
       throw err;
     });

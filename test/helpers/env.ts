@@ -67,18 +67,22 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
       }
       for (const c of await client.containers.list().catch(() => [])) await client.containers.delete(c.id).catch(() => {});
       const deleted = await client.namespaces.delete(namespace).then(() => true, () => false);
-      if (deleted) {
-        // containerd keeps an empty directory per namespace ever used under its runtime's state and root; a
-        // test suite run would leave dozens. Only empty ones go (rmdir), and only our namespace's.
-        for (const base of ["/run/containerd", "/var/lib/containerd"]) {
-          await rmdir(`${base}/io.containerd.runtime.v2.task/${namespace}`).catch(() => {});
-        }
-      }
+      if (deleted) await removeRuntimeNamespaceDirs(namespace);
       await client.close();
       await rm(stateDir, { recursive: true, force: true });
     },
   };
   return env;
+}
+
+/**
+ * containerd keeps an empty directory per namespace ever used under its runtime's state and root; a test suite
+ * run would leave dozens. Call after the namespace is deleted: only empty ones go (rmdir).
+ */
+export async function removeRuntimeNamespaceDirs(namespace: string): Promise<void> {
+  for (const base of ["/run/containerd", "/var/lib/containerd"]) {
+    await rmdir(`${base}/io.containerd.runtime.v2.task/${namespace}`).catch(() => {});
+  }
 }
 
 /** Mount points (from /proc/self/mountinfo) at or below `dir`. */
