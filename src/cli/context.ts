@@ -52,6 +52,8 @@ export function openExecutor(ctx: Context, extra: Partial<ExecutorOptions> = {})
     root: ctx.root,
     fifoRoot: ctx.fifoRoot,
     logger: ctx.logger,
+    // One run per process: a shim kept for a next run would only be deleted at exit.
+    reuseShims: false,
     ...extra,
   });
 }

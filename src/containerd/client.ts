@@ -166,6 +166,7 @@ export class ContainerdClient implements AsyncDisposable {
           : filters.map((f) => `namespace==${this.namespace},${f}`);
       const stream = this.#transport.serverStream<RawEnvelope>(S.events, "Subscribe", { filters: scoped }, {}, {
         signal: options?.signal,
+        background: options?.background,
       });
       return mapStream(stream, decodeEnvelope);
     },

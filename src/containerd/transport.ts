@@ -20,6 +20,8 @@ export interface CallOptions {
   signal?: AbortSignal | undefined;
   /** Deadline for this call; `0` means none. Defaults to the client's. */
   timeoutMs?: number | undefined;
+  /** The call does not keep the process alive (a watch that lasts as long as its owner, not a request). */
+  background?: boolean | undefined;
 }
 
 /** Who a call is for: the containerd namespace, and the lease that protects what it makes. */
@@ -154,13 +156,15 @@ export class GrpcTransport {
   }
 
   /** Starts a call; the sink hears its messages and, once, its end. */
-  #start(m: Method, request: object, scope: CallScope, timeoutMs: number, signal: AbortSignal | undefined, sink: Sink): Call {
+  #start(m: Method, request: object, scope: CallScope, timeoutMs: number, options: CallOptions | undefined, sink: Sink): Call {
+    const signal = options?.signal;
     let ended = false;
     /** A status we decided on (cancel, deadline, a bad frame), which wins over whatever the stream says later. */
     let local: GrpcStatusError | undefined;
     let stream: http2.ClientHttp2Stream | undefined;
     let connection: Connection | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let counted = false;
 
     const end = (error: unknown) => {
       if (ended) return;
@@ -168,7 +172,7 @@ export class GrpcTransport {
       if (timer) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       this.#calls.delete(call);
-      if (connection && --connection.active === 0) connection.session.unref();
+      if (connection && counted && --connection.active === 0) connection.session.unref();
       sink.onEnd(error);
     };
     const call: Call = {
@@ -204,11 +208,13 @@ export class GrpcTransport {
       return call;
     }
     this.#calls.add(call);
-    if (connection.active++ === 0) connection.session.ref();
+    counted = !options?.background;
+    if (counted && connection.active++ === 0) connection.session.ref();
     signal?.addEventListener("abort", onAbort, { once: true });
     if (timeoutMs > 0) {
       // containerd enforces grpc-timeout too; ours also covers a daemon that never answers at all.
       timer = setTimeout(() => call.abort(new GrpcStatusError(Status.DEADLINE_EXCEEDED, "Deadline exceeded")), timeoutMs);
+      if (!counted) timer.unref();
     }
 
     const s = stream;
@@ -294,7 +300,7 @@ export class GrpcTransport {
     if (refused) return Promise.reject(refused);
     return new Promise<Res>((resolve, reject) => {
       let response: Buffer | undefined;
-      const call = this.#start(m, request, scope, timeout, signal, {
+      const call = this.#start(m, request, scope, timeout, options, {
         onMessage: (message) => {
           if (response) call.abort(new GrpcStatusError(Status.INTERNAL, "more than one response to a unary call"));
           response = message;
@@ -329,7 +335,7 @@ export class GrpcTransport {
     let done = false;
     let failure: unknown;
     let wake: (() => void) | undefined;
-    const call = this.#start(m, request, scope, timeout, signal, {
+    const call = this.#start(m, request, scope, timeout, options, {
       onMessage: (message) => {
         queue.push(message);
         if (queue.length >= STREAM_HIGH_WATER) call.pause();

@@ -48,6 +48,7 @@ import { createRunDir, fifoDir, removeRunDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
 import { SHIM_GROUP_ANNOTATION, ShimGroup } from "./shim-group.js";
 import { ShimPool } from "./shim-pool.js";
+import { ShimReuse } from "./shim-reuse.js";
 import { toStartError } from "./start-error.js";
 import type { ExecOptions, NetworkMode, ProcessInfo, ProcessMeta, RunRequest, RunResult } from "./types.js";
 import { sampleUsage } from "./usage.js";
@@ -109,6 +110,15 @@ export interface ExecutorOptions {
   warmShims?: number | "auto";
   /** With `warmShims: "auto"`: how long after the last run the warm shims are let go. Default 30 s. */
   warmShimsIdleMs?: number;
+  /**
+   * Let the next run reuse a finished run's shim (`shim-reuse.ts`): the run that started a shim keeps its
+   * stopped task until no run has used the shim for `reuseShimsIdleMs` (or for at most 30 s), so later runs
+   * skip the shim start. One run at a time per shim, as without reuse. Default on; off with `awaitCleanup`,
+   * `warmShims` or `shimGroup`, which decide about shims themselves. A one-shot caller gains nothing from it.
+   */
+  reuseShims?: boolean;
+  /** With `reuseShims`: how long an unused shim is kept. Default 3 s. */
+  reuseShimsIdleMs?: number;
   /** Run prune() once at create: remove what dead ctrexec processes left in this namespace. */
   pruneOnStart?: boolean;
   /**
@@ -142,6 +152,7 @@ export class ContainerdExecutor implements AsyncDisposable {
   readonly #oom: OomWatch;
   readonly #shimGroup: ShimGroup | undefined;
   readonly #shimPool: ShimPool | undefined;
+  readonly #shimReuse: ShimReuse | undefined;
   readonly #retirements: Retirements;
   /** This namespace's FIFO directory under the FIFO root. */
   readonly #fifos: string;
@@ -181,6 +192,10 @@ export class ContainerdExecutor implements AsyncDisposable {
           idleMs: options.warmShimsIdleMs,
         })
       : undefined;
+    this.#shimReuse =
+      options.reuseShims !== false && !options.awaitCleanup && !options.warmShims && !options.shimGroup
+        ? new ShimReuse({ idleMs: options.reuseShimsIdleMs })
+        : undefined;
   }
 
   /** Connects (fails with UnavailableError if containerd does not answer) and prepares the state dirs. */
@@ -190,9 +205,11 @@ export class ContainerdExecutor implements AsyncDisposable {
     if (warm !== undefined && warm !== "auto" && (!Number.isInteger(warm) || warm < 0 || warm > 256)) {
       throw new InvalidArgumentError(`warmShims must be "auto" or an integer from 0 to 256, not ${JSON.stringify(warm)}`, { field: "warmShims" });
     }
-    const idle = options.warmShimsIdleMs;
-    if (idle !== undefined && (!Number.isFinite(idle) || idle < 0)) {
-      throw new InvalidArgumentError(`warmShimsIdleMs must be a number of milliseconds, not ${idle}`, { field: "warmShimsIdleMs" });
+    for (const field of ["warmShimsIdleMs", "reuseShimsIdleMs"] as const) {
+      const ms = options[field];
+      if (ms !== undefined && (!Number.isFinite(ms) || ms < 0)) {
+        throw new InvalidArgumentError(`${field} must be a number of milliseconds, not ${ms}`, { field });
+      }
     }
     if (options.warmShims && options.shimGroup) {
       throw new InvalidArgumentError("warmShims and shimGroup exclude each other: choose one way to share shims", { field: "warmShims" });
@@ -304,7 +321,10 @@ export class ContainerdExecutor implements AsyncDisposable {
     let failure: unknown;
     try {
       // The same id again right after a run: let the earlier run's records go first.
-      if (this.#retirements.has(id)) await this.#retirements.settled(id);
+      if (this.#retirements.has(id)) {
+        this.#shimReuse?.release(id);
+        await this.#retirements.settled(id);
+      }
       return await this.#run(id, req, state, stack, span, signal);
     } catch (err) {
       failure = err;
@@ -436,10 +456,14 @@ export class ContainerdExecutor implements AsyncDisposable {
     let handOver = false;
     const lease = this.#shimPool?.take();
     if (lease) stack.defer("return the warm shim", () => handOver || lease.done());
+    // A caller's own id may be used again at once, by another executor too: such a run never keeps its record.
+    const reuse = this.#shimReuse?.take(req.id === undefined);
+    if (reuse) stack.defer("end the shim reuse lease", () => handOver || reuse.end());
+    const group = lease?.group ?? reuse?.group;
     const spec = generateSpec(
       {
         ...specBase,
-        ...(lease?.group ? { annotations: { [SHIM_GROUP_ANNOTATION]: lease.group } } : {}),
+        ...(group ? { annotations: { [SHIM_GROUP_ANNOTATION]: group } } : {}),
         user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
         network: net.namespace,
         resolvConfPath,
@@ -501,7 +525,8 @@ export class ContainerdExecutor implements AsyncDisposable {
     taskGone.value = false;
     stack.defer("delete task", async () => {
       if (handOver) {
-        this.#retirements.retire(id, lease && (() => lease.done()));
+        const reused = reuse?.handOver(id);
+        this.#retirements.retire(id, lease ? () => lease.done() : reused?.taskDone, reused?.gate);
         span.addEvent("Task handed over for deletion");
         return;
       }
@@ -703,11 +728,12 @@ export class ContainerdExecutor implements AsyncDisposable {
   }
 
   /**
-   * Resolves when the containerd records of every finished run are deleted (see `awaitCleanup`) and their warm
-   * shims are back in the pool: for a caller that wants containerd to show none of them, e.g. before it lists
+   * Resolves when the containerd records of every finished run are deleted (see `awaitCleanup`; shims kept for
+   * reuse are let go first) and their warm shims are back in the pool: for a caller that wants containerd to show none of them, e.g. before it lists
    * containers itself.
    */
   async settled(): Promise<void> {
+    this.#shimReuse?.flush();
     await this.#retirements.settledAll();
     await this.#shimPool?.settled();
   }
@@ -732,6 +758,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     this.#closed ??= (async () => {
       this.#closing.abort(new CanceledError("the executor is closing"));
       await Promise.allSettled([...this.#inflight]);
+      this.#shimReuse?.close();
       await this.#retirements.drain();
       await this.#shimGroup?.close();
       await this.#shimPool?.close();

@@ -4,7 +4,9 @@ import type { Logger } from "../util/logger.js";
 
 /**
  * Remembers which containers containerd reported OOM-killed (/tasks/oom), from one event stream per executor.
- * The stream is re-subscribed after a failure (containerd restarts) until the watch is closed.
+ * The stream is re-subscribed after a failure (containerd restarts) until the watch is closed. Neither keeps
+ * the process alive: a run in progress has calls of its own in flight, and an idle executor that was never
+ * closed must not hold its process open.
  */
 export class OomWatch {
   readonly #seen = new Set<string>();
@@ -15,14 +17,14 @@ export class OomWatch {
     this.#done = (async () => {
       while (!this.#stop.signal.aborted) {
         try {
-          for await (const e of client.events.subscribe([`topic=="/tasks/oom"`], { signal: this.#stop.signal })) {
+          for await (const e of client.events.subscribe([`topic=="/tasks/oom"`], { signal: this.#stop.signal, background: true })) {
             if (e.event?.type === "TaskOOM") this.#seen.add(e.event.containerId);
           }
         } catch (err) {
           if (this.#stop.signal.aborted) break;
           logger.debug("OOM event stream failed; subscribing again", { error: err });
         }
-        await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
+        await sleep(1000, undefined, { signal: this.#stop.signal, ref: false }).catch(() => {});
       }
     })();
   }

@@ -57,16 +57,17 @@ export class Retirements {
   }
 
   /**
-   * Deletes the task and then the record of container `id`, in the background. `taskDone` runs once the task
-   * deletion was tried, whatever its outcome.
+   * Deletes the task and then the record of container `id`, in the background, once `gate` (if any) resolves.
+   * `taskDone` runs once the task deletion was tried, with whether it worked.
    */
-  retire(id: string, taskDone?: () => void): void {
-    if (this.#pending.has(id)) return;
+  retire(id: string, taskDone?: (gone: boolean) => void, gate?: Promise<void>): void {
+    if (this.#pending.has(id)) return taskDone?.(false);
     this.#add(
       id,
       (async () => {
+        await gate;
         const gone = await deleteTask(this.#client, id, this.#logger).catch(() => false);
-        taskDone?.();
+        taskDone?.(gone);
         if (!gone) return this.retryLater(id);
         try {
           await deleteContainerRecord(this.#client, id);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
+import { connect } from "node:net";
 import { mkdtemp, readdir, rm, rmdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -109,4 +110,21 @@ export function shimsOf(namespace: string): number[] {
     if (i >= 0 && argv[i + 1] === namespace) pids.push(Number(entry));
   }
   return pids;
+}
+
+/**
+ * Kills (SIGKILL) shim `pid`, which hosts our container `id`, and returns a function that removes the shim's
+ * socket file once nothing listens on it: a killed shim cannot remove it, and containerd does not either.
+ */
+export function killShim(namespace: string, id: string, pid: number): () => Promise<void> {
+  const address = readFileSync(`/run/containerd/io.containerd.runtime.v2.task/${namespace}/${id}/address`, "utf8").trim();
+  const socket = address.replace(/^unix:\/\//, "");
+  process.kill(pid, "SIGKILL");
+  return async () => {
+    const listening = await new Promise<boolean>((resolve) => {
+      const c = connect(socket, () => (c.destroy(), resolve(true)));
+      c.on("error", () => resolve(false));
+    });
+    if (!listening) await rm(socket, { force: true });
+  };
 }

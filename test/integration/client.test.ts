@@ -221,6 +221,16 @@ describe("containerd client lifecycle", () => {
     assert.ok(ms < 4000, "the client kept the process alive");
   });
 
+  it("keeps the process alive for a subscription, unless it is a background one", async () => {
+    const subscribe = (options: string) => `
+      void (async () => { for await (const e of c.events.subscribe([], ${options})) {} })().catch(() => {});
+      await c.version();`;
+    assert.equal((await clientProcess(subscribe("{}"))).code, 3, "a subscription must keep its process alive");
+    const { code, ms } = await clientProcess(subscribe("{ background: true }"));
+    assert.equal(code, 0);
+    assert.ok(ms < 4000, "a background subscription kept the process alive");
+  });
+
   it("does not keep the process alive while idle, even unclosed", async () => {
     const { code, ms } = await clientProcess(`
       await c.version();

@@ -8,7 +8,7 @@ import { ContainerdExecutor } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
 import { CanceledError, ExitError, UnavailableError } from "../../src/errors.js";
 import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
-import { createTestEnv, shimsOf, type TestEnv } from "../helpers/env.js";
+import { createTestEnv, killShim, shimsOf, type TestEnv } from "../helpers/env.js";
 import { OwnContainerd } from "../helpers/own-containerd.js";
 import { Collect } from "../helpers/streams.js";
 
@@ -194,11 +194,12 @@ describe("reliability under load and faults", () => {
     await s;
     const shims = shimsOf(env.namespace);
     assert.equal(shims.length, 1, "expected exactly our run's shim");
-    process.kill(shims[0]!, "SIGKILL"); // the shim of the test's own container
+    const removeSocket = killShim(env.namespace, id, shims[0]!); // the shim of the test's own container
     const err = await p;
     assert.ok(err instanceof ExitError, String(err));
     assert.ok(err.exitCode === 255 || err.exitCode === 137, `exit code ${err.exitCode}`);
     await env.assertClean();
+    await removeSocket();
   });
 });
 

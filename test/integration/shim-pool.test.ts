@@ -5,7 +5,7 @@ import { InvalidArgumentError } from "../../src/errors.js";
 import { ContainerdExecutor } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
 import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
-import { shimsOf } from "../helpers/env.js";
+import { killShim, shimsOf } from "../helpers/env.js";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const parentOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
@@ -65,12 +65,13 @@ describe("warm shims (opt-in)", () => {
 
     // A warm shim that dies (we kill the one we made) costs the next run nothing, and is replaced.
     const [victimAnchor, victim] = [...warm.entries()][0]!;
-    process.kill(victim, "SIGKILL");
+    const removeSocket = killShim(env.namespace, victimAnchor, victim);
     for (let i = 0; i < 4; i++) await shimOfRun(["true"]);
     await env.executor.settled();
     warm = await untilWarm(2);
     assert.ok(!warm.has(victimAnchor), "the dead shim's anchor was replaced");
     assert.ok(![...warm.values()].includes(victim));
+    await removeSocket();
   });
 
   it("removes every anchor at close, and its shims exit", async () => {
