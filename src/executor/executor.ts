@@ -117,7 +117,7 @@ export interface ExecutorOptions {
    * `warmShims` or `shimGroup`, which decide about shims themselves. A one-shot caller gains nothing from it.
    */
   reuseShims?: boolean;
-  /** With `reuseShims`: how long an unused shim is kept. Default 3 s. */
+  /** With `reuseShims`: how long an unused shim is kept. Default 10 s. */
   reuseShimsIdleMs?: number;
   /** Run prune() once at create: remove what dead ctrexec processes left in this namespace. */
   pruneOnStart?: boolean;
@@ -729,12 +729,13 @@ export class ContainerdExecutor implements AsyncDisposable {
 
   /**
    * Resolves when the containerd records of every finished run are deleted (see `awaitCleanup`; shims kept for
-   * reuse are let go first) and their warm shims are back in the pool: for a caller that wants containerd to show none of them, e.g. before it lists
-   * containers itself.
+   * reuse are let go first) and their warm shims are back in the pool: for a caller that wants containerd to
+   * show none of them, e.g. before it lists containers itself. With `keepReusableShims`, the shims kept for
+   * reuse stay, and with them their founders' stopped containers: every other deletion is waited for.
    */
-  async settled(): Promise<void> {
-    this.#shimReuse?.flush();
-    await this.#retirements.settledAll();
+  async settled(options: { keepReusableShims?: boolean } = {}): Promise<void> {
+    if (!options.keepReusableShims) this.#shimReuse?.flush();
+    await this.#retirements.settledAll({ exceptGated: options.keepReusableShims === true });
     await this.#shimPool?.settled();
   }
 

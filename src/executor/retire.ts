@@ -19,6 +19,8 @@ export class Retirements {
   readonly #logger: Logger;
   readonly #closing: AbortSignal;
   readonly #pending = new Map<string, Promise<void>>();
+  /** Deletions waiting for their gate (a reused shim's founder). */
+  readonly #gated = new Set<string>();
   readonly #orphans = new Set<string>();
   #retrying: Promise<void> | undefined;
 
@@ -38,9 +40,10 @@ export class Retirements {
     await this.#pending.get(id);
   }
 
-  /** Resolves once every background deletion started so far has ended. */
-  async settledAll(): Promise<void> {
-    await Promise.allSettled([...this.#pending.values()]);
+  /** Resolves once every background deletion started so far has ended (`exceptGated`: not waiting for a gate). */
+  async settledAll(options: { exceptGated?: boolean } = {}): Promise<void> {
+    const pending = [...this.#pending].filter(([key]) => !options.exceptGated || !this.#gated.has(key));
+    await Promise.allSettled(pending.map(([, p]) => p));
   }
 
   /**
@@ -65,7 +68,10 @@ export class Retirements {
     this.#add(
       id,
       (async () => {
-        await gate;
+        if (gate) {
+          this.#gated.add(id);
+          await gate.finally(() => this.#gated.delete(id));
+        }
         const gone = await deleteTask(this.#client, id, this.#logger).catch(() => false);
         taskDone?.(gone);
         if (!gone) return this.retryLater(id);

@@ -20,7 +20,7 @@ export interface ShimReuseOptions {
   maxAgeMs?: number | undefined;
 }
 
-export const REUSE_IDLE_MS = 3_000;
+export const REUSE_IDLE_MS = 10_000;
 const REUSE_MAX_AGE_MS = 30_000;
 
 interface Group {

@@ -6,7 +6,7 @@ import { InvalidArgumentError } from "../../src/errors.js";
 import { ContainerdExecutor, type ExecutorOptions } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
 import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
-import { shimsOf } from "../helpers/env.js";
+import { killShim, shimsOf } from "../helpers/env.js";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const parentOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
@@ -42,7 +42,8 @@ describe("shim reuse (the default)", () => {
     assert.ok(shims.length <= 2, `six runs in ${shims.length} shims`);
     const founders = runs.filter((r, i) => runs.findIndex((x) => x.shim === r.shim) === i).map((r) => r.id).sort();
     // The later runs' records go as usual; the founders' stay, stopped, and hold the shims.
-    await until("only the founders are kept", containers, (ids) => JSON.stringify(ids) === JSON.stringify(founders));
+    await env.executor.settled({ keepReusableShims: true });
+    assert.deepEqual(await containers(), founders);
     for (const id of founders) assert.equal((await env.client.tasks.get({ containerId: id })).status, "STOPPED");
     assert.deepEqual(shimsOf(env.namespace).sort(), shims.sort());
     // 1.5 s without runs: the founders are deleted, and their shims exit.
@@ -75,6 +76,20 @@ describe("shim reuse (the default)", () => {
     const next = await shimOfRun(["sleep", "0.1"]);
     assert.notEqual(next.shim, first.shim);
     await env.assertClean();
+  });
+
+  it("runs on when a kept shim dies: containerd starts a fresh one for the group", async () => {
+    await env.executor.settled();
+    const founder = await shimOfRun(["sleep", "0.1"]);
+    const removeSocket = killShim(env.namespace, founder.id, founder.shim);
+    for (let i = 0; i < 3; i++) {
+      const r = await shimOfRun(["sh", "-c", "sleep 0.1; exit 3"]).catch((e: unknown) => e);
+      assert.equal((r as { exitCode?: number }).exitCode, 3, String(r));
+    }
+    assert.equal((await shimOfRun(["sleep", "0.1"])).shim !== founder.shim, true);
+    await env.executor.settled();
+    await env.assertClean();
+    await removeSocket();
   });
 
   it("keeps no record of a run whose id the caller chose, and still reuses shims for it", async () => {
