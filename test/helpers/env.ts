@@ -128,3 +128,8 @@ export function killShim(namespace: string, id: string, pid: number): () => Prom
     if (!listening) await rm(socket, { force: true });
   };
 }
+
+/** The parent pid of `pid` (the shim, for a container's process), from /proc. */
+export function parentPid(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
+}

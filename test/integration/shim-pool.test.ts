@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { InvalidArgumentError } from "../../src/errors.js";
 import { ContainerdExecutor } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
 import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
-import { killShim, shimsOf } from "../helpers/env.js";
+import { killShim, parentPid as parentOf, shimsOf } from "../helpers/env.js";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const parentOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
 
 describe("warm shims (opt-in)", () => {
   let env: ExecutorEnv;

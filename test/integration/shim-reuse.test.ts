@@ -1,15 +1,13 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { InvalidArgumentError } from "../../src/errors.js";
 import { ContainerdExecutor, type ExecutorOptions } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
 import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
-import { killShim, shimsOf } from "../helpers/env.js";
+import { killShim, parentPid as parentOf, shimsOf } from "../helpers/env.js";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const parentOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
 
 describe("shim reuse (the default)", () => {
   let env: ExecutorEnv;
