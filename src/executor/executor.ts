@@ -112,8 +112,8 @@ export interface ExecutorOptions {
   warmShimsIdleMs?: number;
   /**
    * Let the next run reuse a finished run's shim (`shim-reuse.ts`): the run that started a shim keeps its
-   * stopped task until no run has used the shim for `reuseShimsIdleMs` (or for at most 30 s), so later runs
-   * skip the shim start. One run at a time per shim, as without reuse. Default on; off with `awaitCleanup`,
+   * stopped task until no run has used the shim for `reuseShimsIdleMs` (and at most 30 s after it exited), so
+   * later runs skip the shim start. One run at a time per shim, as without reuse. Default on; off with `awaitCleanup`,
    * `warmShims` or `shimGroup`, which decide about shims themselves. A one-shot caller gains nothing from it.
    */
   reuseShims?: boolean;
@@ -458,7 +458,9 @@ export class ContainerdExecutor implements AsyncDisposable {
     if (lease) stack.defer("return the warm shim", () => handOver || lease.done());
     // A caller's own id may be used again at once, by another executor too: such a run never keeps its record.
     const reuse = this.#shimReuse?.take(req.id === undefined);
-    if (reuse) stack.defer("end the shim reuse lease", () => handOver || reuse.end());
+    /** Whether the run got as far as asking its shim for a task (a failure after that may be the shim's). */
+    let shimAsked = false;
+    if (reuse) stack.defer("end the shim reuse lease", () => handOver || reuse.end(shimAsked));
     const group = lease?.group ?? reuse?.group;
     const spec = generateSpec(
       {
@@ -516,6 +518,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     span.addEvent("IO created");
     checkpoint();
 
+    shimAsked = true;
     try {
       await this.client.tasks.create({ containerId: id, ...io.config }, { signal });
     } catch (err) {

@@ -9,8 +9,11 @@ export interface ReuseLease {
    * `gate` (undefined: start now), and call `taskDone` once the task deletion was tried (`gone`: it worked).
    */
   handOver(id: string): { gate: Promise<void> | undefined; taskDone: (gone: boolean) => void };
-  /** The run ends without handing its task over (it never had one, or deleted it itself). Idempotent. */
-  end(): void;
+  /**
+   * The run ends without handing its task over (it never had one, or deleted it itself). `shimAsked`: it got
+   * as far as Tasks.Create, so what went wrong may be the shim's. Idempotent.
+   */
+  end(shimAsked: boolean): void;
 }
 
 export interface ShimReuseOptions {
@@ -151,12 +154,13 @@ export class ShimReuse {
         };
         return { gate: undefined, taskDone };
       },
-      end: () => {
+      end: (shimAsked) => {
         if (ended) return;
         ended = true;
         g.lent = false;
-        // The run failed at or before its exit: whatever went wrong may be the shim's, so start afresh.
-        this.#letGo(g);
+        // A run that failed in its shim (task creation, the wait) may have failed because of it: start afresh.
+        if (shimAsked || this.#closed || g.letGo || this.#aged(g)) this.#letGo(g);
+        else this.#park(g);
       },
     };
   }

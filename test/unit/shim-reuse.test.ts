@@ -30,13 +30,13 @@ describe("ShimReuse policy", () => {
     // Lent: a concurrent run founds a new group rather than share a live shim.
     const other = reuse.take()!;
     assert.notEqual(other.group, founder.group);
-    other.end();
+    other.end(false);
 
     const b = borrower.handOver("b");
     assert.equal(b.gate, undefined, "a borrower is deleted at once");
     const meanwhile = reuse.take()!;
     assert.notEqual(meanwhile.group, founder.group, "lent until the borrower's task is deleted");
-    meanwhile.end();
+    meanwhile.end(false);
     b.taskDone(true);
     const again = reuse.take()!;
     assert.equal(again.group, founder.group, "free again once the borrower's task is deleted");
@@ -55,12 +55,16 @@ describe("ShimReuse policy", () => {
     assert.equal(reuse.size, 0);
   });
 
-  it("lets the founder go after a borrower's task is deleted when the borrower's run failed", async () => {
+  it("lets a group go when a run failed in its shim, and keeps it when the run failed before", async () => {
     const reuse = new ShimReuse({ idleMs: 60_000 });
     const kept = reuse.take()!.handOver("f");
+    const early = reuse.take()!;
+    early.end(false);
+    assert.equal(await settles(kept.gate), false, "a run canceled before Tasks.Create says nothing about the shim");
     const borrower = reuse.take()!;
-    borrower.end();
-    borrower.end();
+    assert.equal(borrower.group, early.group);
+    borrower.end(true);
+    borrower.end(true);
     assert.ok(await settles(kept.gate));
     assert.equal(reuse.size, 0);
     assert.notEqual(reuse.take()!.group, borrower.group, "a group that was let go is not lent again");
