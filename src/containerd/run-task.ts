@@ -40,29 +40,33 @@ export async function runTask(client: ContainerdClient, options: RunTaskOptions)
   const stack = new ReleaseStack(logger);
   try {
     signal?.throwIfAborted();
-    await client.containers.create(
-      {
-        id,
-        labels: options.labels ?? {},
-        runtime: { name: options.runtime ?? DEFAULT_RUNTIME },
-        spec: jsonAny(SPEC_TYPE_URL, serializeSpec(options.spec)),
-      },
-      { signal },
-    );
+    // Creations never take the caller's signal: canceled halfway, containerd may still make the record or the
+    // task, which would then be left behind. A cancel is acted on once they returned.
+    await client.containers.create({
+      id,
+      labels: options.labels ?? {},
+      runtime: { name: options.runtime ?? DEFAULT_RUNTIME },
+      spec: jsonAny(SPEC_TYPE_URL, serializeSpec(options.spec)),
+    });
     const taskGone = { value: true };
     stack.defer("delete container", () => deleteContainer(client, id, taskGone, logger));
+    signal?.throwIfAborted();
 
     const io = await ProcessIO.create({ fifoRoot: options.fifoRoot, id, logger, ...options.streams });
     stack.defer("close IO", () => io.close());
 
-    await client.tasks.create(
-      { containerId: id, rootfs: options.rootfs, ...io.config },
-      { signal },
-    );
+    try {
+      await client.tasks.create({ containerId: id, rootfs: options.rootfs, ...io.config });
+    } catch (err) {
+      // A deadline or a lost connection does not say whether the task was made: delete it if it was.
+      taskGone.value = await deleteTask(client, id, logger).catch(() => false);
+      throw err;
+    }
     taskGone.value = false;
     stack.defer("delete task", async () => {
       taskGone.value = await deleteTask(client, id, logger);
     });
+    signal?.throwIfAborted();
 
     io.closeStdinWhenDone(() => client.tasks.closeIO({ containerId: id }, { timeoutMs: CLEANUP_RPC_MS }));
     const exited = client.tasks.wait({ containerId: id });

@@ -4,7 +4,7 @@ import { constants as fsc } from "node:fs";
 import { access, mkdir, stat } from "node:fs/promises";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
-import { DEFAULT_RUNTIME, deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/run-task.js";
+import { CLEANUP_RPC_MS, DEFAULT_RUNTIME, deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, PROCESS_TYPE_URL, SPEC_TYPE_URL } from "../containerd/types.js";
 import {
   AlreadyExistsError,
@@ -460,7 +460,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     const reuse = this.#shimReuse?.take(req.id === undefined);
     /** Whether the run got as far as asking its shim for a task (a failure after that may be the shim's). */
     let shimAsked = false;
-    if (reuse) stack.defer("end the shim reuse lease", () => handOver || reuse.end(shimAsked));
+    if (reuse) stack.defer("end the shim reuse lease", () => handOver || reuse.end(shimAsked && !signal.aborted));
     const group = lease?.group ?? reuse?.group;
     const spec = generateSpec(
       {
@@ -498,12 +498,20 @@ export class ContainerdExecutor implements AsyncDisposable {
     ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
     stack.defer("close IO", () => this.#releaseIO(ioReady, handOver));
     const record = { id, labels, runtime: { name: this.#options.runtime ?? DEFAULT_RUNTIME }, spec: jsonAny(SPEC_TYPE_URL, serializeSpec(spec)) };
+    // Creations never take the caller's signal: canceled halfway, containerd may still make the record (or the
+    // task), which nothing would then delete. A cancel is acted on once they returned (checkpoint, runProcess).
+    const createRecord = () =>
+      this.client.containers.create(record).catch(async (err: unknown) => {
+        // A deadline or a lost connection does not say whether the record was made: remove it if it is ours.
+        if (!(err instanceof AlreadyExistsError)) await this.#removeRecordIfOurs(id, runDir);
+        throw err;
+      });
     try {
-      await this.client.containers.create(record, { signal });
+      await createRecord();
     } catch (err) {
       // The same id right after a run of another executor or process, whose records are still going.
       if (!(err instanceof AlreadyExistsError) || !(await awaitRetiredRecord(this.client, id, signal))) throw err;
-      await this.client.containers.create(record, { signal });
+      await createRecord();
     }
     const taskGone = { value: true };
     stack.defer("delete container", async () => {
@@ -520,9 +528,11 @@ export class ContainerdExecutor implements AsyncDisposable {
 
     shimAsked = true;
     try {
-      await this.client.tasks.create({ containerId: id, ...io.config }, { signal });
+      await this.client.tasks.create({ containerId: id, ...io.config });
     } catch (err) {
       span.addEvent("Container start failed", { "error.message": (err as Error).message });
+      // A deadline or a lost connection does not say whether the task was made: delete it if it was.
+      taskGone.value = await deleteTask(this.client, id, this.#logger).catch(() => false);
       throw toStartError(err, spec.process!.args[0] ?? "");
     }
     taskGone.value = false;
@@ -537,6 +547,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       span.addEvent("Task deleted");
     });
     span.addEvent("Container created");
+    checkpoint();
 
     let started = false;
     const outcome = await runProcess({
@@ -601,6 +612,13 @@ export class ContainerdExecutor implements AsyncDisposable {
     else await io?.close();
   }
 
+  /** Deletes record `id` if it exists and is this run's (its run dir label): after a create whose outcome is unknown. */
+  async #removeRecordIfOurs(id: string, runDir: string): Promise<void> {
+    const opts = { timeoutMs: CLEANUP_RPC_MS };
+    const labels = await this.client.containers.get(id, opts).then((c) => c.labels, () => undefined);
+    if (labels?.[LABEL.runDir] === runDir) await deleteContainerRecord(this.client, id).catch(() => {});
+  }
+
   async #deleteContainer(id: string, taskGone: { value: boolean }): Promise<void> {
     if (!taskGone.value) {
       // Deleting the record now would orphan the task; keep it, and try again until containerd lets us (and if
@@ -659,16 +677,15 @@ export class ContainerdExecutor implements AsyncDisposable {
       const ioReady = ProcessIO.create({ ...streams, planned, logger: this.#logger });
       ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
       stack.defer("close IO", () => this.#releaseIO(ioReady, handOver));
-      await this.client.tasks.exec(
-        { containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...planned.config },
-        { signal },
-      );
+      // Not the caller's signal, as for a run's creations: a canceled Exec may still register the process.
+      await this.client.tasks.exec({ containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...planned.config });
       // Exec processes are deleted after they exit (BuildKit never deletes them, §12.6); once the exit was
       // seen, in the background like a run's task.
       stack.defer("delete exec process", () => {
         if (handOver) return this.#retirements.retireExec(id, execId);
         return deleteExecProcess(this.client, id, execId);
       });
+      if (signal.aborted) throw new CanceledError(`exec into ${id} was canceled before it started`, { cause: signal.reason });
       const io = await ioReady;
       const outcome = await runProcess({
         client: this.client,

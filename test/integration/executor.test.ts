@@ -617,6 +617,42 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       }
     });
 
+    it("leaves nothing when containerd made the record or the task but the call failed (deadline, lost connection)", async () => {
+      const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+      const { ContainerdClient } = await import("../../src/containerd/client.js");
+      const { DeadlineExceededError, UnavailableError } = await import("../../src/errors.js");
+      const client = new ContainerdClient({ namespace: env.namespace });
+      // Fault injection on the real client: the creation happens, and then the call fails all the same.
+      const realCreate = client.containers.create;
+      const realTaskCreate = client.tasks.create;
+      let faults = { record: 1, task: 1 };
+      client.containers.create = async (...a) => {
+        const r = await realCreate(...a);
+        if (faults.record-- > 0) throw new DeadlineExceededError("injected: the answer came too late");
+        return r;
+      };
+      client.tasks.create = async (...a) => {
+        const r = await realTaskCreate(...a);
+        if (faults.task-- > 0) throw new UnavailableError("injected: the connection broke before the answer");
+        return r;
+      };
+      const ex = await ContainerdExecutor.create({ client, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host" });
+      const run = () => ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } });
+      try {
+        await assert.rejects(run(), DeadlineExceededError);
+        assert.deepEqual((await client.containers.list()).map((c) => c.id), [], "the record made despite the deadline is left");
+        await assert.rejects(run(), UnavailableError);
+        assert.deepEqual((await client.tasks.list()).map((t) => t.id), [], "the task made despite the error is left");
+        assert.deepEqual((await client.containers.list()).map((c) => c.id), []);
+        assert.equal((await run()).exitCode, 0);
+        faults = { record: 0, task: 0 };
+      } finally {
+        await ex.close();
+        await client.close();
+      }
+      await env.assertClean();
+    });
+
     it("close() waits for the background deletions", async () => {
       const { ContainerdExecutor } = await import("../../src/executor/executor.js");
       const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot });
