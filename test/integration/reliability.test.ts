@@ -4,6 +4,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
+import type { Tracer } from "@opentelemetry/api";
 import { ContainerdExecutor } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
 import { CanceledError, ExitError, UnavailableError } from "../../src/errors.js";
@@ -90,6 +91,47 @@ describe("reliability under load and faults", () => {
     assert.ok(outcomes.filter((k) => k !== "ok" && k !== "fail").length >= 20, "too few cancellations to mean anything");
     const growth = (Math.max(...rss.slice(2)) - rss[1]!) / 2 ** 20;
     assert.ok(growth < 64, `RSS grew ${growth.toFixed(1)} MiB over the load`);
+    await env.assertClean();
+  });
+
+  it("a cancel at each phase of a run, and just after it, ends the run and leaves nothing", async () => {
+    const phases = ["Environment prepared", "Spec generated", "Container record created", "IO created", "Container created", "Container started"];
+    let trigger: { phase: string; later: boolean; ac: AbortController } | undefined;
+    const span = {
+      addEvent: (name: string) => {
+        const t = trigger;
+        if (t?.phase === name) {
+          // On the event itself (before the next step starts), or a moment later (while it is in flight).
+          if (t.later) setImmediate(() => t.ac.abort(new Error(name)));
+          else t.ac.abort(new Error(name));
+        }
+        return span;
+      },
+      end: () => {},
+    };
+    await using ex = await ContainerdExecutor.create({
+      namespace: env.namespace,
+      root: env.stateDir,
+      fifoRoot: env.fifoRoot,
+      defaultNetwork: "host",
+      tracer: { startSpan: () => span } as unknown as Tracer,
+    });
+    for (const phase of phases) {
+      for (const later of [false, true]) {
+        for (let i = 0; i < 3; i++) {
+          const ac = new AbortController();
+          trigger = { phase, later, ac };
+          const r = await ex
+            .run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] }, stdout: new Collect() }, signal: ac.signal })
+            .then(() => undefined, (e: unknown) => e);
+          const what = `canceled at "${phase}"${later ? " (a moment later)" : ""}: ${String(r)}`;
+          assert.ok(r instanceof CanceledError || (r instanceof ExitError && r.exitCode === 137), what);
+          if (phase === "Container started") assert.ok(r instanceof ExitError, what);
+        }
+      }
+    }
+    trigger = undefined;
+    await ex.settled();
     await env.assertClean();
   });
 
