@@ -112,7 +112,7 @@ export interface ExecutorOptions {
   warmShimsIdleMs?: number;
   /**
    * Let the next run reuse a finished run's shim (`shim-reuse.ts`): the run that started a shim keeps its
-   * stopped task until no run has used the shim for `reuseShimsIdleMs` (and at most 30 s after it exited), so
+   * stopped task until no run has used the shim for `reuseShimsIdleMs` (and at most 2 min after it exited), so
    * later runs skip the shim start. One run at a time per shim, as without reuse. Default on; off with `awaitCleanup`,
    * `warmShims` or `shimGroup`, which decide about shims themselves. A one-shot caller gains nothing from it.
    */

@@ -24,7 +24,7 @@ export interface ShimReuseOptions {
 }
 
 export const REUSE_IDLE_MS = 10_000;
-const REUSE_MAX_AGE_MS = 30_000;
+const REUSE_MAX_AGE_MS = 120_000;
 
 interface Group {
   readonly name: string;
@@ -49,9 +49,11 @@ interface Group {
  * A group is lent to one run at a time, so a shim never hosts two live runs: its crash ends one run, as
  * without reuse. It is free again once the borrower's task is deleted, not at its exit: had the shim died
  * meanwhile, the borrower ran in a fresh shim of the group, which exits with the borrower's deletion, and must
- * not be shutting down while the next run's task is created in it. Unlike warm shims (`shim-pool.ts`) nothing is started ahead and nothing extra runs: what
- * stays between runs is the founder's stopped task and its shim. A process that exits without `close()`
- * lets them go from `beforeExit`; one that is killed leaves them to `prune`, as it leaves its runs in progress.
+ * not be shutting down while the next run's task is created in it.
+ *
+ * Unlike warm shims (`shim-pool.ts`) nothing is started ahead and nothing extra runs: what stays between runs
+ * is the founder's stopped task and its shim. A process that exits without `close()` lets them go from
+ * `beforeExit`; one that is killed leaves them to `prune`, as it leaves its runs in progress.
  *
  * Pure policy: the executor does the deleting, and passes its deletions through `handOver`'s gate.
  */
