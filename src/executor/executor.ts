@@ -483,6 +483,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     const labels = {
       ...req.labels,
       ...runLabels({ rootfs: local.path, args: spec.process!.args, stateDir: this.root, fifoRoot: this.#fifos, runDir }),
+      ...(reuse?.founder ? { [LABEL.shimFounder]: "true" } : {}),
     };
     // The FIFOs are made while containerd stores the record: neither needs the other.
     const p = req.process;

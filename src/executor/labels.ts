@@ -11,6 +11,8 @@ export const LABEL = {
   state: "ctrexec.state-dir",
   fifo: "ctrexec.fifo-root",
   runDir: "ctrexec.run-dir",
+  /** The run started its shim and, once exited, keeps it for the next runs (shim-reuse.ts). */
+  shimFounder: "ctrexec.shim-founder",
 } as const;
 
 const MAX_LABEL = 1024;

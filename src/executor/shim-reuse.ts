@@ -4,6 +4,8 @@ import { randomBytes } from "node:crypto";
 export interface ReuseLease {
   /** Put in the run's spec as the runc v2 shim's group annotation. */
   readonly group: string;
+  /** The run starts the group's shim, and keeps its stopped task for the next runs once it exits. */
+  readonly founder: boolean;
   /**
    * The run's process exited and its task goes to be deleted in the background. The deletion must wait for
    * `gate` (undefined: start now), and call `taskDone` once the task deletion was tried (`gone`: it worked).
@@ -118,6 +120,7 @@ export class ShimReuse {
   #found(name: string): ReuseLease {
     return {
       group: name,
+      founder: true,
       handOver: (id) => {
         if (this.#closed) return { gate: undefined, taskDone: () => {} };
         const g: Group = { name, bornAt: Date.now(), releaseFounder: undefined, lent: false, letGo: false, timer: undefined };
@@ -144,6 +147,7 @@ export class ShimReuse {
     let ended = false;
     return {
       group: g.name,
+      founder: false,
       handOver: () => {
         if (ended) return { gate: undefined, taskDone: () => {} };
         ended = true;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { InvalidArgumentError } from "../../src/errors.js";
 import { ContainerdExecutor, type ExecutorOptions } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
@@ -8,6 +9,7 @@ import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js"
 import { killShim, parentPid as parentOf, shimsOf } from "../helpers/env.js";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const cli = fileURLToPath(new URL("../../src/cli/ctrexec.mjs", import.meta.url));
 
 describe("shim reuse (the default)", () => {
   let env: ExecutorEnv;
@@ -42,6 +44,12 @@ describe("shim reuse (the default)", () => {
     // The later runs' records go as usual; the founders' stay, stopped, and hold the shims.
     await env.executor.settled({ keepReusableShims: true });
     assert.deepEqual(await containers(), founders);
+    // ctrexec ps tells them apart from runs in progress.
+    const ps = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [cli, "--namespace", env.namespace, "ps", "--format", "json"], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    const listed = JSON.parse(ps) as { id: string; status: string; keptForShimReuse: boolean }[];
+    assert.deepEqual(listed.map((r) => [r.id, r.status, r.keptForShimReuse]).sort(), founders.map((id) => [id, "stopped", true]));
     for (const id of founders) assert.equal((await env.client.tasks.get({ containerId: id })).status, "STOPPED");
     assert.deepEqual(shimsOf(env.namespace).sort(), shims.sort());
     // 1.5 s without runs: the founders are deleted, and their shims exit.

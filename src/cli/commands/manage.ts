@@ -33,7 +33,9 @@ function table(rows: string[][]): string {
 const PS_OPTIONS: OptionSpec[] = [FORMAT, ...GLOBAL_OPTIONS];
 export const PS_HELP = `Usage: ctrexec ps [--format table|json]
 
-List the runs in progress in the namespace (made by any ctrexec process).
+List the runs in the namespace (made by any ctrexec process): in progress, finished and still being deleted,
+or finished and "kept for shim reuse" (a long-lived executor keeps such a run's stopped container so that its
+next runs reuse the shim; it is deleted within minutes).
 
 Options:
 ${optionsHelp(PS_OPTIONS)}
@@ -63,20 +65,27 @@ export async function psCommand(argv: string[], parent: Context): Promise<number
       } catch {
         // truncated label: keep the text
       }
+      const status = (t?.status ?? "none").toLowerCase();
+      const alive = ownerAlive(owner) ?? null;
       return {
         id: c.id,
         pid: t?.pid ?? 0,
-        status: (t?.status ?? "none").toLowerCase(),
+        status,
         command,
         created: c.labels[LABEL.started] ?? "",
         owner,
-        ownerAlive: ownerAlive(owner) ?? null,
+        ownerAlive: alive,
+        // Finished, and kept by its live owner so that the next runs reuse its shim (deleted within minutes).
+        keptForShimReuse: status === "stopped" && alive !== false && c.labels[LABEL.shimFounder] === "true",
       };
     });
   if (fmt === "json") ctx.stdout.write(JSON.stringify(runs, null, 2) + "\n");
   else {
     const rows = [["ID", "PID", "STATUS", "AGE", "COMMAND"]];
-    for (const r of runs) rows.push([r.id, String(r.pid), r.status + (r.ownerAlive === false ? " (orphaned)" : ""), age(r.created), Array.isArray(r.command) ? r.command.join(" ") : String(r.command)]);
+    for (const r of runs) {
+      const note = r.ownerAlive === false ? " (orphaned)" : r.keptForShimReuse ? " (kept for shim reuse)" : "";
+      rows.push([r.id, String(r.pid), r.status + note, age(r.created), Array.isArray(r.command) ? r.command.join(" ") : String(r.command)]);
+    }
     ctx.stdout.write(table(rows));
   }
   return 0;
