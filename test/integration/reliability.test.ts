@@ -135,6 +135,36 @@ describe("reliability under load and faults", () => {
     await env.assertClean();
   });
 
+  it("prune removes the stopped runs a SIGKILLed executor kept for shim reuse, and their shims exit", async () => {
+    const mod = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
+    const script = `
+      const { ContainerdExecutor } = await import(${mod("../../src/executor/executor.js")});
+      const { bindMountable } = await import(${mod("../../src/executor/mountables.js")});
+      const ex = await ContainerdExecutor.create({ namespace: ${JSON.stringify(env.namespace)}, root: ${JSON.stringify(env.stateDir)},
+        fifoRoot: ${JSON.stringify(env.fifoRoot)}, defaultNetwork: "host" });
+      const run = () => ex.run({ root: { source: bindMountable(${JSON.stringify(env.rootfs)}) }, process: { meta: { args: ["true"] } } });
+      await Promise.all([run(), run()]);
+      await run();
+      await ex.settled({ keepReusableShims: true });
+      process.stdout.write("kept");
+      setInterval(() => {}, 1000);`;
+    const { spawn } = await import("node:child_process");
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (d: Buffer) => d.toString().includes("kept") && resolve());
+      child.on("exit", (code) => reject(new Error(`the child exited (${code}) before keeping its shims`)));
+    });
+    const kept = (await env.client.containers.list()).map((c) => c.id);
+    assert.equal(kept.length, 2, `two founders kept: ${kept.join(" ")}`);
+    assert.equal(shimsOf(env.namespace).length, 2);
+    const exited = new Promise((r) => child.on("exit", r));
+    child.kill("SIGKILL");
+    await exited;
+    const removed = await env.executor.prune();
+    for (const id of kept) assert.ok(removed.includes(`container ${id}`), removed.join(", "));
+    await env.assertClean();
+  });
+
   for (const phase of ["Environment prepared", "Container record created", "IO created", "Container created", "Container started"]) {
     it(`prune leaves nothing after the executor is SIGKILLed at "${phase}"`, async () => {
       const mod = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
