@@ -89,6 +89,11 @@ export class DeadlineExceededError extends CtrexecError {
 }
 named(DeadlineExceededError, "DeadlineExceededError");
 
+/** Whether a failed call may have taken effect in containerd all the same: it was cut off, not refused. */
+export function outcomeUnknown(err: unknown): boolean {
+  return err instanceof DeadlineExceededError || err instanceof UnavailableError || err instanceof CanceledError;
+}
+
 /** Anything else; `message` carries the daemon's or runtime's own words. */
 export class UnknownError extends CtrexecError {
   constructor(message: string, options?: ErrorOptions) {

@@ -1,4 +1,4 @@
-import { CanceledError, NotFoundError, UnavailableError } from "../errors.js";
+import { CanceledError, NotFoundError, outcomeUnknown, UnavailableError } from "../errors.js";
 import { serializeSpec } from "../oci/serialize.js";
 import type { Spec } from "../oci/types.js";
 import { type Logger, silentLogger } from "../util/logger.js";
@@ -59,7 +59,7 @@ export async function runTask(client: ContainerdClient, options: RunTaskOptions)
       await client.tasks.create({ containerId: id, rootfs: options.rootfs, ...io.config });
     } catch (err) {
       // A deadline or a lost connection does not say whether the task was made: delete it if it was.
-      taskGone.value = await deleteTask(client, id, logger).catch(() => false);
+      if (outcomeUnknown(err)) taskGone.value = await deleteTask(client, id, logger).catch(() => false);
       throw err;
     }
     taskGone.value = false;

@@ -14,6 +14,7 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
+  outcomeUnknown,
   UnavailableError,
 } from "../errors.js";
 import { ensureCwd } from "../fs/cwd.js";
@@ -504,7 +505,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     const createRecord = () =>
       this.client.containers.create(record).catch(async (err: unknown) => {
         // A deadline or a lost connection does not say whether the record was made: remove it if it is ours.
-        if (!(err instanceof AlreadyExistsError)) await this.#removeRecordIfOurs(id, runDir);
+        if (outcomeUnknown(err)) await this.#removeRecordIfOurs(id, runDir);
         throw err;
       });
     try {
@@ -533,7 +534,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     } catch (err) {
       span.addEvent("Container start failed", { "error.message": (err as Error).message });
       // A deadline or a lost connection does not say whether the task was made: delete it if it was.
-      taskGone.value = await deleteTask(this.client, id, this.#logger).catch(() => false);
+      if (outcomeUnknown(err)) taskGone.value = await deleteTask(this.client, id, this.#logger).catch(() => false);
       throw toStartError(err, spec.process!.args[0] ?? "");
     }
     taskGone.value = false;

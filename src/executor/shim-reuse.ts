@@ -65,9 +65,7 @@ export class ShimReuse {
   readonly #prefix = `ctrexec-${process.pid}-${randomBytes(3).toString("hex")}-r`;
   /** Groups free to lend, the most recently used last. */
   readonly #free: Group[] = [];
-  /** Groups whose founder is still kept. */
-  readonly #groups = new Set<Group>();
-  /** Founder ids, for `release(id)`. */
+  /** Groups whose founder is still kept, by the founder's id. */
   readonly #founders = new Map<string, Group>();
   #next = 0;
   #closed = false;
@@ -79,7 +77,7 @@ export class ShimReuse {
 
   /** Shims kept for reuse (each with its founder's stopped task). */
   get size(): number {
-    return this.#groups.size;
+    return this.#founders.size;
   }
 
   /**
@@ -102,7 +100,7 @@ export class ShimReuse {
 
   /** Lets every kept shim go (those lent, once their run is done). New runs found new groups. */
   flush(): void {
-    for (const g of [...this.#groups]) this.#letGo(g);
+    for (const g of [...this.#founders.values()]) this.#letGo(g);
   }
 
   /** Lets the shim founded by run `id` go, so that its records can be deleted (a new run with the same id). */
@@ -127,13 +125,11 @@ export class ShimReuse {
         const gate = new Promise<void>((resolve) => {
           g.releaseFounder = () => {
             g.releaseFounder = undefined;
-            this.#groups.delete(g);
             this.#founders.delete(id);
-            if (this.#groups.size === 0) exitHook.delete(this);
+            if (this.#founders.size === 0) exitHook.delete(this);
             resolve();
           };
         });
-        this.#groups.add(g);
         this.#founders.set(id, g);
         exitHook.add(this);
         this.#park(g);
@@ -151,24 +147,24 @@ export class ShimReuse {
       handOver: () => {
         if (ended) return { gate: undefined, taskDone: () => {} };
         ended = true;
-        const taskDone = (gone: boolean) => {
-          if (!g.lent) return;
-          g.lent = false;
-          // A task containerd would not delete may mean a shim in trouble: start afresh.
-          if (!gone || this.#closed || g.letGo || this.#aged(g)) this.#letGo(g);
-          else this.#park(g);
-        };
+        // A task containerd would not delete may mean a shim in trouble: start afresh.
+        const taskDone = (gone: boolean) => g.lent && this.#giveBack(g, !gone);
         return { gate: undefined, taskDone };
       },
       end: (shimAsked) => {
         if (ended) return;
         ended = true;
-        g.lent = false;
         // A run that failed in its shim (task creation, the wait) may have failed because of it: start afresh.
-        if (shimAsked || this.#closed || g.letGo || this.#aged(g)) this.#letGo(g);
-        else this.#park(g);
+        this.#giveBack(g, shimAsked);
       },
     };
+  }
+
+  /** A borrower is done with `g`: lend it again, or let it go (`suspect`: the shim may be at fault). */
+  #giveBack(g: Group, suspect: boolean): void {
+    g.lent = false;
+    if (suspect || this.#closed || g.letGo || this.#aged(g)) this.#letGo(g);
+    else this.#park(g);
   }
 
   #aged(g: Group): boolean {
