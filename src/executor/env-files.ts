@@ -1,14 +1,15 @@
 import { randomBytes } from "node:crypto";
-import { readFile, rm } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { buildHosts, DEFAULT_HOSTNAME, type HostIP, normalizeExtraHosts } from "../oci/hosts.js";
 import { buildResolvConf, type DnsConfig, resolvConfSource } from "../oci/resolv-conf.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 
-async function readOrEmpty(path: string): Promise<string> {
+function readOrEmpty(path: string): string {
   try {
-    return await readFile(path, "utf8");
+    return readFileSync(path, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return "";
     throw err;
@@ -60,12 +61,12 @@ export class EnvFiles {
 
   async #writeResolvConf(name: string, hostNetwork: boolean): Promise<string> {
     const target = join(this.#dir, name);
-    const etc = await readOrEmpty(this.#etc.resolvConf);
+    const etc = readOrEmpty(this.#etc.resolvConf);
     const source =
-      resolvConfSource(etc, hostNetwork) === "/etc/resolv.conf" ? etc : await readOrEmpty(this.#etc.systemdResolvConf);
+      resolvConfSource(etc, hostNetwork) === "/etc/resolv.conf" ? etc : readOrEmpty(this.#etc.systemdResolvConf);
     const { content, usedDefaultNameservers } = buildResolvConf(source, { hostNetwork, dns: this.#dns });
     if (this.#written.get(name) === content) return target;
-    if ((await readOrEmpty(target)) !== content) {
+    if (readOrEmpty(target) !== content) {
       if (usedDefaultNameservers) {
         this.#logger.info("no non-localhost DNS nameservers are left in resolv.conf; using default external servers");
       }
@@ -93,7 +94,7 @@ export class EnvFiles {
         let p = this.#inflight.get("hosts");
         if (!p) {
           p = (async () => {
-            if ((await readOrEmpty(path)) !== content) await writeFileAtomic(path, content);
+            if (readOrEmpty(path) !== content) await writeFileAtomic(path, content);
             this.#written.set("hosts", content);
             return path;
           })().finally(() => this.#inflight.delete("hosts"));

@@ -45,7 +45,7 @@ import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
 import { prune } from "./prune.js";
 import { awaitRetiredRecord, Retirements } from "./retire.js";
-import { createRunDir, fifoDir, removeRunDir, runsDir } from "./run-dirs.js";
+import { createRunDir, fifoDir, removeRunDir, retireRunDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
 import { SHIM_GROUP_ANNOTATION, ShimGroup } from "./shim-group.js";
 import { ShimPool } from "./shim-pool.js";
@@ -382,9 +382,12 @@ export class ContainerdExecutor implements AsyncDisposable {
       }
     }
 
+    // Set once the exit was seen (and awaitCleanup is off): the task and the record are then deleted in the
+    // background, the FIFO directory and the run dir removed there too.
+    let handOver = false;
     const { provider } = await this.#network(meta.network);
     const runDir = await createRunDir(this.root, this.namespace, id);
-    stack.defer("remove run dir", () => removeRunDir(runDir));
+    stack.defer("remove run dir", () => this.#releaseRunDir(runDir, handOver));
     const net = await provider.create({ id, hostname, signal, privileged: meta.security === "insecure" });
     stack.defer("close network namespace", () => net.close());
     if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
@@ -423,7 +426,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     });
     checkpoint();
 
-    const user = await getUser(local.path, meta.user ?? "");
+    const user = getUser(local.path, meta.user ?? "");
     await ensureCwd(local.path, meta.cwd || "/", user.uid, user.gid);
 
     const mounts: OciMount[] = [];
@@ -442,7 +445,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       stack.defer(`unmount ${m.dest}`, () => local.unmount());
       let source = local.path;
       if (selector) {
-        source = await resolveInRoot(local.path, selector);
+        source = resolveInRoot(local.path, selector);
         if (!(await stat(source).then(() => true, () => false))) {
           throw new InvalidArgumentError(`mount ${m.dest}: ${selector} does not exist in its source`, { field: "mounts" });
         }
@@ -452,9 +455,6 @@ export class ContainerdExecutor implements AsyncDisposable {
     checkpoint();
 
     span.addEvent("Environment prepared");
-    // Set once the exit was seen (and awaitCleanup is off): the task and the record are then deleted in the
-    // background, the FIFO directory removed there too.
-    let handOver = false;
     const lease = this.#shimPool?.take();
     if (lease) stack.defer("return the warm shim", () => handOver || lease.done());
     // A caller's own id may be used again at once, by another executor too: such a run never keeps its record.
@@ -607,6 +607,21 @@ export class ContainerdExecutor implements AsyncDisposable {
     throw new ExitError(outcome.exitCode, { oomKilled });
   }
 
+  /**
+   * After a seen exit, a run dir is moved out of its id's way and removed in the background (settled() waits);
+   * otherwise it is removed before the run settles.
+   */
+  async #releaseRunDir(dir: string, handOver: boolean): Promise<void> {
+    if (!handOver) return removeRunDir(dir);
+    let retired: string | undefined;
+    try {
+      retired = retireRunDir(dir);
+    } catch {
+      return removeRunDir(dir);
+    }
+    if (retired) this.#retirements.track(retired, removeRunDir(retired));
+  }
+
   /** Closes a process's IO; after a seen exit the streams have ended, and the FIFO directory goes in the background. */
   async #releaseIO(ioReady: Promise<ProcessIO>, handOver: boolean): Promise<void> {
     const io = await ioReady.catch(() => undefined);
@@ -661,7 +676,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     // Same env rule as run: inherit the container's, then override by key; a bare KEY unsets (§12.9).
     if (meta.env?.length) process.env = mergeEnv(base.env ?? [], meta.env);
     if (meta.user) {
-      const u = await getUser(target.rootfs, meta.user);
+      const u = getUser(target.rootfs, meta.user);
       process.user = { uid: u.uid, gid: u.gid, additionalGids: processGids(u) };
     }
     for (const a of [...process.args, ...(process.env ?? [])]) {

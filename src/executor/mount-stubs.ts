@@ -41,7 +41,7 @@ export class MountStubsCleaner {
       while (p !== "/" && !seen.has(p)) {
         let exists: boolean;
         try {
-          ({ exists } = await resolveInRootDetailed(rootfs, p));
+          ({ exists } = resolveInRootDetailed(rootfs, p));
         } catch {
           break;
         }
@@ -66,7 +66,7 @@ export class MountStubsCleaner {
       let host: string;
       try {
         // Re-resolve now: the run may have replaced a component with a symlink (GHSA-4v98-7qmw-rqr8).
-        host = await resolveInRoot(this.#rootfs, p);
+        host = resolveInRoot(this.#rootfs, p);
       } catch {
         continue;
       }

@@ -1,4 +1,4 @@
-import { stat } from "node:fs/promises";
+import { statSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import type { Mountable, MountRef } from "./types.js";
@@ -13,7 +13,7 @@ export function bindMountable(hostPath: string): Mountable {
   return {
     async mount(readonly: boolean): Promise<MountRef> {
       try {
-        await stat(hostPath);
+        statSync(hostPath);
       } catch {
         throw new InvalidArgumentError(`bind source ${hostPath} does not exist`, { field: "mounts" });
       }

@@ -1,10 +1,9 @@
-import { readFileSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { ContainerdClient } from "../containerd/client.js";
 import { deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
-import { unmountDetached } from "../fs/mount.js";
+import { removeTree } from "../fs/remove-tree.js";
 import { defaultSpec } from "../oci/defaults.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { LABEL, ownerAlive } from "./labels.js";
@@ -16,20 +15,6 @@ export interface PruneOptions {
   fifoRoot: string;
   logger?: Logger;
   runtime?: string;
-}
-
-/** Mount points at or below `dir`, deepest first. */
-function mountsBelow(dir: string): string[] {
-  return readFileSync("/proc/self/mountinfo", "utf8")
-    .split("\n")
-    .map((l) => l.split(" ")[4] ?? "")
-    .filter((m) => m === dir || m.startsWith(dir + "/"))
-    .sort((a, b) => b.length - a.length);
-}
-
-async function removeTree(dir: string): Promise<void> {
-  for (const m of mountsBelow(dir)) await unmountDetached(m).catch(() => {});
-  await rm(dir, { recursive: true, force: true });
 }
 
 /**

@@ -1,4 +1,5 @@
-import { chmod, chown, lstat, mkdir } from "node:fs/promises";
+import { lstatSync } from "node:fs";
+import { chmod, chown, mkdir } from "node:fs/promises";
 import { dirname, isAbsolute, posix, relative, resolve } from "node:path";
 import { InvalidArgumentError, UnknownError } from "../errors.js";
 import { resolveInRoot } from "./root-path.js";
@@ -14,7 +15,7 @@ export async function ensureCwd(rootfs: string, cwd: string, uid: number, gid: n
   }
   let host: string;
   try {
-    host = await resolveInRoot(rootfs, posix.normalize(cwd));
+    host = resolveInRoot(rootfs, posix.normalize(cwd));
   } catch (err) {
     throw new InvalidArgumentError(`working dir ${cwd} points to invalid target: ${(err as Error).message}`, {
       field: "cwd",
@@ -22,7 +23,7 @@ export async function ensureCwd(rootfs: string, cwd: string, uid: number, gid: n
     });
   }
   try {
-    await lstat(host);
+    lstatSync(host);
     return host; // exists (even as a file: the runtime's chdir will say so)
   } catch {
     // missing: create below
@@ -31,7 +32,7 @@ export async function ensureCwd(rootfs: string, cwd: string, uid: number, gid: n
   const missing: string[] = [];
   for (let p = host; relative(resolve(rootfs), p) !== ""; p = dirname(p)) {
     try {
-      await lstat(p);
+      lstatSync(p);
       break;
     } catch {
       missing.unshift(p);

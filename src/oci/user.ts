@@ -1,5 +1,4 @@
-import { constants as fsc } from "node:fs";
-import { open } from "node:fs/promises";
+import { closeSync, constants as fsc, fstatSync, openSync, readSync } from "node:fs";
 import { InvalidArgumentError } from "../errors.js";
 import { resolveInRoot } from "../fs/root-path.js";
 
@@ -81,24 +80,24 @@ export function parseGroup(text: string): GroupEntry[] {
 
 /**
  * Reads a rootfs account file: resolved inside the root, regular files only, at most 10 MiB. A file that is
- * missing or not regular counts as absent (null), as in BuildKit.
+ * missing or not regular counts as absent (null), as in BuildKit. Synchronous, like resolveInRoot.
  */
-export async function readAccountFile(rootfs: string, path: string): Promise<string | null> {
+export function readAccountFile(rootfs: string, path: string): string | null {
   let host: string;
   try {
-    host = await resolveInRoot(rootfs, path);
+    host = resolveInRoot(rootfs, path);
   } catch {
     return null; // a symlink loop: as good as absent
   }
-  let fh;
+  let fd: number;
   try {
     // O_NONBLOCK: a FIFO planted at /etc/passwd must not block the open.
-    fh = await open(host, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    fd = openSync(host, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
   } catch {
     return null;
   }
   try {
-    const st = await fh.stat();
+    const st = fstatSync(fd);
     if (!st.isFile()) return null;
     if (st.size > MAX_ACCOUNT_FILE_BYTES) {
       throw new InvalidArgumentError(`"${path}" exceeds ${MAX_ACCOUNT_FILE_BYTES} bytes`, { field: "user" });
@@ -106,7 +105,7 @@ export async function readAccountFile(rootfs: string, path: string): Promise<str
     const buf = Buffer.alloc(Math.min(st.size, MAX_ACCOUNT_FILE_BYTES) + 1);
     let n = 0;
     for (;;) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      const bytesRead = readSync(fd, buf, n, buf.length - n, n);
       if (bytesRead === 0) break;
       n += bytesRead;
       if (n > MAX_ACCOUNT_FILE_BYTES) {
@@ -116,7 +115,7 @@ export async function readAccountFile(rootfs: string, path: string): Promise<str
     }
     return buf.subarray(0, n).toString("utf8");
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -126,17 +125,17 @@ export async function readAccountFile(rootfs: string, path: string): Promise<str
  * supplementary groups; an implicit one gives every group listing the user. The empty spec is root, and any
  * failure for it falls back to 0:0 (so a rootfs without /etc/passwd still runs as root).
  */
-export async function getUser(rootfs: string, spec: string): Promise<ResolvedUser> {
+export function getUser(rootfs: string, spec: string): ResolvedUser {
   const isDefault = spec === "";
   try {
-    return await lookupUser(rootfs, isDefault ? "0" : spec);
+    return lookupUser(rootfs, isDefault ? "0" : spec);
   } catch (err) {
     if (isDefault) return { uid: 0, gid: 0, additionalGids: [], home: "/" };
     throw err;
   }
 }
 
-async function lookupUser(rootfs: string, spec: string): Promise<ResolvedUser> {
+function lookupUser(rootfs: string, spec: string): ResolvedUser {
   const fast = parseUidGid(spec);
   if (fast) return { ...fast, additionalGids: [], home: "/" };
 
@@ -147,7 +146,7 @@ async function lookupUser(rootfs: string, spec: string): Promise<ResolvedUser> {
   const uidArg = atoi(userArg);
   const gidArg = atoi(groupArg);
 
-  const passwdText = await readAccountFile(rootfs, "/etc/passwd");
+  const passwdText = readAccountFile(rootfs, "/etc/passwd");
   const passwd = passwdText === null ? [] : parsePasswd(passwdText);
   const user: ResolvedUser = { uid: 0, gid: 0, additionalGids: [], home: "/" };
 
@@ -168,7 +167,7 @@ async function lookupUser(rootfs: string, spec: string): Promise<ResolvedUser> {
   }
 
   if (groupArg !== "" || matchedName !== "") {
-    const groupText = await readAccountFile(rootfs, "/etc/group");
+    const groupText = readAccountFile(rootfs, "/etc/group");
     const groups = (groupText === null ? [] : parseGroup(groupText)).filter((g) =>
       groupArg === "" ? g.members.includes(matchedName) : gidArg !== undefined ? g.gid === gidArg : g.name === groupArg,
     );

@@ -564,7 +564,15 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         }
         const bg = await background();
         try {
+          const runDir = join(env.stateDir, "runs", env.namespace, bg.id);
+          const owner = await readFile(join(runDir, "owner"), "utf8");
+          const fifos = join(env.fifoRoot, env.namespace);
+          const fifoDirs = await readdir(fifos);
           await assert.rejects(other.run({ id: bg.id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } }), AlreadyExistsError);
+          // The refused run made nothing and left the live run's state alone (it used to remove its run dir).
+          assert.equal(await readFile(join(runDir, "owner"), "utf8"), owner);
+          assert.deepEqual(await readdir(fifos), fifoDirs);
+          assert.deepEqual(await readdir(join(env.stateDir, "runs", env.namespace)), [bg.id]);
         } finally {
           bg.ac.abort();
           await bg.done;

@@ -230,6 +230,33 @@ describe("reliability under load and faults", () => {
     await env.assertClean();
   });
 
+  it("prune removes retired and half-made run dirs of dead owners without reaching into mounts below them", async () => {
+    const { writeFile, readdir, readFile, rm } = await import("node:fs/promises");
+    const { hostname } = await import("node:os");
+    const runs = join(env.stateDir, "runs", env.namespace);
+    const dead = `${hostname()}/999999999/0`;
+    const retired = join(runs, ".retired-gone-0123456789ab");
+    const half = join(runs, ".new-gone-0123456789ab");
+    const live = join(runs, ".retired-live-0123456789ab");
+    for (const [dir, owner] of [[retired, dead], [half, dead], [live, (await import("../../src/util/owner.js")).ownerId()]] as const) {
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, "owner"), owner);
+    }
+    // A host directory still bind-mounted in a dead run's dir (its unmount never happened): detached, not emptied.
+    const host = join(env.stateDir, "precious");
+    await mkdir(host);
+    await writeFile(join(host, "file"), "keep");
+    await mkdir(join(retired, "mount-x"));
+    await run("mount", ["--bind", host, join(retired, "mount-x")]);
+    const removed = await env.executor.prune();
+    assert.deepEqual(removed.filter((l) => l.startsWith("run dir ")).sort(), [`run dir ${half}`, `run dir ${retired}`]);
+    assert.deepEqual(await readdir(runs), [".retired-live-0123456789ab"]);
+    assert.equal(await readFile(join(host, "file"), "utf8"), "keep");
+    await rm(live, { recursive: true });
+    await rm(host, { recursive: true });
+    await env.assertClean();
+  });
+
   it("hostile input: huge env, missing rootfs, ids with .., an unusable state dir, each typed or contained", async () => {
     const env100k = Array.from({ length: 100_000 }, (_, i) => `V${i}=${i}`);
     const out = new Collect();

@@ -22,25 +22,25 @@ describe("resolveInRoot", () => {
   after(() => rm(root, { recursive: true, force: true }));
 
   it("resolves plain paths", async () => {
-    assert.equal(await resolveInRoot(root, "/etc/passwd"), join(root, "etc/passwd"));
-    assert.equal(await resolveInRoot(root, "etc/passwd"), join(root, "etc/passwd"));
-    assert.equal(await resolveInRoot(root, "/"), root);
-    assert.equal(await resolveInRoot(root, ""), root);
+    assert.equal(resolveInRoot(root, "/etc/passwd"), join(root, "etc/passwd"));
+    assert.equal(resolveInRoot(root, "etc/passwd"), join(root, "etc/passwd"));
+    assert.equal(resolveInRoot(root, "/"), root);
+    assert.equal(resolveInRoot(root, ""), root);
   });
 
   it("clamps .. at the root", async () => {
-    assert.equal(await resolveInRoot(root, "/../../../etc/passwd"), join(root, "etc/passwd"));
-    assert.equal(await resolveInRoot(root, "/a/../../.."), root);
+    assert.equal(resolveInRoot(root, "/../../../etc/passwd"), join(root, "etc/passwd"));
+    assert.equal(resolveInRoot(root, "/a/../../.."), root);
   });
 
   it("restarts absolute link targets at the root", async () => {
-    assert.equal(await resolveInRoot(root, "/abs-etc/passwd"), join(root, "etc/passwd"));
-    assert.equal(await resolveInRoot(root, "/to-root/etc"), join(root, "etc"));
+    assert.equal(resolveInRoot(root, "/abs-etc/passwd"), join(root, "etc/passwd"));
+    assert.equal(resolveInRoot(root, "/to-root/etc"), join(root, "etc"));
   });
 
   it("keeps ..-laden relative link targets inside", async () => {
-    assert.equal(await resolveInRoot(root, "/a/up/passwd"), join(root, "etc/passwd"));
-    assert.equal(await resolveInRoot(root, "/a/rel"), join(root, "a/b"));
+    assert.equal(resolveInRoot(root, "/a/up/passwd"), join(root, "etc/passwd"));
+    assert.equal(resolveInRoot(root, "/a/rel"), join(root, "a/b"));
   });
 
   it("says whether the resolved path exists", async () => {
@@ -56,12 +56,12 @@ describe("resolveInRoot", () => {
   });
 
   it("keeps missing components as they are", async () => {
-    assert.equal(await resolveInRoot(root, "/a/b/new/dir"), join(root, "a/b/new/dir"));
-    assert.equal(await resolveInRoot(root, "/etc/passwd/below"), join(root, "etc/passwd/below"));
+    assert.equal(resolveInRoot(root, "/a/b/new/dir"), join(root, "a/b/new/dir"));
+    assert.equal(resolveInRoot(root, "/etc/passwd/below"), join(root, "etc/passwd/below"));
   });
 
   it("fails on symlink loops", async () => {
-    await assert.rejects(resolveInRoot(root, "/loop1/x"), /too many levels of symbolic links/);
+    assert.throws(() => resolveInRoot(root, "/loop1/x"), /too many levels of symbolic links/);
   });
 
   it("never resolves outside the root, for random trees of symlinks (property)", async () => {
@@ -86,7 +86,7 @@ describe("resolveInRoot", () => {
           const p = "/" + Array.from({ length: depth }, () => names[rand(names.length)]).join("/");
           let resolved: string;
           try {
-            resolved = await resolveInRoot(r, p);
+            resolved = resolveInRoot(r, p);
           } catch (err) {
             assert.match((err as Error).message, /too many levels/);
             continue;
