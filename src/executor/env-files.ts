@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -19,16 +19,20 @@ function readOrEmpty(path: string): string {
 /**
  * The resolv.conf and hosts files that runs bind-mount read-only, kept in the executor's state dir.
  *
- * resolv.conf is rebuilt from the host's file on every run and rewritten only when its content changed: the
- * cache is keyed on content (source + DNS config), not on mtimes, so a DNS-config change or a replaced host file
- * is never missed (BuildKit's mtime check can, reference §12.17). A rewrite replaces the file atomically, so a
- * running container keeps the copy it started with.
+ * resolv.conf is rebuilt from the host's file on every run: keyed on content (source + DNS config), not on
+ * mtimes, so a DNS-config change or a replaced host file is never missed (BuildKit's mtime check can, reference
+ * §12.17). Shared files are named by their content's hash (`resolv-<hash>.conf`, `hosts-<hash>`): executors and
+ * processes with different DNS settings, or different versions, share a state dir without ever overwriting
+ * each other's file, and a file's content never changes under a run that is about to mount it. A change makes
+ * a new file; the old ones stay (a few hundred bytes per distinct content; a running container holds its own
+ * through its bind mount anyway).
  */
 export class EnvFiles {
   readonly #dir: string;
   readonly #dns: DnsConfig | undefined;
   readonly #logger: Logger;
-  readonly #written = new Map<string, string>();
+  /** Kind and content → its shared file, once written or found. */
+  readonly #files = new Map<string, string>();
   readonly #inflight = new Map<string, Promise<string>>();
   /** Paths for test hooks; production reads the host's files. */
   readonly #etc: { resolvConf: string; systemdResolvConf: string };
@@ -49,31 +53,33 @@ export class EnvFiles {
   }
 
   /** The resolv.conf for a run in the host's network namespace or in its own. */
-  resolvConf(hostNetwork: boolean): Promise<string> {
-    const name = hostNetwork ? "resolv-host.conf" : "resolv.conf";
-    let p = this.#inflight.get(name);
-    if (!p) {
-      p = this.#writeResolvConf(name, hostNetwork).finally(() => this.#inflight.delete(name));
-      this.#inflight.set(name, p);
+  async resolvConf(hostNetwork: boolean): Promise<string> {
+    const etc = readOrEmpty(this.#etc.resolvConf);
+    const source = resolvConfSource(etc, hostNetwork) === "/etc/resolv.conf" ? etc : readOrEmpty(this.#etc.systemdResolvConf);
+    const { content, usedDefaultNameservers } = buildResolvConf(source, { hostNetwork, dns: this.#dns });
+    if (usedDefaultNameservers && !this.#files.has(`resolv:${content}`)) {
+      this.#logger.info("no non-localhost DNS nameservers are left in resolv.conf; using default external servers");
     }
-    return p;
+    return this.#shared("resolv", content);
   }
 
-  async #writeResolvConf(name: string, hostNetwork: boolean): Promise<string> {
-    const target = join(this.#dir, name);
-    const etc = readOrEmpty(this.#etc.resolvConf);
-    const source =
-      resolvConfSource(etc, hostNetwork) === "/etc/resolv.conf" ? etc : readOrEmpty(this.#etc.systemdResolvConf);
-    const { content, usedDefaultNameservers } = buildResolvConf(source, { hostNetwork, dns: this.#dns });
-    if (this.#written.get(name) === content) return target;
-    if (readOrEmpty(target) !== content) {
-      if (usedDefaultNameservers) {
-        this.#logger.info("no non-localhost DNS nameservers are left in resolv.conf; using default external servers");
-      }
-      await writeFileAtomic(target, content);
+  /** The shared file holding `content`, named by its hash: written once (atomically) unless it is there. */
+  #shared(kind: "resolv" | "hosts", content: string): Promise<string> {
+    const key = `${kind}:${content}`;
+    const known = this.#files.get(key);
+    if (known) return Promise.resolve(known);
+    let p = this.#inflight.get(key);
+    if (!p) {
+      const hash = createHash("sha256").update(content).digest("hex").slice(0, 16);
+      const path = join(this.#dir, kind === "resolv" ? `resolv-${hash}.conf` : `hosts-${hash}`);
+      p = (async () => {
+        if (readOrEmpty(path) !== content) await writeFileAtomic(path, content);
+        this.#files.set(key, path);
+        return path;
+      })().finally(() => this.#inflight.delete(key));
+      this.#inflight.set(key, p);
     }
-    this.#written.set(name, content);
-    return target;
+    return p;
   }
 
   /**
@@ -89,20 +95,7 @@ export class EnvFiles {
     const extras = normalizeExtraHosts(extraHosts);
     const content = buildHosts(name, extras);
     if (name === DEFAULT_HOSTNAME && extras.length === 0) {
-      const path = join(this.#dir, "hosts");
-      if (this.#written.get("hosts") !== content) {
-        let p = this.#inflight.get("hosts");
-        if (!p) {
-          p = (async () => {
-            if (readOrEmpty(path) !== content) await writeFileAtomic(path, content);
-            this.#written.set("hosts", content);
-            return path;
-          })().finally(() => this.#inflight.delete("hosts"));
-          this.#inflight.set("hosts", p);
-        }
-        await p;
-      }
-      return { path, release: async () => {} };
+      return { path: await this.#shared("hosts", content), release: async () => {} };
     }
     const path = join(perRunDir, `hosts.${randomBytes(8).toString("hex")}`);
     await writeFileAtomic(path, content);

@@ -72,20 +72,37 @@ describe("EnvFiles", () => {
   const files = (dns?: { nameservers: string[] }) =>
     new EnvFiles({ dir, dns, hostFiles: { resolvConf: hostResolv, systemdResolvConf: systemd } });
 
-  it("writes per mode, and rewrites only when the content changes (not by mtime)", async () => {
+  it("writes per mode, and a new file only when the content changes (not by mtime)", async () => {
     await writeFile(hostResolv, "nameserver 127.0.0.11\n");
     const f = files();
     const sandbox = await f.resolvConf(false);
     const host = await f.resolvConf(true);
     assert.equal(await readFile(host, "utf8"), "nameserver 127.0.0.11\n");
     assert.equal(await readFile(sandbox, "utf8"), defaults);
-    const ino = (await stat(sandbox)).ino;
+    const ino = (await stat(host)).ino;
     await writeFile(hostResolv, "nameserver 127.0.0.11\n"); // touched, same content
-    await f.resolvConf(false);
-    assert.equal((await stat(sandbox)).ino, ino, "rewritten although nothing changed");
+    assert.equal(await f.resolvConf(true), host);
+    assert.equal((await stat(host)).ino, ino, "rewritten although nothing changed");
     await writeFile(hostResolv, "nameserver 9.9.9.9\n");
-    await f.resolvConf(false);
-    assert.equal(await readFile(sandbox, "utf8"), "nameserver 9.9.9.9\n");
+    const changed = await f.resolvConf(true);
+    assert.notEqual(changed, host);
+    assert.equal(await readFile(changed, "utf8"), "nameserver 9.9.9.9\n");
+    // A run about to mount the earlier file still finds what it was given.
+    assert.equal(await readFile(host, "utf8"), "nameserver 127.0.0.11\n");
+  });
+
+  it("never gives one executor's file to another with other DNS settings in the same state dir", async () => {
+    await writeFile(hostResolv, "nameserver 10.0.0.9\n");
+    const custom = files({ nameservers: ["1.1.1.1"] });
+    const plain = files();
+    const a = await custom.resolvConf(true);
+    const b = await plain.resolvConf(true);
+    const again = await custom.resolvConf(true);
+    assert.equal(again, a);
+    assert.equal(await readFile(again, "utf8"), "nameserver 1.1.1.1\n");
+    assert.equal(await readFile(b, "utf8"), "nameserver 10.0.0.9\n");
+    // Two instances with the same settings (two processes) share one file.
+    assert.equal(await files({ nameservers: ["1.1.1.1"] }).resolvConf(true), a);
   });
 
   it("follows systemd-resolved and notices a DNS config change across executors", async () => {
