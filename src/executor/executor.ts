@@ -41,6 +41,7 @@ import { LABEL, runLabels } from "./labels.js";
 import { mountLocally, tooLongForTheKernel } from "./local-mount.js";
 import { bindMountable } from "./mountables.js";
 import { MountStubsCleaner } from "./mount-stubs.js";
+import { enterRoot } from "./root-stubs.js";
 import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
 import { prune } from "./prune.js";
@@ -157,8 +158,6 @@ export class ContainerdExecutor implements AsyncDisposable {
   readonly #retirements: Retirements;
   /** This namespace's FIFO directory under the FIFO root. */
   readonly #fifos: string;
-  /** Runs in progress per rootfs path, and stub cleaners waiting for the last of them (see #run). */
-  readonly #rootUsers = new Map<string, { active: number; pending: MountStubsCleaner[] }>();
   #closed: Promise<void> | undefined;
 
   private constructor(options: ExecutorOptions, client: ContainerdClient) {
@@ -413,17 +412,10 @@ export class ContainerdExecutor implements AsyncDisposable {
       (req.mounts ?? []).map((m) => m.dest),
       { recursive: meta.removeMountStubsRecursive ?? true, logger: this.#logger },
     );
-    // Concurrent runs on one writable root share its mount points: a stub one run made may be in use by
-    // another's container, so stubs are removed when the last run on that root is done.
-    const users = this.#rootUsers.get(local.path) ?? { active: 0, pending: [] };
-    users.active++;
-    this.#rootUsers.set(local.path, users);
-    stack.defer("remove mount stubs", async () => {
-      users.pending.push(stubs);
-      if (--users.active > 0) return;
-      this.#rootUsers.delete(local.path);
-      for (const c of users.pending.splice(0)) await c.clean();
-    });
+    // Concurrent runs on one writable root share its mount points, across executors and processes too: stubs
+    // are removed when the last run on that root is done (root-stubs.ts).
+    const rootEntry = enterRoot(this.root, local.path, stubs, this.#logger);
+    if (rootEntry) stack.defer("remove mount stubs", () => rootEntry.leave());
     checkpoint();
 
     const user = getUser(local.path, meta.user ?? "");

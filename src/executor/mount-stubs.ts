@@ -19,6 +19,11 @@ export class MountStubsCleaner {
     this.#logger = logger;
   }
 
+  /** A cleaner for stubs recorded earlier (root-stubs.ts: by the runs on one root). */
+  static of(rootfs: string, stubs: readonly string[], logger: Logger = silentLogger): MountStubsCleaner {
+    return new MountStubsCleaner(rootfs, [...stubs], logger);
+  }
+
   /** The container paths that will be removed if they are still stubs after the run, children first. */
   get recorded(): readonly string[] {
     return this.#stubs;

@@ -7,6 +7,7 @@ import { removeTree } from "../fs/remove-tree.js";
 import { defaultSpec } from "../oci/defaults.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { LABEL, ownerAlive } from "./labels.js";
+import { rootRegistriesDir, settleRootRegistry } from "./root-stubs.js";
 import { fifoDir, readRunOwner, runsDir } from "./run-dirs.js";
 
 export interface PruneOptions {
@@ -20,8 +21,9 @@ export interface PruneOptions {
 /**
  * Removes what runs of dead ctrexec processes left in this namespace: their tasks (resumed, killed, deleted),
  * containers, FIFO directories, run dirs and local mounts, leases (and so active snapshots), and tasks whose
- * container record is gone but whose run dir says they were ours (reference: containerd-from-node §8). Runs whose owner is alive, or lives on
- * another host, are never touched. Returns what it removed, one line each.
+ * container record is gone but whose run dir says they were ours (reference: containerd-from-node §8), and the
+ * mount stubs of roots whose last run died (these are per state dir, not per namespace). Runs whose owner is
+ * alive, or lives on another host, are never touched. Returns what it removed, one line each.
  */
 export async function prune(options: PruneOptions): Promise<string[]> {
   const { client } = options;
@@ -73,6 +75,12 @@ export async function prune(options: PruneOptions): Promise<string[]> {
     if (owner === undefined && known.has(id)) continue;
     await removeTree(dir);
     removed.push(`run dir ${dir}`);
+  }
+
+  // Roots whose runs all ended without removing their mount stubs (the last one died).
+  for (const name of await readdir(rootRegistriesDir(options.stateDir)).catch(() => [] as string[])) {
+    const dir = join(rootRegistriesDir(options.stateDir), name);
+    if (await settleRootRegistry(dir, logger)) removed.push(`mount stubs recorded in ${dir}`);
   }
 
   // Leases of dead owners: deleting them lets containerd's GC take the active snapshots they held.

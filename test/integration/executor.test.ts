@@ -446,6 +446,32 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.equal(existsSync(join(env.rootfs, "data")), false, "bind mount stub parents left");
     });
 
+    it("keeps a mount stub in place while another executor's run on the same root still mounts it", async () => {
+      const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+      const other = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host" });
+      const src = join(env.stateDir, "shared-src");
+      await mkdir(src);
+      await writeFile(join(src, "marker"), "still here\n");
+      try {
+        const mounts = [{ source: bindMountable(src), dest: "/shared/in", readonly: true }];
+        let started!: () => void;
+        const first = new Promise<void>((r) => (started = r));
+        const short = env.executor.run({ root: { source: bindMountable(env.rootfs) }, mounts, process: { meta: { args: ["sleep", "1"] } }, onStarted: () => started() });
+        await first;
+        const out = new Collect();
+        // Starts while the first run holds the stub; reads its mount after the first run ended.
+        const long = other.run({ root: { source: bindMountable(env.rootfs) }, mounts, process: { meta: { args: ["sh", "-c", "sleep 2; cat /shared/in/marker"] }, stdout: out } });
+        await short;
+        assert.equal(existsSync(join(env.rootfs, "shared/in")), true, "the stub was removed under the other run");
+        await long;
+        assert.equal(out.text, "still here\n");
+        assert.equal(existsSync(join(env.rootfs, "shared")), false, "the last run removes the stubs");
+      } finally {
+        await other.close();
+        await rm(src, { recursive: true, force: true });
+      }
+    });
+
     it("mounts a sub-path (selector) of a source, resolved inside it", async () => {
       const src = join(env.stateDir, "selector-src");
       await mkdir(join(src, "sub/dir"), { recursive: true });
