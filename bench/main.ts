@@ -19,6 +19,7 @@ import type { ProcessMeta } from "../src/executor/types.js";
 import { resolveImage } from "../src/image/image.js";
 import { imageMountable } from "../src/image/mountables.js";
 import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
+import { DEFAULT_IPAM_DIR } from "../src/network/bridge.js";
 import { removeRuntimeNamespaceDirs } from "../test/helpers/env.js";
 import { treeEntries, writeOciArchive } from "../test/helpers/oci-image.js";
 
@@ -458,6 +459,7 @@ async function networks(): Promise<void> {
   }
   await exec("ip", ["link", "del", bridge.bridge]).catch(() => {});
   await rm(confDir, { recursive: true, force: true });
+  await rm(join(DEFAULT_IPAM_DIR, bridge.networkName), { recursive: true, force: true });
   results["network_latency"] = out;
 }
 

@@ -12,9 +12,15 @@ export const DEFAULT_NETWORK_NAME = "ctrexec";
 export const DEFAULT_BRIDGE = "ctrexec0";
 export const DEFAULT_SUBNET = "10.89.0.0/16";
 export const DEFAULT_CNI_CONFIG_DIR = "/etc/cni/net.d";
+/**
+ * The built-in network's IPAM store (host-local keeps a directory per network name in it): one for the whole
+ * host, as with host-local's own default, because every executor on the network shares its bridge and subnet
+ * whatever its state dir. A store per state dir handed out the same addresses twice on one bridge.
+ */
+export const DEFAULT_IPAM_DIR = "/var/lib/cni/networks";
 
 export interface BridgeOptions {
-  /** Where namespace files and IPAM state go: `<stateDir>/net/<namespace>/`, `<stateDir>/cni/`. */
+  /** Where namespace files go: `<stateDir>/net/<namespace>/` (IPAM state: DEFAULT_IPAM_DIR). */
   stateDir: string;
   /** containerd namespace, to keep executors of different namespaces apart. */
   namespace: string;
@@ -118,7 +124,7 @@ export class BridgeProvider implements NetworkProvider {
           ...(options.bridge ? { bridge: options.bridge } : {}),
           ...(options.subnet ? { subnet: options.subnet } : {}),
           ...(options.ipMasq !== undefined ? { ipMasq: options.ipMasq } : {}),
-          dataDir: join(options.stateDir, "cni", "ipam"),
+          dataDir: DEFAULT_IPAM_DIR,
         });
     for (const p of [...config.plugins, ...LOOPBACK.plugins]) await findPlugin(p.type, pluginDirs);
     const dir = join(options.stateDir, "net", options.namespace);

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
-import { constants as fsc } from "node:fs";
-import { access, chmod, chown, copyFile, mkdir, mkdtemp, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { constants as fsc, existsSync } from "node:fs";
+import { access, chmod, chown, copyFile, mkdir, mkdtemp, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { FailedPreconditionError } from "../errors.js";
@@ -53,22 +53,14 @@ async function findBusybox(): Promise<string> {
   );
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Returns the default rootfs directory, building it first if needed. Safe to call concurrently, from several
  * processes too: each builds in its own temp dir and the first rename wins.
  */
 export async function ensureDefaultRootfs(stateDir: string): Promise<string> {
   const target = defaultRootfsPath(stateDir);
-  if (await exists(join(target, "bin", "busybox"))) return target;
+  // Checked on every run without a root: synchronous, like the other small file operations on a run's path.
+  if (existsSync(join(target, "bin", "busybox"))) return target;
 
   const busybox = await findBusybox();
   await mkdir(dirname(target), { recursive: true, mode: 0o755 });

@@ -9,6 +9,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { FailedPreconditionError, InvalidArgumentError } from "../../src/errors.js";
 import { ContainerdExecutor, type ExecutorOptions } from "../../src/executor/executor.js";
 import type { ProcessMeta } from "../../src/executor/types.js";
+import { DEFAULT_IPAM_DIR } from "../../src/network/bridge.js";
 import { CniError } from "../../src/network/cni.js";
 import { buildResolvConf } from "../../src/oci/resolv-conf.js";
 import { createTestEnv, type TestEnv } from "../helpers/env.js";
@@ -56,6 +57,7 @@ describe("network providers (real CNI plugins)", () => {
     await rm(cniConfigDir, { recursive: true, force: true });
     await env.dispose();
     for (const b of [bridge, `${bridge}t`]) await run("ip", ["link", "del", b]).catch(() => {});
+    for (const n of [networkName, `${networkName}-tiny`]) await rm(join(DEFAULT_IPAM_DIR, n), { recursive: true, force: true });
   });
 
   async function sh(ex: ContainerdExecutor, script: string, meta: Partial<ProcessMeta> = {}) {
@@ -72,7 +74,7 @@ describe("network providers (real CNI plugins)", () => {
     assert.deepEqual(await readdir(join(env.stateDir, "net", env.namespace)).catch(() => []), [], "network namespace files left");
     const veths = await readdir(`/sys/class/net/${bridge}/brif`).catch(() => []);
     assert.deepEqual(veths, [], "veths left on the bridge");
-    const ipam = await readdir(join(env.stateDir, "cni", "ipam", networkName)).catch(() => []);
+    const ipam = await readdir(join(DEFAULT_IPAM_DIR, networkName)).catch(() => []);
     assert.deepEqual(ipam.filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip")), [], "IPAM reservations left");
   }
 
@@ -141,6 +143,26 @@ describe("network providers (real CNI plugins)", () => {
     await serverRun;
     assert.equal(serverOut.text, `${ip}\nping\n`);
     await assertNetClean(ex);
+  });
+
+  it("bridge: executors with different state dirs on one network never get the same address", async () => {
+    const otherState = await mkdtemp(join(tmpdir(), "ctrexec-net-state-"));
+    const a = await executor({}, { poolSize: 0 });
+    const b = await executor({ root: otherState }, { poolSize: 0 });
+    try {
+      const script = "ip -4 -o addr show eth0 | awk '{print $4}'; sleep 0.5";
+      const [x, y] = await Promise.all([sh(a, script), sh(b, script)]);
+      assert.ok(x.ok && y.ok, `${x.err}${y.err}`);
+      assert.match(x.out, /^10\./);
+      assert.notEqual(x.out, y.out, "one address handed out twice on one bridge");
+    } finally {
+      // Closed before the state dir goes: their pooled namespace files are mounts.
+      await a.close();
+      await b.close();
+      assert.deepEqual(await readdir(join(otherState, "net", env.namespace)).catch(() => []), [], "network namespace files left");
+      await rm(otherState, { recursive: true, force: true });
+    }
+    await assertNetClean();
   });
 
   for (const poolSize of [0, 3]) {
@@ -221,7 +243,7 @@ describe("network providers (real CNI plugins)", () => {
       await holder;
       await tiny.close();
       assert.deepEqual(await readdir(join(env.stateDir, "net", env.namespace)), [], "namespace files left after failures");
-      const ipam = await readdir(join(env.stateDir, "cni", "ipam", `${networkName}-tiny`)).catch(() => []);
+      const ipam = await readdir(join(DEFAULT_IPAM_DIR, `${networkName}-tiny`)).catch(() => []);
       assert.deepEqual(ipam.filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip")), [], "IPAM reservations left");
       await run("ip", ["link", "del", `${bridge}t`]).catch(() => {});
     } finally {
