@@ -39,9 +39,10 @@ import { newContainerId, validateContainerId } from "./container-id.js";
 import { EnvFiles } from "./env-files.js";
 import { LABEL, runLabels } from "./labels.js";
 import { mountLocally, tooLongForTheKernel } from "./local-mount.js";
-import { bindMountable } from "./mountables.js";
 import { MountStubsCleaner } from "./mount-stubs.js";
 import { enterRoot } from "./root-stubs.js";
+import { defaultRootOverlay } from "./default-root.js";
+import { removeTree } from "../fs/remove-tree.js";
 import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
 import { prune } from "./prune.js";
@@ -386,7 +387,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     let handOver = false;
     const { provider } = await this.#network(meta.network);
     const runDir = await createRunDir(this.root, this.namespace, id);
-    stack.defer("remove run dir", () => this.#releaseRunDir(runDir, handOver));
+    stack.defer("remove run dir", () => this.#releaseRunDir(runDir, handOver, req.root === undefined));
     const net = await provider.create({ id, hostname, signal, privileged: meta.security === "insecure" });
     stack.defer("close network namespace", () => net.close());
     if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
@@ -401,21 +402,25 @@ export class ContainerdExecutor implements AsyncDisposable {
     const hosts = await this.#env.hosts(hostname, extraHosts, runDir);
     stack.defer("remove hosts file", () => hosts.release());
 
-    const root = req.root ?? { source: bindMountable(await ensureDefaultRootfs(this.root)) };
-    const rootRef = await root.source.mount(false);
+    const defaultRoot = req.root === undefined;
+    const rootRef = req.root ? await req.root.source.mount(false) : defaultRootOverlay(await ensureDefaultRootfs(this.root), runDir);
     stack.defer("release root mount", () => rootRef.release());
     const local = await mountLocally(rootRef.mounts, runDir);
-    stack.defer("unmount rootfs", () => local.unmount());
+    // The default root's overlay goes with the run dir, off the run's path once the exit was seen.
+    stack.defer("unmount rootfs", () => (handOver && defaultRoot ? undefined : local.unmount()));
     state.rootfs = local.path;
-    const stubs = await MountStubsCleaner.prepare(
-      local.path,
-      (req.mounts ?? []).map((m) => m.dest),
-      { recursive: meta.removeMountStubsRecursive ?? true, logger: this.#logger },
-    );
-    // Concurrent runs on one writable root share its mount points, across executors and processes too: stubs
-    // are removed when the last run on that root is done (root-stubs.ts).
-    const rootEntry = enterRoot(this.root, local.path, stubs, this.#logger);
-    if (rootEntry) stack.defer("remove mount stubs", () => rootEntry.leave());
+    // The default root's stubs are in its run's own upper layer, and go with it.
+    if (!defaultRoot) {
+      const stubs = await MountStubsCleaner.prepare(
+        local.path,
+        (req.mounts ?? []).map((m) => m.dest),
+        { recursive: meta.removeMountStubsRecursive ?? true, logger: this.#logger },
+      );
+      // Concurrent runs on one writable root share its mount points, across executors and processes too: stubs
+      // are removed when the last run on that root is done (root-stubs.ts).
+      const rootEntry = enterRoot(this.root, local.path, stubs, this.#logger);
+      if (rootEntry) stack.defer("remove mount stubs", () => rootEntry.leave());
+    }
     checkpoint();
 
     const user = getUser(local.path, meta.user ?? "");
@@ -600,10 +605,10 @@ export class ContainerdExecutor implements AsyncDisposable {
   }
 
   /**
-   * After a seen exit, a run dir is moved out of its id's way and removed in the background (settled() waits);
-   * otherwise it is removed before the run settles.
+   * After a seen exit, a run dir is moved out of its id's way and removed in the background (settled() waits),
+   * with the default root's overlay (`mounted`) still in it; otherwise it is removed before the run settles.
    */
-  async #releaseRunDir(dir: string, handOver: boolean): Promise<void> {
+  async #releaseRunDir(dir: string, handOver: boolean, mounted: boolean): Promise<void> {
     if (!handOver) return removeRunDir(dir);
     let retired: string | undefined;
     try {
@@ -611,7 +616,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     } catch {
       return removeRunDir(dir);
     }
-    if (retired) this.#retirements.track(retired, removeRunDir(retired));
+    if (retired) this.#retirements.track(retired, mounted ? removeTree(retired) : removeRunDir(retired));
   }
 
   /** Closes a process's IO; after a seen exit the streams have ended, and the FIFO directory goes in the background. */

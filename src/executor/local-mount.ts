@@ -1,4 +1,4 @@
-import { mkdtemp } from "node:fs/promises";
+import { mkdtempSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Mount } from "../containerd/types.js";
 import { UnknownError } from "../errors.js";
@@ -45,7 +45,7 @@ export async function mountLocally(mounts: readonly Mount[], tmpRoot: string): P
   if (only && (only.type === "bind" || only.type === "rbind") && !only.options.includes("ro")) {
     return { path: only.source, inPlace: true, unmount: async () => {} };
   }
-  const dir = await mkdtemp(join(tmpRoot, "mount-"));
+  const dir = mkdtempSync(join(tmpRoot, "mount-"));
   const mounted: string[] = [];
   const unmount = async () => {
     for (const target of mounted.reverse()) await unmountDetached(target).catch(() => {});

@@ -533,6 +533,26 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.equal(out, "ok\n");
     });
 
+    it("keeps the default root unchanged: each run writes to its own overlay, gone with the run", async () => {
+      const { ensureDefaultRootfs } = await import("../../src/rootfs/default-rootfs.js");
+      const shared = await ensureDefaultRootfs(env.stateDir);
+      const noRoot = (script: string, meta: Partial<ProcessMeta> = {}) => {
+        const stdout = new Collect();
+        return env.executor.run({ process: { meta: { args: ["sh", "-c", script], ...meta }, stdout } }).then(() => stdout.text);
+      };
+      const before = (await readdir(shared)).sort();
+      assert.equal(
+        await noRoot("echo planted > /bin/sh2; rm /bin/ls; echo x > /etc/motd; pwd", { cwd: "/overlay-cwd/deep", user: "1000" }),
+        "/overlay-cwd/deep\n",
+      );
+      assert.deepEqual((await readdir(shared)).sort(), before, "no cwd or other change in the shared tree");
+      assert.equal(existsSync(join(shared, "bin/ls")), true);
+      assert.equal(existsSync(join(shared, "bin/sh2")), false);
+      // The next run sees none of it.
+      assert.equal(await noRoot("for p in /bin/ls /bin/sh2 /etc/motd /overlay-cwd; do test -e $p && echo $p; done; echo end"), "/bin/ls\nend\n");
+      await env.assertClean();
+    });
+
     it("mounts a root that is not a plain writable bind on a private dir, and unmounts it", async () => {
       const roBind = {
         mount: async () => ({ mounts: [{ type: "bind", source: env.rootfs, options: ["rbind", "ro"] }], release: async () => {} }),
