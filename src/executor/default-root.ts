@@ -1,5 +1,6 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { FailedPreconditionError } from "../errors.js";
 import type { MountRef } from "./types.js";
 
 /**
@@ -9,6 +10,10 @@ import type { MountRef } from "./types.js";
  * `/bin/sh`, would be every later run's root. A run that wants its writes kept names a root of its own.
  */
 export function defaultRootOverlay(rootfs: string, runDir: string): MountRef {
+  // overlayfs splits its options at ',' and its lower dirs at ':'.
+  if (/[,:]/.test(rootfs + runDir)) {
+    throw new FailedPreconditionError(`the state dir ${runDir} has a ',' or ':' in its path, which overlayfs cannot take; choose another state dir`);
+  }
   const upper = join(runDir, "upper");
   const work = join(runDir, "work");
   mkdirSync(upper, { mode: 0o755 });

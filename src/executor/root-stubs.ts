@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { ownerAlive, ownerId } from "../util/owner.js";
@@ -25,8 +25,15 @@ import { MountStubsCleaner } from "./mount-stubs.js";
  * The file operations are synchronous, as everywhere on a run's path (run-dirs.ts): small local files.
  */
 
+/** The registry of a root, by its real path: a root given through a symlink is the same root. */
 export function rootRegistryDir(stateDir: string, rootfs: string): string {
-  return join(stateDir, "roots", createHash("sha256").update(resolve(rootfs)).digest("hex").slice(0, 16));
+  let real: string;
+  try {
+    real = realpathSync.native(rootfs);
+  } catch {
+    real = resolve(rootfs);
+  }
+  return join(stateDir, "roots", createHash("sha256").update(real).digest("hex").slice(0, 16));
 }
 
 export function rootRegistriesDir(stateDir: string): string {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { existsSync, writeFileSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, realpath, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, realpath, rm, symlink, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -38,6 +38,11 @@ describe("mount stubs shared by the runs on one root", () => {
     await b.leave();
     assert.equal(existsSync(join(root, "data")), false, "the last run removes every recorded stub");
     assert.equal(existsSync(rootRegistryDir(state, root)), false, "the registry goes with the last run");
+  });
+
+  it("knows a root given through a symlink as the same root", async () => {
+    await symlink(root, join(state, "alias"));
+    assert.equal(rootRegistryDir(state, join(state, "alias")), rootRegistryDir(state, root));
   });
 
   it("costs nothing for runs without stubs on a root nobody recorded stubs for", async () => {
