@@ -38,10 +38,10 @@ import { type Span, startSpan, type Tracer } from "../util/tracing.js";
 import { newContainerId, validateContainerId } from "./container-id.js";
 import { EnvFiles } from "./env-files.js";
 import { LABEL, runLabels } from "./labels.js";
-import { mountLocally, tooLongForTheKernel } from "./local-mount.js";
+import { type LocalMount, mountLocally, tooLongForTheKernel } from "./local-mount.js";
 import { MountStubsCleaner } from "./mount-stubs.js";
 import { enterRoot } from "./root-stubs.js";
-import { defaultRootOverlay } from "./default-root.js";
+import { mountDefaultRoot } from "./default-root.js";
 import { removeTree } from "../fs/remove-tree.js";
 import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
@@ -403,9 +403,14 @@ export class ContainerdExecutor implements AsyncDisposable {
     stack.defer("remove hosts file", () => hosts.release());
 
     const defaultRoot = req.root === undefined;
-    const rootRef = req.root ? await req.root.source.mount(false) : defaultRootOverlay(await ensureDefaultRootfs(this.root), runDir);
-    stack.defer("release root mount", () => rootRef.release());
-    const local = await mountLocally(rootRef.mounts, runDir);
+    let local: LocalMount;
+    if (req.root) {
+      const rootRef = await req.root.source.mount(false);
+      stack.defer("release root mount", () => rootRef.release());
+      local = await mountLocally(rootRef.mounts, runDir);
+    } else {
+      local = await mountDefaultRoot(await ensureDefaultRootfs(this.root), runDir, this.#logger);
+    }
     // The default root's overlay goes with the run dir, off the run's path once the exit was seen.
     stack.defer("unmount rootfs", () => (handOver && defaultRoot ? undefined : local.unmount()));
     state.rootfs = local.path;

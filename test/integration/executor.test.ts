@@ -553,6 +553,37 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       await env.assertClean();
     });
 
+    it("runs the built-in root from a state dir that takes no overlay upper layer (on overlayfs: a tmpfs takes it)", async () => {
+      const { promisify } = await import("node:util");
+      const { mountsUnder } = await import("../helpers/env.js");
+      const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+      const sh = promisify(execFile);
+      // A state dir on overlayfs, as inside a container: overlayfs refuses an upper layer there.
+      const base = join(env.stateDir, "on-overlay");
+      for (const d of ["l", "u", "w", "m"]) await mkdir(join(base, d), { recursive: true });
+      const state = join(base, "m");
+      await sh("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${base}/l,upperdir=${base}/u,workdir=${base}/w`, state]);
+      try {
+        const said: string[] = [];
+        const logger = { debug: (m: string) => said.push(m), info: () => {}, warn: () => {}, error: () => {} };
+        const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: state, fifoRoot: env.fifoRoot, defaultNetwork: "host", logger });
+        try {
+          const stdout = new Collect();
+          await ex.run({ process: { meta: { args: ["sh", "-c", "echo kept > /tmp/f && cat /tmp/f"] }, stdout } });
+          assert.equal(stdout.text, "kept\n");
+          assert.ok(said.some((m) => /using a tmpfs/.test(m)), "the tmpfs fallback was not taken");
+          await ex.settled();
+          assert.deepEqual(mountsUnder(state).filter((m) => m !== state), [], "mounts left under the state dir");
+          assert.equal(existsSync(join(state, "rootfs/busybox-v2/tmp/f")), false);
+        } finally {
+          await ex.close();
+        }
+      } finally {
+        await sh("umount", [state]);
+        await rm(base, { recursive: true, force: true });
+      }
+    });
+
     it("mounts a root that is not a plain writable bind on a private dir, and unmounts it", async () => {
       const roBind = {
         mount: async () => ({ mounts: [{ type: "bind", source: env.rootfs, options: ["rbind", "ro"] }], release: async () => {} }),
