@@ -19,6 +19,7 @@ import {
 } from "../errors.js";
 import { ensureCwd } from "../fs/cwd.js";
 import { resolveInRoot } from "../fs/root-path.js";
+import { removeTree } from "../fs/remove-tree.js";
 import { hostNetwork, noneNetwork } from "../network/basic.js";
 import { autoNetworkMode } from "../network/auto.js";
 import { BridgeProvider, type BridgeOptions, pruneNetns } from "../network/bridge.js";
@@ -42,7 +43,6 @@ import { type LocalMount, mountLocally, tooLongForTheKernel } from "./local-moun
 import { MountStubsCleaner } from "./mount-stubs.js";
 import { enterRoot } from "./root-stubs.js";
 import { mountDefaultRoot } from "./default-root.js";
-import { removeTree } from "../fs/remove-tree.js";
 import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
 import { prune } from "./prune.js";
@@ -615,13 +615,14 @@ export class ContainerdExecutor implements AsyncDisposable {
    */
   async #releaseRunDir(dir: string, handOver: boolean, mounted: boolean): Promise<void> {
     if (!handOver) return removeRunDir(dir);
+    const remove = (d: string) => (mounted ? removeTree(d) : removeRunDir(d));
     let retired: string | undefined;
     try {
       retired = retireRunDir(dir);
     } catch {
-      return removeRunDir(dir);
+      return remove(dir);
     }
-    if (retired) this.#retirements.track(retired, mounted ? removeTree(retired) : removeRunDir(retired));
+    if (retired) this.#retirements.track(retired, remove(retired));
   }
 
   /** Closes a process's IO; after a seen exit the streams have ended, and the FIFO directory goes in the background. */

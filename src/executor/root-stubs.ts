@@ -14,7 +14,7 @@ import { MountStubsCleaner } from "./mount-stubs.js";
  * run to leave removes them all:
  *
  *   <state>/roots/<hash of the root's path>/users/<run>   the run's owner (host/pid/starttime)
- *                                           stubs/<hex>   the root's path and a recorded stub's path in it
+ *                                           stubs/<hash>  the root's path and a recorded stub's path in it
  *
  * Runs without stubs of their own enter only when the root has a registry (someone's stubs may be their mount
  * points): they check after looking for their own stubs, and a run writes its registry entry before anything
@@ -33,14 +33,15 @@ export function rootRegistryDir(stateDir: string, rootfs: string): string {
   } catch {
     real = resolve(rootfs);
   }
-  return join(stateDir, "roots", createHash("sha256").update(real).digest("hex").slice(0, 16));
+  return join(rootRegistriesDir(stateDir), createHash("sha256").update(real).digest("hex").slice(0, 16));
 }
 
 export function rootRegistriesDir(stateDir: string): string {
   return join(stateDir, "roots");
 }
 
-const hexPath = (p: string) => Buffer.from(p).toString("hex");
+/** A record's file name: the path's hash (paths can be longer than a file name may be). */
+const recordName = (p: string) => createHash("sha256").update(p).digest("hex").slice(0, 32);
 
 function readOr(path: string): string | undefined {
   try {
@@ -128,7 +129,7 @@ export function enterRoot(stateDir: string, rootfs: string, stubs: MountStubsCle
       mkdirSync(join(dir, "users"), { recursive: true, mode: 0o700 });
       mkdirSync(join(dir, "stubs"), { recursive: true, mode: 0o700 });
       writeFileSync(me, ownerId(), { mode: 0o600 });
-      for (const p of stubs.recorded) writeFileSync(join(dir, "stubs", hexPath(p)), `${resolve(rootfs)}\0${p}`, { mode: 0o600 });
+      for (const p of stubs.recorded) writeFileSync(join(dir, "stubs", recordName(p)), `${resolve(rootfs)}\0${p}`, { mode: 0o600 });
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 3) throw err;

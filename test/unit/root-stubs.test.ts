@@ -40,6 +40,13 @@ describe("mount stubs shared by the runs on one root", () => {
     assert.equal(existsSync(rootRegistryDir(state, root)), false, "the registry goes with the last run");
   });
 
+  it("records a stub whose path is longer than a file name may be", async () => {
+    const deep = "/" + Array.from({ length: 30 }, (_, i) => `level-${i}-${"x".repeat(6)}`).join("/");
+    const a = await start(deep);
+    await a!.leave();
+    assert.equal(existsSync(join(root, "level-0-xxxxxx")), false, "stubs and their created parents removed");
+  });
+
   it("knows a root given through a symlink as the same root", async () => {
     await symlink(root, join(state, "alias"));
     assert.equal(rootRegistryDir(state, join(state, "alias")), rootRegistryDir(state, root));
