@@ -33,6 +33,7 @@ import { generateSpec, mergeEnv, type SpecInput } from "../oci/spec.js";
 import type { Mount as OciMount, Process as OciProcess, Spec } from "../oci/types.js";
 import { getUser, processGids } from "../oci/user.js";
 import { ensureDefaultRootfs } from "../rootfs/default-rootfs.js";
+import { KeyedLimit } from "../util/keyed-limit.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { ReleaseStack } from "../util/release-stack.js";
 import { type Span, startSpan, type Tracer } from "../util/tracing.js";
@@ -58,6 +59,8 @@ import { sampleUsage } from "./usage.js";
 
 export const DEFAULT_STATE_DIR = "/var/lib/ctrexec";
 export const DEFAULT_FIFO_ROOT = "/run/ctrexec/fifo";
+/** See #shimTurns: 4 to 16 measured alike (30 exec Starts in ~0.8 s); the stall starts past ~20. */
+const SHIM_CALLS_AT_ONCE = 8;
 
 export interface ExecutorOptions {
   /** containerd socket; default `$CONTAINERD_ADDRESS` or /run/containerd/containerd.sock. */
@@ -157,6 +160,13 @@ export class ContainerdExecutor implements AsyncDisposable {
   readonly #shimPool: ShimPool | undefined;
   readonly #shimReuse: ShimReuse | undefined;
   readonly #retirements: Retirements;
+  /**
+   * runc calls in flight per shim: an exec's Start in its container's shim, a run's Tasks.Create and Start in
+   * the one shared shim (`shimGroup`). containerd 1.6's shim wakes every runc call in flight for each exit it
+   * reaps, with a 1 ms timeout per busy one: past ~20 calls at once in one shim they stall each other, and 30
+   * exec Starts into one container took 13–25 s instead of 0.8 (docs/reliability.md).
+   */
+  readonly #shimTurns = new KeyedLimit(SHIM_CALLS_AT_ONCE);
   /** This namespace's FIFO directory under the FIFO root. */
   readonly #fifos: string;
   #closed: Promise<void> | undefined;
@@ -465,6 +475,8 @@ export class ContainerdExecutor implements AsyncDisposable {
     let shimAsked = false;
     if (reuse) stack.defer("end the shim reuse lease", () => handOver || reuse.end(shimAsked && !signal.aborted));
     const group = lease?.group ?? reuse?.group;
+    /** The one shim every run of this executor shares (`shimGroup`), whose runc calls take turns (#shimTurns). */
+    const sharedShim = this.#shimGroup?.name;
     const spec = generateSpec(
       {
         ...specBase,
@@ -532,7 +544,8 @@ export class ContainerdExecutor implements AsyncDisposable {
 
     shimAsked = true;
     try {
-      await this.client.tasks.create({ containerId: id, ...io.config });
+      const create = () => this.client.tasks.create({ containerId: id, ...io.config });
+      await (sharedShim ? this.#shimTurns.run(sharedShim, create) : create());
     } catch (err) {
       span.addEvent("Container start failed", { "error.message": (err as Error).message });
       // A deadline or a lost connection does not say whether the task was made: delete it if it was.
@@ -567,6 +580,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       tty: meta.tty,
       initialSize: meta.consoleSize,
       reconnectBoundMs: this.#options.reconnectBoundMs,
+      ...(sharedShim ? { startTurn: <T>(start: () => Promise<T>) => this.#shimTurns.run(sharedShim, start) } : {}),
       onStarted: (pid) => {
         if (started) return;
         started = true;
@@ -720,6 +734,7 @@ export class ContainerdExecutor implements AsyncDisposable {
         tty: meta.tty,
         initialSize: meta.consoleSize,
         onStarted: (pid) => options.onStarted?.({ id, execId, pid }),
+        startTurn: <T>(start: () => Promise<T>) => this.#shimTurns.run(id, start),
       });
       handOver = !this.#options.awaitCleanup && outcome.waitError === undefined;
       this.#result(id, outcome, meta, signal, {}, false);

@@ -31,6 +31,8 @@ export interface RunProcessOptions {
   killTimeoutMs?: number | undefined;
   /** How long to wait for containerd to come back when it restarts mid-run. Default 60 s. */
   reconnectBoundMs?: number | undefined;
+  /** Makes the Start call when the process's shim has room for it (the executor's per-shim limit). */
+  startTurn?: (<T>(start: () => Promise<T>) => Promise<T>) | undefined;
 }
 
 export interface ProcessOutcome {
@@ -99,7 +101,8 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
   }
   let pid: number;
   try {
-    pid = await client.tasks.start(ref, { timeoutMs: RPC_MS });
+    const start = () => client.tasks.start(ref, { timeoutMs: RPC_MS });
+    pid = await (o.startTurn ? o.startTurn(start) : start());
   } catch (err) {
     // Let go of our FIFO ends first: a shim whose exec never started can otherwise wait on its IO copy and
     // hold up DeleteProcess (containerd#1162).

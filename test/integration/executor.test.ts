@@ -352,6 +352,48 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.ok((await runP) instanceof StartError);
     });
 
+    it("runs 40 execs at once into one container, at most 8 starting at a time in its shim", async () => {
+      const { ContainerdExecutor } = await import("../../src/executor/executor.js");
+      const { ContainerdClient } = await import("../../src/containerd/client.js");
+      const client = new ContainerdClient({ namespace: env.namespace });
+      // Counts the Start calls in flight (containerd 1.6's shim stalls past ~20 at once: 13–25 s for 30).
+      let inFlight = 0;
+      let most = 0;
+      const start = client.tasks.start.bind(client.tasks);
+      client.tasks.start = async (...args) => {
+        most = Math.max(most, ++inFlight);
+        try {
+          return await start(...args);
+        } finally {
+          inFlight--;
+        }
+      };
+      const ex = await ContainerdExecutor.create({ client, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host" });
+      try {
+        const ac = new AbortController();
+        let started!: () => void;
+        const running = new Promise<void>((r) => (started = r));
+        const id = env.uniqueId("many");
+        const main = ex.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "60"] } }, signal: ac.signal, onStarted: () => started() }).catch((e: unknown) => e);
+        await running;
+        most = 0;
+        const outs = await Promise.all(
+          Array.from({ length: 40 }, async (_, i) => {
+            const stdout = new Collect();
+            await ex.exec(id, { meta: { args: ["echo", `${i}`] }, stdout });
+            return stdout.text;
+          }),
+        );
+        assert.deepEqual(outs, Array.from({ length: 40 }, (_, i) => `${i}\n`));
+        assert.ok(most > 1 && most <= 8, `${most} exec Starts were in flight at once`);
+        ac.abort();
+        assert.ok((await main) instanceof ExitError);
+      } finally {
+        await ex.close();
+        await client.close();
+      }
+    });
+
     it("kills execs when pid 1 exits", async () => {
       const bg = await background("sleep 1");
       const started = Date.now();
