@@ -101,7 +101,11 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
   }
   let pid: number;
   try {
-    const start = () => client.tasks.start(ref, { timeoutMs: RPC_MS });
+    const start = () => {
+      // Canceled while it waited for its turn: never started.
+      if (signal?.aborted) throw new CanceledError("canceled before the process started", { cause: signal.reason });
+      return client.tasks.start(ref, { timeoutMs: RPC_MS });
+    };
     pid = await (o.startTurn ? o.startTurn(start) : start());
   } catch (err) {
     // Let go of our FIFO ends first: a shim whose exec never started can otherwise wait on its IO copy and

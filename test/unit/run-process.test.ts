@@ -71,6 +71,28 @@ describe("runProcess", () => {
     assert.ok(ioCalls.includes("cancel"));
   });
 
+  it("starts in its turn, and never starts when canceled while it waited for it", async () => {
+    const { client, calls } = fakeClient({ wait: async () => ({ exitStatus: 0, exitedAt: null }) });
+    const turns: (() => void)[] = [];
+    const startTurn = <T>(start: () => Promise<T>) => new Promise<void>((r) => turns.push(r)).then(start);
+    const ac = new AbortController();
+    const p = runProcess({ ...base, client, io: fakeIO().io, signal: ac.signal, startTurn });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(turns.length, 1, "Start waits for its turn");
+    assert.deepEqual(calls, ["wait"]);
+    ac.abort(new Error("stop"));
+    turns[0]!();
+    await assert.rejects(p, CanceledError);
+    assert.deepEqual(calls, ["wait"], "no Start after a cancel");
+
+    const ok = fakeClient({ wait: async () => ({ exitStatus: 0, exitedAt: null }) });
+    const q = runProcess({ ...base, client: ok.client, io: fakeIO().io, startTurn });
+    await new Promise((r) => setImmediate(r));
+    turns[1]!();
+    assert.equal((await q).exitCode, 0);
+    assert.deepEqual(ok.calls.slice(0, 2), ["wait", "start"]);
+  });
+
   it("reports 255 and the cause when the exit status cannot be read", async () => {
     const failure = new UnknownError("connection lost");
     const { client } = fakeClient({ wait: () => Promise.reject(failure) });
