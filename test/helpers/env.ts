@@ -6,6 +6,7 @@ import { mkdtemp, readdir, rm, rmdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ContainerdClient } from "../../src/containerd/client.js";
+import { NotFoundError } from "../../src/errors.js";
 import { ensureDefaultRootfs } from "../../src/rootfs/default-rootfs.js";
 
 /**
@@ -67,7 +68,15 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
         await client.tasks.delete(t.id).catch(() => {});
       }
       for (const c of await client.containers.list().catch(() => [])) await client.containers.delete(c.id).catch(() => {});
-      const deleted = await client.namespaces.delete(namespace).then(() => true, () => false);
+      // containerd's garbage collector may still hold the namespace's last content or snapshots for a moment.
+      let deleted = false;
+      for (let i = 0; i < 30 && !deleted; i++) {
+        deleted = await client.namespaces.delete(namespace).then(
+          () => true,
+          (e: unknown) => e instanceof NotFoundError,
+        );
+        if (!deleted) await new Promise((r) => setTimeout(r, 100));
+      }
       if (deleted) await removeRuntimeNamespaceDirs(namespace);
       await client.close();
       await rm(stateDir, { recursive: true, force: true });
