@@ -98,7 +98,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
       `selinux:          ${host.selinux ? "yes" : "no"}`,
       `network:          default ${report.network.default}; providers ${report.network.providers.join(", ")}`,
       `CNI plugins:      ${cniDir ? `${cniPlugins.join(", ") || "none"} in ${cniDir}` : "not installed"}`,
-      `default rootfs:   ${rootfs}${report.defaultRootfs.built ? "" : " (not built yet)"}`,
+      `default rootfs:   ${rootfs}${report.defaultRootfs.built ? "" : " (not built yet)"} (each run writes to its own overlay)`,
       `state dir:        ${ctx.root}`,
       `FIFO root:        ${ctx.fifoRoot} (mkfifo: ${report.fifo})`,
       `kernel:           ${host.kernelRelease} (${host.arch})`,
