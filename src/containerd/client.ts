@@ -86,7 +86,6 @@ export class ContainerdClient implements AsyncDisposable {
     return new ContainerdClient({ address: this.address, namespace: this.namespace, timeoutMs: this.timeoutMs, lease }, this.#transport);
   }
 
-
   #call<Res>(service: string, method: string, request: object, options?: CallOptions, timeoutMs?: number) {
     return this.#transport.unary<Res>(service, method, request, this.#scope, timeoutMs ?? this.timeoutMs, options);
   }

@@ -18,8 +18,8 @@ import {
   UnavailableError,
 } from "../errors.js";
 import { ensureCwd } from "../fs/cwd.js";
-import { resolveInRoot } from "../fs/root-path.js";
 import { removeTree } from "../fs/remove-tree.js";
+import { resolveInRoot } from "../fs/root-path.js";
 import { hostNetwork, noneNetwork } from "../network/basic.js";
 import { autoNetworkMode } from "../network/auto.js";
 import { BridgeProvider, type BridgeOptions, pruneNetns } from "../network/bridge.js";
@@ -38,16 +38,16 @@ import { type Logger, silentLogger } from "../util/logger.js";
 import { ReleaseStack } from "../util/release-stack.js";
 import { type Span, startSpan, type Tracer } from "../util/tracing.js";
 import { newContainerId, validateContainerId } from "./container-id.js";
+import { mountDefaultRoot } from "./default-root.js";
 import { EnvFiles } from "./env-files.js";
 import { LABEL, runLabels } from "./labels.js";
 import { type LocalMount, mountLocally, tooLongForTheKernel } from "./local-mount.js";
 import { MountStubsCleaner } from "./mount-stubs.js";
-import { enterRoot } from "./root-stubs.js";
-import { mountDefaultRoot } from "./default-root.js";
 import { OomWatch } from "./oom-watch.js";
 import { runProcess } from "./run-process.js";
 import { prune } from "./prune.js";
 import { awaitRetiredRecord, Retirements } from "./retire.js";
+import { enterRoot } from "./root-stubs.js";
 import { createRunDir, fifoDir, removeRunDir, retireRunDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
 import { SHIM_GROUP_ANNOTATION, ShimGroup } from "./shim-group.js";
@@ -395,9 +395,11 @@ export class ContainerdExecutor implements AsyncDisposable {
     // Set once the exit was seen (and awaitCleanup is off): the task and the record are then deleted in the
     // background, the FIFO directory and the run dir removed there too.
     let handOver = false;
+    /** No root given: the built-in one, through an overlay in the run dir (default-root.ts). */
+    const defaultRoot = req.root === undefined;
     const { provider } = await this.#network(meta.network);
     const runDir = await createRunDir(this.root, this.namespace, id);
-    stack.defer("remove run dir", () => this.#releaseRunDir(runDir, handOver, req.root === undefined));
+    stack.defer("remove run dir", () => this.#releaseRunDir(runDir, handOver, defaultRoot));
     const net = await provider.create({ id, hostname, signal, privileged: meta.security === "insecure" });
     stack.defer("close network namespace", () => net.close());
     if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
@@ -412,7 +414,6 @@ export class ContainerdExecutor implements AsyncDisposable {
     const hosts = await this.#env.hosts(hostname, extraHosts, runDir);
     stack.defer("remove hosts file", () => hosts.release());
 
-    const defaultRoot = req.root === undefined;
     let local: LocalMount;
     if (req.root) {
       const rootRef = await req.root.source.mount(false);
