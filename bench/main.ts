@@ -165,6 +165,7 @@ async function seqTrue(): Promise<void> {
   const grouped = await newExecutor({ shimGroup: true });
   const buildkitOrder = await newExecutor({ awaitCleanup: true });
   const noReuse = await newExecutor({ reuseShims: false });
+  const noLauncher = await newExecutor({ shimLauncher: false });
   const warm = await newExecutor({ warmShims: 2 });
   await timed(warm, { args: ["/bin/true"] });
   // "auto" starts nothing for the first run; the second one grows the pool, one anchor at a time: measure it
@@ -178,6 +179,7 @@ async function seqTrue(): Promise<void> {
   const g: number[] = [];
   const bo: number[] = [];
   const nr: number[] = [];
+  const nl: number[] = [];
   await timed(grouped, { args: ["/bin/true"] });
   const c: number[] = [];
   const ctr: number[] = [];
@@ -194,6 +196,7 @@ async function seqTrue(): Promise<void> {
     for (let i = 0; i < PER_ROUND; i++) g.push(await timed(grouped, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) bo.push(await timed(buildkitOrder, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) nr.push(await timed(noReuse, { args: ["/bin/true"] }));
+    for (let i = 0; i < PER_ROUND; i++) nl.push(await timed(noLauncher, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) w.push(await timed(warm, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) a.push(await timed(auto, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) ctr.push((await ctrRun(["/bin/true"])).ms);
@@ -218,6 +221,7 @@ async function seqTrue(): Promise<void> {
   await grouped.close();
   await buildkitOrder.close();
   await noReuse.close();
+  await noLauncher.close();
   await warm.close();
   await auto.close();
   await ex.close();
@@ -228,6 +232,7 @@ async function seqTrue(): Promise<void> {
     ctrexec_shim_group: summary(g),
     ctrexec_await_cleanup: summary(bo),
     ctrexec_no_shim_reuse: summary(nr),
+    ctrexec_no_shim_launcher: summary(nl),
     ctrexec_warm_shims_2: summary(w),
     ctrexec_warm_shims_auto: summary(a),
     ctr: summary(ctr),
@@ -240,6 +245,7 @@ async function seqTrue(): Promise<void> {
   row("run /bin/true (ms)", "ms", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, no stdio (ms)", "ms", median(noStreams), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, reuseShims: false (ms)", "ms", median(nr), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  row("  same, shimLauncher: false (ms)", "ms", median(nl), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, shim group (ms)", "ms", median(g), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, 2 warm shims (ms)", "ms", median(w), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row('  same, warmShims: "auto" (ms)', "ms", median(a), median(ctr), median(runc), haveGo ? median(go) : undefined);
@@ -340,7 +346,10 @@ async function parallel(conc: number): Promise<void> {
   await ex.settled({ keepReusableShims: true });
   const total = quick ? conc * 4 : conc * 8;
   // Every column saturates the CPUs, so throughput is the machine's CPU per run: measured for each column.
-  const cpu: Record<"c" | "n" | "w" | "ctr" | "go", number[]> = { c: [], n: [], w: [], ctr: [], go: [] };
+  const cpu: Record<"c" | "l" | "n" | "w" | "ctr" | "go", number[]> = { c: [], l: [], n: [], w: [], ctr: [], go: [] };
+  const noLauncher = await newExecutor({ reuseShimsIdleMs: 120_000, shimLauncher: false });
+  await Promise.all(Array.from({ length: 2 * conc }, () => noLauncher.run({ root: root(), process: { meta: { args: ["/bin/true"] } } })));
+  await noLauncher.settled({ keepReusableShims: true });
   const noReuse = await newExecutor({ reuseShims: false });
   // Twice the concurrency: a shim is busy until its run's task is deleted (see ExecutorOptions.warmShims).
   const warm = await newExecutor({ warmShims: 2 * conc });
@@ -351,7 +360,7 @@ async function parallel(conc: number): Promise<void> {
     if (anchors.length >= 2 * conc) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  const rate = async (col: "c" | "n" | "w" | "ctr", f: () => Promise<unknown>, after?: () => Promise<void>) => {
+  const rate = async (col: "c" | "l" | "n" | "w" | "ctr", f: () => Promise<unknown>, after?: () => Promise<void>) => {
     let next = 0;
     const t = performance.now();
     const c0 = await busyJiffies();
@@ -365,12 +374,14 @@ async function parallel(conc: number): Promise<void> {
     return total / (el / 1000);
   };
   const c: number[] = [];
+  const l: number[] = [];
   const n: number[] = [];
   const w: number[] = [];
   const ctr: number[] = [];
   const go: number[] = [];
   for (let round = 0; round < (quick ? 2 : 3); round++) {
     c.push(await rate("c", () => ex.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => ex.settled({ keepReusableShims: true })));
+    l.push(await rate("l", () => noLauncher.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => noLauncher.settled({ keepReusableShims: true })));
     n.push(await rate("n", () => noReuse.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => noReuse.settled()));
     w.push(await rate("w", () => warm.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => warm.settled()));
     ctr.push(await rate("ctr", () => ctrRun(["/bin/true"])));
@@ -381,18 +392,22 @@ async function parallel(conc: number): Promise<void> {
     }
   }
   await ex.close();
+  await noLauncher.close();
   await noReuse.close();
   await warm.close();
   results[`parallel_${conc}`] = {
     ctrexec_runs_s: summary(c),
+    ctrexec_no_shim_launcher_runs_s: summary(l),
     ctrexec_no_shim_reuse_runs_s: summary(n),
     ctrexec_warm_shims_runs_s: summary(w),
     ctr_runs_s: summary(ctr),
     go_runs_s: haveGo ? summary(go) : null,
-    machine_cpu_ms_per_run: { ctrexec: summary(cpu.c), ctrexec_no_shim_reuse: summary(cpu.n), ctrexec_warm_shims: summary(cpu.w), ctr: summary(cpu.ctr), go: haveGo ? summary(cpu.go) : null },
+    machine_cpu_ms_per_run: { ctrexec: summary(cpu.c), ctrexec_no_shim_launcher: summary(cpu.l), ctrexec_no_shim_reuse: summary(cpu.n), ctrexec_warm_shims: summary(cpu.w), ctr: summary(cpu.ctr), go: haveGo ? summary(cpu.go) : null },
   };
   row(`${conc}-way parallel, shim reuse in steady state (runs/s)`, "/s", median(c), median(ctr), undefined, haveGo ? median(go) : undefined, true);
   row("  machine CPU per run (ms)", "ms", median(cpu.c), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
+  row("  same, shimLauncher: false (runs/s)", "/s", median(l), median(ctr), undefined, haveGo ? median(go) : undefined, true);
+  row("  machine CPU per run (ms)", "ms", median(cpu.l), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
   row("  same, reuseShims: false (runs/s)", "/s", median(n), median(ctr), undefined, haveGo ? median(go) : undefined, true);
   row("  machine CPU per run (ms)", "ms", median(cpu.n), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
   row(`  same, ${2 * conc} warm shims (runs/s)`, "/s", median(w), median(ctr), undefined, haveGo ? median(go) : undefined, true);

@@ -1,8 +1,10 @@
-// Builds the native addon (native/*.c: mkfifo, pipe size, heap trim, mount) when a source is newer than the binary. Runs as the
-// package's install script too, so it never fails: without the addon ctrexec falls back to mkfifo(1), which
-// only costs speed (see src/containerd/fifo.ts).
+// Builds the native addon (native/fifo.c, native/mount.c: mkfifo, pipe size, heap trim, mount) and the shim
+// launcher (native/shim-launcher.c, a program containerd runs) when a source is newer than its binary. Runs as
+// the package's install script too, so it never fails: without the addon ctrexec falls back to mkfifo(1), and
+// without the launcher containerd runs its own shim binary; either only costs speed (src/containerd/fifo.ts,
+// src/containerd/shim-launcher.ts).
 import { spawnSync } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -22,5 +24,22 @@ if (!existsSync(addon) || sources.some((f) => statSync(addon).mtimeMs < statSync
     : 1;
   if (status !== 0) {
     console.error("ctrexec: the native mkfifo addon did not build; FIFOs will be made with mkfifo(1), which is slower");
+  }
+}
+
+// After the addon: node-gyp's rebuild starts by removing build/. Compiled to a temporary name and renamed, so
+// that containerd never runs a half-written binary.
+const launcher = join(root, "build/ctrexec-shim");
+const launcherSource = join(root, "native/shim-launcher.c");
+if (!existsSync(launcher) || statSync(launcher).mtimeMs < statSync(launcherSource).mtimeMs) {
+  const tmp = `${launcher}.${process.pid}`;
+  const cc = ["cc", "gcc"].find((c) => spawnSync(c, ["--version"], { stdio: "ignore" }).status === 0);
+  const status = cc
+    ? spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-o", tmp, launcherSource], { cwd: root, stdio: ["ignore", "ignore", "inherit"] }).status
+    : 1;
+  if (status === 0) renameSync(tmp, launcher);
+  else {
+    rmSync(tmp, { force: true });
+    console.error("ctrexec: the shim launcher did not build; containerd will run containerd-shim-runc-v2 for every task, which is slower");
   }
 }

@@ -2,9 +2,11 @@ import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { constants as fsc } from "node:fs";
 import { access, mkdir, stat } from "node:fs/promises";
+import { isAbsolute } from "node:path";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
 import { CLEANUP_RPC_MS, DEFAULT_RUNTIME, deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/run-task.js";
+import { builtShimLauncher, isExecutable, TaskCreator } from "../containerd/shim-launcher.js";
 import { jsonAny, PROCESS_TYPE_URL, SPEC_TYPE_URL } from "../containerd/types.js";
 import {
   AlreadyExistsError,
@@ -75,6 +77,15 @@ export interface ExecutorOptions {
   fifoRoot?: string;
   /** containerd runtime. Default io.containerd.runc.v2. */
   runtime?: string;
+  /**
+   * The runtime binary containerd runs for this executor's tasks (Tasks.Create's runtime_path): ctrexec's
+   * launcher answers containerd's per-task `start` and `delete` calls to the runc v2 shim itself where their
+   * outcome is certain, and hands the rest to containerd-shim-runc-v2 (docs/performance.md). false: containerd
+   * runs containerd-shim-runc-v2 for everything. Default: the launcher built with the package
+   * (build/ctrexec-shim) when the runtime is io.containerd.runc.v2; if containerd cannot run it (another mount
+   * namespace, a noexec mount), the executor says so once and goes on without it.
+   */
+  shimLauncher?: string | false;
   /**
    * The mode used for `network: "default"`. Default: "bridge" when the CNI plugins are installed and the
    * bridge network's config exists in its config dir (scripts/setup.sh writes it), else "host" (BuildKit's
@@ -160,6 +171,7 @@ export class ContainerdExecutor implements AsyncDisposable {
   readonly #shimPool: ShimPool | undefined;
   readonly #shimReuse: ShimReuse | undefined;
   readonly #retirements: Retirements;
+  readonly #tasks: TaskCreator;
   /**
    * runc calls in flight per shim: an exec's Start in its container's shim, a run's Tasks.Create and Start in
    * the one shared shim (`shimGroup`). containerd 1.6's shim wakes every runc call in flight for each exit it
@@ -190,12 +202,19 @@ export class ContainerdExecutor implements AsyncDisposable {
     // Every run and exec listens on the executor's close signal: many at once is normal, not a leak.
     setMaxListeners(0, this.#closing.signal);
     this.#fifos = fifoDir(this.fifoRoot, client.namespace);
+    const defaultRuntime = (options.runtime ?? DEFAULT_RUNTIME) === DEFAULT_RUNTIME;
+    this.#tasks = new TaskCreator(
+      client,
+      options.shimLauncher === false ? undefined : (options.shimLauncher ?? (defaultRuntime ? builtShimLauncher() : undefined)),
+      this.#logger,
+    );
     this.#shimGroup = options.shimGroup
-      ? new ShimGroup(client, typeof options.shimGroup === "string" ? options.shimGroup : `ctrexec-${process.pid}-${randomBytes(4).toString("hex")}`, this.#logger)
+      ? new ShimGroup(client, this.#tasks, typeof options.shimGroup === "string" ? options.shimGroup : `ctrexec-${process.pid}-${randomBytes(4).toString("hex")}`, this.#logger)
       : undefined;
     this.#shimPool = options.warmShims
       ? new ShimPool({
           client,
+          tasks: this.#tasks,
           size: options.warmShims,
           rootfs: () => ensureDefaultRootfs(this.root),
           runtime: options.runtime ?? DEFAULT_RUNTIME,
@@ -220,6 +239,17 @@ export class ContainerdExecutor implements AsyncDisposable {
       const ms = options[field];
       if (ms !== undefined && (!Number.isFinite(ms) || ms < 0)) {
         throw new InvalidArgumentError(`${field} must be a number of milliseconds, not ${ms}`, { field });
+      }
+    }
+    const launcher = options.shimLauncher;
+    if (launcher !== undefined && launcher !== false) {
+      if ((options.runtime ?? DEFAULT_RUNTIME) !== DEFAULT_RUNTIME) {
+        throw new InvalidArgumentError(`shimLauncher hands tasks to containerd-shim-runc-v2: it does not go with the runtime ${options.runtime}`, {
+          field: "shimLauncher",
+        });
+      }
+      if (!isAbsolute(launcher) || !isExecutable(launcher)) {
+        throw new InvalidArgumentError(`shimLauncher ${launcher} is not an executable file given by its absolute path`, { field: "shimLauncher" });
       }
     }
     if (options.warmShims && options.shimGroup) {
@@ -545,7 +575,7 @@ export class ContainerdExecutor implements AsyncDisposable {
 
     shimAsked = true;
     try {
-      const create = () => this.client.tasks.create({ containerId: id, ...io.config });
+      const create = () => this.#tasks.create({ containerId: id, ...io.config });
       await (sharedShim ? this.#shimTurns.run(sharedShim, create) : create());
     } catch (err) {
       span.addEvent("Container start failed", { "error.message": (err as Error).message });

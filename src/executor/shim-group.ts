@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { ContainerdClient } from "../containerd/client.js";
+import type { TaskCreator } from "../containerd/shim-launcher.js";
 import { DEFAULT_RUNTIME, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
 import { defaultSpec } from "../oci/defaults.js";
@@ -15,7 +16,14 @@ export const SHIM_GROUP_ANNOTATION = "io.containerd.runc.v2.group";
  * group lives as long as one of its containers does, so this keeps it up between runs. Labelled like a run,
  * so prune finds it if this process dies. Returns the anchor's container id.
  */
-export async function startAnchor(client: ContainerdClient, group: string, rootfs: string, runtime: string, logger: Logger): Promise<string> {
+export async function startAnchor(
+  client: ContainerdClient,
+  tasks: TaskCreator,
+  group: string,
+  rootfs: string,
+  runtime: string,
+  logger: Logger,
+): Promise<string> {
   const id = `ctrexec-anchor-${randomBytes(6).toString("hex")}`;
   const spec = defaultSpec(client.namespace, id);
   spec.process!.args = ["sleep", "2147483647"];
@@ -29,7 +37,7 @@ export async function startAnchor(client: ContainerdClient, group: string, rootf
     labels: { [LABEL.owner]: ownerId(), [LABEL.command]: JSON.stringify(["shim group anchor", group]) },
   });
   try {
-    await client.tasks.create({ containerId: id });
+    await tasks.create({ containerId: id });
     await client.tasks.start({ containerId: id });
   } catch (err) {
     await stopAnchor(client, id, logger);
@@ -54,18 +62,20 @@ export async function stopAnchor(client: ContainerdClient, id: string, logger: L
 export class ShimGroup {
   readonly name: string;
   readonly #client: ContainerdClient;
+  readonly #tasks: TaskCreator;
   readonly #logger: Logger;
   #anchor: Promise<string> | undefined;
 
-  constructor(client: ContainerdClient, name: string, logger: Logger) {
+  constructor(client: ContainerdClient, tasks: TaskCreator, name: string, logger: Logger) {
     this.#client = client;
+    this.#tasks = tasks;
     this.name = name;
     this.#logger = logger;
   }
 
   /** Starts the anchor once (on `rootfs()`, asked for only then); later calls wait for the same start. */
   ensure(rootfs: () => Promise<string>, runtime = DEFAULT_RUNTIME): Promise<string> {
-    this.#anchor ??= rootfs().then((r) => startAnchor(this.#client, this.name, r, runtime, this.#logger)).catch((err: unknown) => {
+    this.#anchor ??= rootfs().then((r) => startAnchor(this.#client, this.#tasks, this.name, r, runtime, this.#logger)).catch((err: unknown) => {
       this.#anchor = undefined;
       throw err;
     });

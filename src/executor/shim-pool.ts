@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { ContainerdClient } from "../containerd/client.js";
+import type { TaskCreator } from "../containerd/shim-launcher.js";
 import type { Logger } from "../util/logger.js";
 import { startAnchor, stopAnchor } from "./shim-group.js";
 
@@ -17,6 +18,7 @@ export interface ShimLease {
 
 export interface ShimPoolOptions {
   client: ContainerdClient;
+  tasks: TaskCreator;
   /** How many warm shims to keep (idle plus lent), or "auto": sized to the runs in progress, none when idle. */
   size: number | "auto";
   /** The read-only rootfs of the anchors (the default rootfs). */
@@ -164,7 +166,7 @@ export class ShimPool {
       while (this.#short()) {
         const group = `${this.#prefix}-${this.#next++}`;
         try {
-          const anchor = await startAnchor(this.#o.client, group, await this.#o.rootfs(), this.#o.runtime, this.#o.logger);
+          const anchor = await startAnchor(this.#o.client, this.#o.tasks, group, await this.#o.rootfs(), this.#o.runtime, this.#o.logger);
           if (this.#closed || this.size >= this.#target) {
             // Closed, or "auto" let go of the pool while this one was starting.
             await stopAnchor(this.#o.client, anchor, this.#o.logger);

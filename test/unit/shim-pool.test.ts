@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { ContainerdClient } from "../../src/containerd/client.js";
+import { TaskCreator } from "../../src/containerd/shim-launcher.js";
 import { ShimPool } from "../../src/executor/shim-pool.js";
 import type { Logger } from "../../src/util/logger.js";
 
@@ -11,8 +12,10 @@ import type { Logger } from "../../src/util/logger.js";
 function failingPool(size: number | "auto") {
   const seen = { rootfs: 0, warnings: 0 };
   const logger: Logger = { debug() {}, info() {}, warn: () => void seen.warnings++, error() {} };
+  const client = {} as ContainerdClient;
   const pool = new ShimPool({
-    client: {} as ContainerdClient,
+    client,
+    tasks: new TaskCreator(client, undefined, logger),
     size,
     rootfs: () => {
       seen.rootfs++;
