@@ -27,6 +27,17 @@ describe("ctrexec CLI basics", () => {
     assert.equal(r.stderr.trim().split("\n").length, 1);
   });
 
+  it("info reports containerd, the runtime and the shim launcher it gives containerd", async () => {
+    const r = await ctrexec(["info", "--format", "json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const info = JSON.parse(r.stdout) as { containerd: { reachable: boolean }; runtime: { name: string; shimLauncher: string | null } };
+    assert.equal(info.containerd.reachable, true);
+    assert.equal(info.runtime.name, "io.containerd.runc.v2");
+    assert.equal(info.runtime.shimLauncher, fileURLToPath(new URL("../../../build/ctrexec-shim", import.meta.url)));
+    const text = await ctrexec(["info"]);
+    assert.match(text.stdout, /^shim launcher: +\/\S+\/build\/ctrexec-shim$/m);
+  });
+
   it("exits 125 on a bad flag or command", async () => {
     assert.equal((await ctrexec(["--bogus"])).code, 125);
     const r = await ctrexec(["frobnicate"]);

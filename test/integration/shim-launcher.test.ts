@@ -158,6 +158,7 @@ describe("the shim launcher (native/shim-launcher.c)", { skip: launcher ? false 
         ["another runc binary", made("t2", { ...defaults, runtime: "/usr/local/bin/crun" }), "t2"],
         ["options beyond the defaults", made("t3", { ...defaults, "options.json": '{"root":"/x"}' }), "t3"],
         ["no runtime file", made("t4", { "options.json": "{}" }), "t4"],
+        ["options too long to read at a glance", made("t6", { ...defaults, "options.json": `{${" ".repeat(300)}}` }), "t6"],
         ["a working directory that is not the bundle", made("t5", defaults), "other"],
       ];
       for (const [what, dir, id] of cases) {
@@ -171,16 +172,16 @@ describe("the shim launcher (native/shim-launcher.c)", { skip: launcher ? false 
   });
 
   it("passes every other call through, and finds the real shim beside containerd when PATH has none", () => {
-    const dir = bundle("t6");
+    const dir = bundle("t7");
     const empty = join(scratch, "empty-bin");
     mkdirSync(empty, { recursive: true });
-    const r = launch(dir, env.namespace, "t6", "state", { path: fakePath });
+    const r = launch(dir, env.namespace, "t7", "state", { path: fakePath });
     assert.equal(r.status, 3);
     assert.equal(r.text.trim(), `REAL ${r.args.join(" ")}`);
-    const beside = launch(dir, env.namespace, "t6", "state", { path: empty, publish: join(fakePath, "containerd") });
+    const beside = launch(dir, env.namespace, "t7", "state", { path: empty, publish: join(fakePath, "containerd") });
     assert.equal(beside.status, 3, beside.stderr);
     assert.equal(beside.text.trim(), `REAL ${beside.args.join(" ")}`);
-    const nowhere = launch(dir, env.namespace, "t6", "state", { path: empty, publish: join(empty, "containerd") });
+    const nowhere = launch(dir, env.namespace, "t7", "state", { path: empty, publish: join(empty, "containerd") });
     assert.equal(nowhere.status, 127);
     assert.match(nowhere.stderr, /cannot run containerd-shim-runc-v2/);
   });

@@ -3,6 +3,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { promisify } from "node:util";
 import { fifoImplementation } from "../../containerd/fifo.js";
 import { DEFAULT_RUNTIME } from "../../containerd/run-task.js";
+import { builtShimLauncher } from "../../containerd/shim-launcher.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { autoNetworkMode } from "../../network/auto.js";
 import { detectHostFeatures } from "../../oci/host-features.js";
@@ -70,7 +71,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
     ctrexec: { version: VERSION, node: process.version },
     containerd,
     namespace: client.namespace,
-    runtime: { name: DEFAULT_RUNTIME, runc: await runcVersion() },
+    runtime: { name: DEFAULT_RUNTIME, runc: await runcVersion(), shimLauncher: builtShimLauncher() ?? null },
     cgroup: { version: existsSync("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1, namespaces: host.cgroupNamespaces },
     security: { seccomp: host.seccomp, apparmor: host.apparmor, selinux: host.selinux, userNamespace: host.inUserNamespace },
     network: { default: await autoNetworkMode(), providers: ["host", "none", "bridge"], cniPluginDir: cniDir ?? null, cniPlugins },
@@ -91,6 +92,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
         : `containerd:       NOT REACHABLE: ${String(c["error"])}`,
       `namespace:        ${report.namespace}`,
       `runtime:          ${report.runtime.name} (runc ${report.runtime.runc})`,
+      `shim launcher:    ${report.runtime.shimLauncher ?? "not built (containerd runs containerd-shim-runc-v2 for every task's start and delete)"}`,
       `snapshotters:     ${((c["snapshotters"] as string[] | undefined) ?? []).join(", ") || "?"}`,
       `cgroup:           v${report.cgroup.version}${report.cgroup.namespaces ? " with namespaces" : ""}`,
       `seccomp:          ${host.seccomp ? "yes" : "no"}`,
