@@ -261,6 +261,25 @@ describe("runs through the shim launcher", { skip: launcher ? false : "build/ctr
     await env.assertClean();
   });
 
+  it("goes on without a launcher containerd finds but may not execute (a noexec mount, lost x bits)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ctrexec-launcher-noexec-"));
+    const copy = join(dir, "ctrexec-shim");
+    copyFileSync(launcher!, copy);
+    chmodSync(copy, 0o755);
+    const warnings: string[] = [];
+    const logger: Logger = { debug() {}, info() {}, warn: (m: string) => void warnings.push(m), error() {} };
+    const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", shimLauncher: copy, logger });
+    try {
+      chmodSync(copy, 0o644);
+      assert.match((await runtimeOfRun(ex)).binary, /containerd-shim-runc-v2$/);
+      assert.equal(warnings.filter((w) => w.includes("cannot run the shim launcher") && w.includes("fork/exec")).length, 1, warnings.join("\n"));
+    } finally {
+      await ex.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    await env.assertClean();
+  });
+
   it("rejects a launcher that is not an absolute executable path, or one with another runtime, before anything runs", async () => {
     const plain = join(env.stateDir, "not-executable");
     writeFileSync(plain, "#!/bin/sh\n", { mode: 0o644 });
