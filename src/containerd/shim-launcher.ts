@@ -34,6 +34,15 @@ export function builtShimLauncher(): string | undefined {
   return isExecutable(path) ? path : undefined;
 }
 
+/**
+ * The containerd versions whose runc v2 shim the launcher mirrors (socket dir and name, the `address` file,
+ * DeleteResponse, the runc root): 1.6 and 1.7. Another version gets it only when asked for by path.
+ */
+export function launcherKnowsShimOf(containerdVersion: string): boolean {
+  const m = /^v?(\d+)\.(\d+)\./.exec(containerdVersion);
+  return m?.[1] === "1" && (m[2] === "6" || m[2] === "7");
+}
+
 /** containerd could not run the binary at `path`: it cannot see it (another mount namespace) or not execute it. */
 function launcherUnusable(err: unknown, path: string): boolean {
   const message = err instanceof Error ? err.message : "";
@@ -50,11 +59,6 @@ export class TaskCreator {
     this.#client = client;
     this.#launcher = launcher;
     this.#logger = logger;
-  }
-
-  /** The launcher in use, if any. */
-  get launcher(): string | undefined {
-    return this.#launcher;
   }
 
   async create(request: CreateTaskRequest): Promise<void> {

@@ -6,7 +6,7 @@ import { isAbsolute } from "node:path";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
 import { CLEANUP_RPC_MS, DEFAULT_RUNTIME, deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/run-task.js";
-import { builtShimLauncher, isExecutable, TaskCreator } from "../containerd/shim-launcher.js";
+import { builtShimLauncher, isExecutable, launcherKnowsShimOf, TaskCreator } from "../containerd/shim-launcher.js";
 import { jsonAny, PROCESS_TYPE_URL, SPEC_TYPE_URL } from "../containerd/types.js";
 import {
   AlreadyExistsError,
@@ -82,8 +82,9 @@ export interface ExecutorOptions {
    * launcher answers containerd's per-task `start` and `delete` calls to the runc v2 shim itself where their
    * outcome is certain, and hands the rest to containerd-shim-runc-v2 (docs/performance.md). false: containerd
    * runs containerd-shim-runc-v2 for everything. Default: the launcher built with the package
-   * (build/ctrexec-shim) when the runtime is io.containerd.runc.v2; if containerd cannot run it (another mount
-   * namespace, a noexec mount), the executor says so once and goes on without it.
+   * (build/ctrexec-shim) when the runtime is io.containerd.runc.v2 and containerd is 1.6 or 1.7 (whose shim it
+   * mirrors); if containerd cannot run it (another mount namespace, a noexec mount), the executor says so once
+   * and goes on without it.
    */
   shimLauncher?: string | false;
   /**
@@ -183,7 +184,7 @@ export class ContainerdExecutor implements AsyncDisposable {
   readonly #fifos: string;
   #closed: Promise<void> | undefined;
 
-  private constructor(options: ExecutorOptions, client: ContainerdClient) {
+  private constructor(options: ExecutorOptions, client: ContainerdClient, containerdVersion: string) {
     this.#options = options;
     this.client = client;
     this.#ownsClient = options.client === undefined;
@@ -202,10 +203,10 @@ export class ContainerdExecutor implements AsyncDisposable {
     // Every run and exec listens on the executor's close signal: many at once is normal, not a leak.
     setMaxListeners(0, this.#closing.signal);
     this.#fifos = fifoDir(this.fifoRoot, client.namespace);
-    const defaultRuntime = (options.runtime ?? DEFAULT_RUNTIME) === DEFAULT_RUNTIME;
+    const byDefault = (options.runtime ?? DEFAULT_RUNTIME) === DEFAULT_RUNTIME && launcherKnowsShimOf(containerdVersion);
     this.#tasks = new TaskCreator(
       client,
-      options.shimLauncher === false ? undefined : (options.shimLauncher ?? (defaultRuntime ? builtShimLauncher() : undefined)),
+      options.shimLauncher === false ? undefined : (options.shimLauncher ?? (byDefault ? builtShimLauncher() : undefined)),
       this.#logger,
     );
     this.#shimGroup = options.shimGroup
@@ -256,8 +257,9 @@ export class ContainerdExecutor implements AsyncDisposable {
       throw new InvalidArgumentError("warmShims and shimGroup exclude each other: choose one way to share shims", { field: "warmShims" });
     }
     const client = options.client ?? new ContainerdClient({ address: options.address, namespace: options.namespace });
+    let containerdVersion: string;
     try {
-      await client.version();
+      containerdVersion = (await client.version()).version;
       const root = options.root ?? DEFAULT_STATE_DIR;
       for (const [what, dir] of [
         ["state dir", runsDir(root, client.namespace)],
@@ -276,7 +278,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       if (!options.client) await client.close();
       throw err;
     }
-    const executor = new ContainerdExecutor(options, client);
+    const executor = new ContainerdExecutor(options, client, containerdVersion);
     if (options.pruneOnStart) {
       try {
         for (const line of await executor.prune()) executor.#logger.info(`pruned ${line}`);
