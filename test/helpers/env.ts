@@ -60,6 +60,8 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
       assert.deepEqual(shims, [], "shims left for the namespace");
       const bundles = await readdir(`/run/containerd/io.containerd.runtime.v2.task/${namespace}`).catch(() => []);
       assert.deepEqual(bundles, [], "bundle directories left");
+      const runcStates = await readdir(`/run/containerd/runc/${namespace}`).catch(() => []);
+      assert.deepEqual(runcStates, [], "runc container states left");
     },
     async dispose() {
       for (const t of await client.tasks.list().catch(() => [])) {
@@ -86,13 +88,15 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
 }
 
 /**
- * containerd keeps an empty directory per namespace ever used under its runtime's state and root; a test suite
- * run would leave dozens. Call after the namespace is deleted: only empty ones go (rmdir).
+ * containerd keeps an empty directory per namespace ever used under its runtime's state and root, and runc one
+ * under its root; a test suite run would leave dozens. Call after the namespace is deleted: only empty ones go
+ * (rmdir).
  */
 export async function removeRuntimeNamespaceDirs(namespace: string): Promise<void> {
   for (const base of ["/run/containerd", "/var/lib/containerd"]) {
     await rmdir(`${base}/io.containerd.runtime.v2.task/${namespace}`).catch(() => {});
   }
+  await rmdir(`/run/containerd/runc/${namespace}`).catch(() => {});
 }
 
 /** Mount points (from /proc/self/mountinfo) at or below `dir`. */

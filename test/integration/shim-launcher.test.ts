@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -150,7 +150,10 @@ describe("the shim launcher (native/shim-launcher.c)", { skip: launcher ? false 
       return dir;
     };
     const defaults = { runtime: "", "options.json": "{}" };
-    const runcState = `/run/containerd/runc/${env.namespace}/live1`;
+    // As runc leaves it for a container it still has: a directory named by the id under its root.
+    const runcRoot = `/run/containerd/runc/${env.namespace}`;
+    const madeRoot = !existsSync(runcRoot);
+    const runcState = `${runcRoot}/live1`;
     mkdirSync(runcState, { recursive: true });
     try {
       const cases: [string, string, string][] = [
@@ -167,7 +170,8 @@ describe("the shim launcher (native/shim-launcher.c)", { skip: launcher ? false 
         assert.equal(r.text.trim(), `REAL ${r.args.join(" ")}`, what);
       }
     } finally {
-      rmSync(`/run/containerd/runc/${env.namespace}`, { recursive: true, force: true });
+      rmSync(runcState, { recursive: true, force: true });
+      if (madeRoot) rmdirSync(runcRoot);
     }
   });
 
