@@ -118,6 +118,8 @@ static char *group_of(char *spec) {
   for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
     const char *at = strstr(object, keys[i]);
     if (!at) continue;
+    /* A key given twice: Go's decoder keeps the last, so only a single one is certain. */
+    if (strstr(at + 1, keys[i])) return NULL;
     at += strlen(keys[i]);
     const char *close = strchr(at, '"');
     if (!close || memchr(at, '\\', (size_t)(close - at))) return NULL;

@@ -62,6 +62,8 @@ describe("the shim launcher (native/shim-launcher.c)", { skip: launcher ? false 
   let env: ExecutorEnv;
   let scratch: string;
   let fakePath: string;
+  /** The group of a shim kept running by the first test's founder. */
+  let liveGroup = "";
   before(async () => {
     env = await createExecutorEnv("launcher");
     scratch = mkdtempSync(join(tmpdir(), "ctrexec-launcher-"));
@@ -95,7 +97,8 @@ describe("the shim launcher (native/shim-launcher.c)", { skip: launcher ? false 
       },
     });
     assert.match(founder.address, /^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
-    assert.match(founder.config, /"io\.containerd\.runc\.v2\.group":"/);
+    liveGroup = /"io\.containerd\.runc\.v2\.group":"([^"]+)"/.exec(founder.config)?.[1] ?? "";
+    assert.notEqual(liveGroup, "");
     // The founder's stopped task keeps its shim (shim reuse), so the group's socket answers now.
     const dir = bundle("joiner", founder.config);
     const r = launch(dir, env.namespace, "joiner", "start", { path: fakePath });
@@ -110,11 +113,16 @@ describe("the shim launcher (native/shim-launcher.c)", { skip: launcher ? false 
       ["no config.json", undefined],
       ["no group annotation", specWith('{"a":"b"}')],
       ["a group whose shim is not running", specWith(`{"io.containerd.runc.v2.group":"nobody-${randomBytes(4).toString("hex")}"}`)],
-      ["an escaped group value", specWith('{"io.containerd.runc.v2.group":"a\\u002fb"}')],
-      ["two annotations objects", `{"annotations":{"io.containerd.runc.v2.group":"g"},"x":{"annotations":{}}}`],
-      ["a group that is a path", specWith('{"io.containerd.runc.v2.group":"../g"}')],
-      ["an address that filepath.Join would clean", specWith('{"io.containerd.runc.v2.group":"g"}'), { address: "/run/containerd//containerd.sock" }],
+      // Each of these names the live group in a form the launcher must not take at face value.
+      ["an escaped group value", specWith(`{"io.containerd.runc.v2.group":"\\u00${liveGroup.charCodeAt(0).toString(16)}${liveGroup.slice(1)}"}`)],
+      ["two annotations objects", `{"annotations":{"io.containerd.runc.v2.group":"${liveGroup}"},"x":{"annotations":{}}}`],
+      ["a group that is a path", specWith(`{"io.containerd.runc.v2.group":"../${liveGroup}"}`)],
+      ["an address that filepath.Join would clean", specWith(`{"io.containerd.runc.v2.group":"${liveGroup}"}`), { address: "/run/containerd//containerd.sock" }],
     ];
+    // A live group is answered, unless its key is given twice (Go's decoder would keep the last one).
+    const live = launch(bundle("t0", specWith(`{"io.containerd.runc.v2.group":"${liveGroup}"}`)), env.namespace, "t0", "start", { path: fakePath });
+    assert.equal(live.status, 0, live.text + live.stderr);
+    cases.push(["the group key twice", specWith(`{"io.containerd.runc.v2.group":"${liveGroup}","io.containerd.runc.v2.group":"other"}`)]);
     for (const [what, config, opts] of cases) {
       const dir = bundle("t1", config);
       const r = launch(dir, env.namespace, "t1", "start", { path: fakePath, ...opts });
