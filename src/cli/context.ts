@@ -1,4 +1,6 @@
+import { isAbsolute } from "node:path";
 import { ContainerdClient } from "../containerd/client.js";
+import { isExecutable } from "../containerd/shim-launcher.js";
 import { InvalidArgumentError } from "../errors.js";
 import { ContainerdExecutor, DEFAULT_FIFO_ROOT, DEFAULT_STATE_DIR, type ExecutorOptions } from "../executor/executor.js";
 import { isLogLevel, type Logger, type LogLevel, stderrLogger } from "../util/logger.js";
@@ -45,8 +47,23 @@ export function openClient(ctx: Context): ContainerdClient {
   return new ContainerdClient({ address: ctx.address, namespace: ctx.namespace });
 }
 
+/**
+ * `CTREXEC_SHIM_LAUNCHER`: "off" (or 0, false, no) lets containerd run its own shim binary for every task, an
+ * absolute path replaces the built launcher; unset or empty: the executor's default.
+ */
+export function shimLauncherFromEnv(): { shimLauncher?: string | false } {
+  const v = process.env["CTREXEC_SHIM_LAUNCHER"];
+  if (!v) return {};
+  if (["off", "0", "false", "no"].includes(v.toLowerCase())) return { shimLauncher: false };
+  if (!isAbsolute(v) || !isExecutable(v)) {
+    throw new InvalidArgumentError(`CTREXEC_SHIM_LAUNCHER=${v}: use "off" or the absolute path of an executable file`, { field: "CTREXEC_SHIM_LAUNCHER" });
+  }
+  return { shimLauncher: v };
+}
+
 export function openExecutor(ctx: Context, extra: Partial<ExecutorOptions> = {}): Promise<ContainerdExecutor> {
   return ContainerdExecutor.create({
+    ...shimLauncherFromEnv(),
     ...(ctx.address ? { address: ctx.address } : {}),
     ...(ctx.namespace ? { namespace: ctx.namespace } : {}),
     root: ctx.root,

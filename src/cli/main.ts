@@ -31,6 +31,12 @@ Commands:
 Options:
 ${optionsHelp(MAIN_OPTIONS)}
 
+Environment:
+  CONTAINERD_ADDRESS, CONTAINERD_NAMESPACE   containerd socket and namespace
+  CTREXEC_ROOT, CTREXEC_FIFO_ROOT            state dir and FIFO root
+  CTREXEC_SHIM_LAUNCHER                      "off", or the path of the runtime binary containerd runs
+                                             for ctrexec's tasks (default: the built launcher; ctrexec info)
+
 Run 'ctrexec COMMAND --help' for a command's options and examples.
 `;
 

@@ -5,9 +5,9 @@ import { describe, it } from "node:test";
 
 const cli = fileURLToPath(new URL("../../src/cli/ctrexec.mjs", import.meta.url));
 
-function ctrexec(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function ctrexec(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], (err, stdout, stderr) => {
+    execFile(process.execPath, [cli, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -36,6 +36,14 @@ describe("ctrexec CLI basics", () => {
     assert.equal(info.runtime.shimLauncher, fileURLToPath(new URL("../../../build/ctrexec-shim", import.meta.url)));
     const text = await ctrexec(["info"]);
     assert.match(text.stdout, /^shim launcher: +\/\S+\/build\/ctrexec-shim$/m);
+  });
+
+  it("CTREXEC_SHIM_LAUNCHER turns the launcher off, and a bad value is an input error (125)", async () => {
+    const off = JSON.parse((await ctrexec(["info", "--format", "json"], { CTREXEC_SHIM_LAUNCHER: "off" })).stdout) as { runtime: { shimLauncher: string | null } };
+    assert.equal(off.runtime.shimLauncher, null);
+    const bad = await ctrexec(["run", "--rm", "true"], { CTREXEC_SHIM_LAUNCHER: "build/ctrexec-shim" });
+    assert.equal(bad.code, 125);
+    assert.match(bad.stderr, /CTREXEC_SHIM_LAUNCHER=build\/ctrexec-shim: use "off" or the absolute path of an executable file/);
   });
 
   it("exits 125 on a bad flag or command", async () => {

@@ -3,13 +3,13 @@ import { existsSync, readdirSync } from "node:fs";
 import { promisify } from "node:util";
 import { fifoImplementation } from "../../containerd/fifo.js";
 import { DEFAULT_RUNTIME } from "../../containerd/run-task.js";
-import { builtShimLauncher } from "../../containerd/shim-launcher.js";
+import { builtShimLauncher, launcherKnowsShimOf } from "../../containerd/shim-launcher.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { autoNetworkMode } from "../../network/auto.js";
 import { detectHostFeatures } from "../../oci/host-features.js";
 import { defaultRootfsPath } from "../../rootfs/default-rootfs.js";
 import { type OptionSpec, optionsHelp, parseOptions } from "../args.js";
-import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "../context.js";
+import { type Context, contextFrom, GLOBAL_OPTIONS, openClient, shimLauncherFromEnv } from "../context.js";
 import { flagError } from "../flags.js";
 import { VERSION } from "../version.js";
 
@@ -36,6 +36,13 @@ async function runcVersion(): Promise<string> {
   } catch {
     return "not found";
   }
+}
+
+/** The launcher runs would use: $CTREXEC_SHIM_LAUNCHER's, else the built one (when containerd is one it knows). */
+function shimLauncher(containerdVersion: string | undefined): string | null {
+  const env = shimLauncherFromEnv().shimLauncher;
+  if (env !== undefined) return env || null;
+  return containerdVersion !== undefined && launcherKnowsShimOf(containerdVersion) ? (builtShimLauncher() ?? null) : null;
 }
 
 export async function infoCommand(argv: string[], parent: Context): Promise<number> {
@@ -71,7 +78,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
     ctrexec: { version: VERSION, node: process.version },
     containerd,
     namespace: client.namespace,
-    runtime: { name: DEFAULT_RUNTIME, runc: await runcVersion(), shimLauncher: builtShimLauncher() ?? null },
+    runtime: { name: DEFAULT_RUNTIME, runc: await runcVersion(), shimLauncher: shimLauncher(containerd["version"] as string | undefined) },
     cgroup: { version: existsSync("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1, namespaces: host.cgroupNamespaces },
     security: { seccomp: host.seccomp, apparmor: host.apparmor, selinux: host.selinux, userNamespace: host.inUserNamespace },
     network: { default: await autoNetworkMode(), providers: ["host", "none", "bridge"], cniPluginDir: cniDir ?? null, cniPlugins },
@@ -92,7 +99,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
         : `containerd:       NOT REACHABLE: ${String(c["error"])}`,
       `namespace:        ${report.namespace}`,
       `runtime:          ${report.runtime.name} (runc ${report.runtime.runc})`,
-      `shim launcher:    ${report.runtime.shimLauncher ?? "not built (containerd runs containerd-shim-runc-v2 for every task's start and delete)"}`,
+      `shim launcher:    ${report.runtime.shimLauncher ?? "none (containerd runs containerd-shim-runc-v2 for every task's start and delete)"}`,
       `snapshotters:     ${((c["snapshotters"] as string[] | undefined) ?? []).join(", ") || "?"}`,
       `cgroup:           v${report.cgroup.version}${report.cgroup.namespaces ? " with namespaces" : ""}`,
       `seccomp:          ${host.seccomp ? "yes" : "no"}`,
