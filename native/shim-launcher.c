@@ -88,6 +88,13 @@ static void sha256_hex(const char *msg, size_t len, char out[65]) {
   for (int i = 0; i < 8; i++) snprintf(out + 8 * i, 9, "%08x", h[i]);
 }
 
+/* The value after flag `name` in containerd's arguments (`-name value`), or NULL. */
+static const char *flag(int argc, char **argv, const char *name) {
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], name)) return argv[i + 1];
+  return NULL;
+}
+
 /* ---- start: a task that joins a live shim */
 
 /* A path element or absolute path that Go's filepath.Join leaves as it is. */
@@ -168,11 +175,7 @@ static int write_address(const char *address) {
 
 /* 1 when the task joins a live shim and the answer was given; 0 to let the real shim decide. */
 static int start_in_live_shim(int argc, char **argv) {
-  const char *ns = NULL, *address = NULL;
-  for (int i = 1; i + 1 < argc; i++) {
-    if (!strcmp(argv[i], "-namespace")) ns = argv[++i];
-    else if (!strcmp(argv[i], "-address")) address = argv[++i];
-  }
+  const char *ns = flag(argc, argv, "-namespace"), *address = flag(argc, argv, "-address");
   if (!ns || !address || !clean_path(ns, 0) || !clean_path(address, 1)) return 0;
   char *spec = read_spec();
   if (!spec) return 0;
@@ -217,11 +220,7 @@ static int read_small(const char *name, char **out) {
  * would only fail; what is left is the rootfs unmount and the answer. 1 when answered; 0 for the real shim.
  */
 static int delete_gone_task(int argc, char **argv) {
-  const char *ns = NULL, *id = NULL;
-  for (int i = 1; i + 1 < argc; i++) {
-    if (!strcmp(argv[i], "-namespace")) ns = argv[++i];
-    else if (!strcmp(argv[i], "-id")) id = argv[++i];
-  }
+  const char *ns = flag(argc, argv, "-namespace"), *id = flag(argc, argv, "-id");
   if (!ns || !id || !clean_path(ns, 0) || !clean_path(id, 0)) return 0;
   /* The shim takes the bundle as the sibling of its working directory named by the id: the bundle itself. */
   char cwd[4096];
@@ -269,12 +268,10 @@ int main(int argc, char **argv) {
   argv[0] = REAL_SHIM;
   execvp(REAL_SHIM, argv);
   /* containerd's own fallback: the shim beside containerd's binary (-publish-binary names it). */
-  for (int i = 1; i + 1 < argc; i++) {
-    if (strcmp(argv[i], "-publish-binary")) continue;
-    const char *slash = strrchr(argv[i + 1], '/');
-    char *beside;
-    if (slash && asprintf(&beside, "%.*s/%s", (int)(slash - argv[i + 1]), argv[i + 1], REAL_SHIM) >= 0) execv(beside, argv);
-  }
+  const char *containerd = flag(argc, argv, "-publish-binary");
+  const char *slash = containerd ? strrchr(containerd, '/') : NULL;
+  char *beside;
+  if (slash && asprintf(&beside, "%.*s/%s", (int)(slash - containerd), containerd, REAL_SHIM) >= 0) execv(beside, argv);
   fprintf(stderr, "ctrexec-shim: cannot run %s: %s\n", REAL_SHIM, strerror(errno));
   return 127;
 }

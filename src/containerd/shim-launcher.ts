@@ -2,6 +2,7 @@ import { accessSync, constants as fsc, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "../util/logger.js";
 import type { ContainerdClient } from "./client.js";
+import { DEFAULT_RUNTIME } from "./run-task.js";
 import type { CreateTaskRequest } from "./types.js";
 
 /**
@@ -41,6 +42,15 @@ export function builtShimLauncher(): string | undefined {
 export function launcherKnowsShimOf(containerdVersion: string): boolean {
   const m = /^v?(\d+)\.(\d+)\./.exec(containerdVersion);
   return m?.[1] === "1" && (m[2] === "6" || m[2] === "7");
+}
+
+/**
+ * The launcher an executor's tasks go through: `option` when given (false: none), else the built one, with the
+ * runc v2 runtime on a containerd whose shim it mirrors. undefined: containerd runs its own shim binary.
+ */
+export function chooseShimLauncher(option: string | false | undefined, runtime: string, containerdVersion: string): string | undefined {
+  if (option !== undefined) return option || undefined;
+  return runtime === DEFAULT_RUNTIME && launcherKnowsShimOf(containerdVersion) ? builtShimLauncher() : undefined;
 }
 
 /** containerd could not run the binary at `path`: it cannot see it (another mount namespace) or not execute it. */

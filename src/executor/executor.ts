@@ -6,7 +6,7 @@ import { isAbsolute } from "node:path";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
 import { CLEANUP_RPC_MS, DEFAULT_RUNTIME, deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/run-task.js";
-import { builtShimLauncher, isExecutable, launcherKnowsShimOf, TaskCreator } from "../containerd/shim-launcher.js";
+import { chooseShimLauncher, isExecutable, TaskCreator } from "../containerd/shim-launcher.js";
 import { jsonAny, PROCESS_TYPE_URL, SPEC_TYPE_URL } from "../containerd/types.js";
 import {
   AlreadyExistsError,
@@ -203,12 +203,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     // Every run and exec listens on the executor's close signal: many at once is normal, not a leak.
     setMaxListeners(0, this.#closing.signal);
     this.#fifos = fifoDir(this.fifoRoot, client.namespace);
-    const byDefault = (options.runtime ?? DEFAULT_RUNTIME) === DEFAULT_RUNTIME && launcherKnowsShimOf(containerdVersion);
-    this.#tasks = new TaskCreator(
-      client,
-      options.shimLauncher === false ? undefined : (options.shimLauncher ?? (byDefault ? builtShimLauncher() : undefined)),
-      this.#logger,
-    );
+    this.#tasks = new TaskCreator(client, chooseShimLauncher(options.shimLauncher, options.runtime ?? DEFAULT_RUNTIME, containerdVersion), this.#logger);
     this.#shimGroup = options.shimGroup
       ? new ShimGroup(client, this.#tasks, typeof options.shimGroup === "string" ? options.shimGroup : `ctrexec-${process.pid}-${randomBytes(4).toString("hex")}`, this.#logger)
       : undefined;

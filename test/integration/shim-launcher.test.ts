@@ -244,37 +244,12 @@ describe("runs through the shim launcher", { skip: launcher ? false : "build/ctr
     await env.assertClean();
   });
 
-  it("goes on without a launcher containerd cannot run, and says so once", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "ctrexec-launcher-gone-"));
-    const copy = join(dir, "ctrexec-shim");
-    copyFileSync(launcher!, copy);
-    chmodSync(copy, 0o755);
-    const warnings: string[] = [];
-    const logger: Logger = { debug() {}, info() {}, warn: (m: string) => void warnings.push(m), error() {} };
-    const ex = await ContainerdExecutor.create({
-      namespace: env.namespace,
-      root: env.stateDir,
-      fifoRoot: env.fifoRoot,
-      defaultNetwork: "host",
-      shimLauncher: copy,
-      logger,
-    });
-    try {
-      assert.equal((await runtimeOfRun(ex)).binary, copy);
-      await ex.settled();
-      // As containerd would see it from another mount namespace: the path is not there.
-      rmSync(dir, { recursive: true, force: true });
-      for (let i = 0; i < 2; i++) assert.match((await runtimeOfRun(ex)).binary, /containerd-shim-runc-v2$/);
-      assert.equal(warnings.filter((w) => w.includes("cannot run the shim launcher")).length, 1, warnings.join("\n"));
-    } finally {
-      await ex.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-    await env.assertClean();
-  });
-
-  it("goes on without a launcher containerd finds but may not execute (a noexec mount, lost x bits)", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "ctrexec-launcher-noexec-"));
+  /**
+   * Runs `body` with an executor whose launcher is a copy of the built one in a directory of its own, and the
+   * warnings it logged; the executor is closed and the copy removed after.
+   */
+  async function withLauncherCopy(body: (t: { ex: ContainerdExecutor; dir: string; copy: string; warnings: string[] }) => Promise<void>) {
+    const dir = mkdtempSync(join(tmpdir(), "ctrexec-launcher-copy-"));
     const copy = join(dir, "ctrexec-shim");
     copyFileSync(launcher!, copy);
     chmodSync(copy, 0o755);
@@ -282,15 +257,30 @@ describe("runs through the shim launcher", { skip: launcher ? false : "build/ctr
     const logger: Logger = { debug() {}, info() {}, warn: (m: string) => void warnings.push(m), error() {} };
     const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", shimLauncher: copy, logger });
     try {
-      chmodSync(copy, 0o644);
-      assert.match((await runtimeOfRun(ex)).binary, /containerd-shim-runc-v2$/);
-      assert.equal(warnings.filter((w) => w.includes("cannot run the shim launcher") && w.includes("fork/exec")).length, 1, warnings.join("\n"));
+      await body({ ex, dir, copy, warnings });
     } finally {
       await ex.close();
       rmSync(dir, { recursive: true, force: true });
     }
     await env.assertClean();
-  });
+  }
+
+  it("goes on without a launcher containerd cannot run, and says so once", () =>
+    withLauncherCopy(async ({ ex, dir, copy, warnings }) => {
+      assert.equal((await runtimeOfRun(ex)).binary, copy);
+      await ex.settled();
+      // As containerd would see it from another mount namespace: the path is not there.
+      rmSync(dir, { recursive: true, force: true });
+      for (let i = 0; i < 2; i++) assert.match((await runtimeOfRun(ex)).binary, /containerd-shim-runc-v2$/);
+      assert.equal(warnings.filter((w) => w.includes("cannot run the shim launcher")).length, 1, warnings.join("\n"));
+    }));
+
+  it("goes on without a launcher containerd finds but may not execute (a noexec mount, lost x bits)", () =>
+    withLauncherCopy(async ({ ex, copy, warnings }) => {
+      chmodSync(copy, 0o644);
+      assert.match((await runtimeOfRun(ex)).binary, /containerd-shim-runc-v2$/);
+      assert.equal(warnings.filter((w) => w.includes("cannot run the shim launcher") && w.includes("fork/exec")).length, 1, warnings.join("\n"));
+    }));
 
   it("rejects a launcher that is not an absolute executable path, or one with another runtime, before anything runs", async () => {
     const plain = join(env.stateDir, "not-executable");

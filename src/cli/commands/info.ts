@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { promisify } from "node:util";
 import { fifoImplementation } from "../../containerd/fifo.js";
 import { DEFAULT_RUNTIME } from "../../containerd/run-task.js";
-import { builtShimLauncher, launcherKnowsShimOf } from "../../containerd/shim-launcher.js";
+import { chooseShimLauncher } from "../../containerd/shim-launcher.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { autoNetworkMode } from "../../network/auto.js";
 import { detectHostFeatures } from "../../oci/host-features.js";
@@ -36,13 +36,6 @@ async function runcVersion(): Promise<string> {
   } catch {
     return "not found";
   }
-}
-
-/** The launcher runs would use: $CTREXEC_SHIM_LAUNCHER's, else the built one (when containerd is one it knows). */
-function shimLauncher(containerdVersion: string | undefined): string | null {
-  const env = shimLauncherFromEnv().shimLauncher;
-  if (env !== undefined) return env || null;
-  return containerdVersion !== undefined && launcherKnowsShimOf(containerdVersion) ? (builtShimLauncher() ?? null) : null;
 }
 
 export async function infoCommand(argv: string[], parent: Context): Promise<number> {
@@ -78,7 +71,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
     ctrexec: { version: VERSION, node: process.version },
     containerd,
     namespace: client.namespace,
-    runtime: { name: DEFAULT_RUNTIME, runc: await runcVersion(), shimLauncher: shimLauncher(containerd["version"] as string | undefined) },
+    runtime: { name: DEFAULT_RUNTIME, runc: await runcVersion(), shimLauncher: chooseShimLauncher(shimLauncherFromEnv().shimLauncher, DEFAULT_RUNTIME, String(containerd["version"] ?? "")) ?? null },
     cgroup: { version: existsSync("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1, namespaces: host.cgroupNamespaces },
     security: { seccomp: host.seccomp, apparmor: host.apparmor, selinux: host.selinux, userNamespace: host.inUserNamespace },
     network: { default: await autoNetworkMode(), providers: ["host", "none", "bridge"], cniPluginDir: cniDir ?? null, cniPlugins },
