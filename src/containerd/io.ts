@@ -210,8 +210,12 @@ export class ProcessIO {
 const PACE_BELOW_BYTES = 64 * 1024;
 const PACE_AFTER_MS = 20;
 const PACE_AFTER_BYTES = 4 * 1024 * 1024;
-/** A burst ends after this long without output. */
-const PACE_GAP_MS = 5;
+/**
+ * A burst ends after this long without output. Long enough for a loaded machine's scheduling gaps: with 5 ms,
+ * a writer descheduled for a few ms at a time (two busy loops on 2 cores) restarted the burst so often that it
+ * never reached PACE_AFTER_BYTES, and 64 MiB took up to 4,400 reads instead of ~300.
+ */
+const PACE_GAP_MS = 50;
 /** At 250 MiB/s a 1 ms pause leaves ~256 KiB in the FIFO: one read of READ_BUFFER's size. */
 const PACE_PAUSE_MS = 1;
 
