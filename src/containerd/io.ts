@@ -285,7 +285,7 @@ class OutputCopy {
    * comes, one small read per wake-up: tens of thousands of reads for 256 MiB, CPU the writer and the shim
    * need on a small machine. Once output has been flowing for a while, a short read pauses reading for a
    * millisecond so that the next read takes what piled up in the 1 MiB FIFO. Output that comes and goes
-   * (a build's log lines) never waits.
+   * (a build's log lines) is read as it comes, unless 4 MiB of it came without a 50 ms break: then 1 ms late.
    */
   #pace(n: number): boolean {
     const now = performance.now();
