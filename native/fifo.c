@@ -13,34 +13,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <node_api.h>
-
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
-  napi_value msg, code, error, errnum, sys, p;
-  char buf[4096 + 512];
-  const char *name = "EUNKNOWN";
-  switch (err) {
-    case EEXIST: name = "EEXIST"; break;
-    case ENOENT: name = "ENOENT"; break;
-    case EACCES: name = "EACCES"; break;
-    case ENOTDIR: name = "ENOTDIR"; break;
-    case ENOSPC: name = "ENOSPC"; break;
-    case EROFS: name = "EROFS"; break;
-    case ENAMETOOLONG: name = "ENAMETOOLONG"; break;
-    case EPERM: name = "EPERM"; break;
-  }
-  snprintf(buf, sizeof buf, "%s: %s, %s '%s'", name, strerror(err), syscall, path);
-  napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &msg);
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
-  napi_create_error(env, code, msg, &error);
-  napi_create_int32(env, -err, &errnum);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
-  napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &p);
-  napi_set_named_property(env, error, "errno", errnum);
-  napi_set_named_property(env, error, "syscall", sys);
-  napi_set_named_property(env, error, "path", p);
-  napi_throw(env, error);
-  return NULL;
-}
+#include "errno-error.h"
 
 // mkfifo(path: string, mode: number): void
 static napi_value Mkfifo(napi_env env, napi_callback_info info) {
@@ -98,6 +71,7 @@ static napi_value TrimHeap(napi_env env, napi_callback_info info) {
 }
 
 void register_mount(napi_env env, napi_value exports);
+void register_safe_fs(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
@@ -108,6 +82,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_create_function(env, "trimHeap", NAPI_AUTO_LENGTH, TrimHeap, NULL, &fn);
   napi_set_named_property(env, exports, "trimHeap", fn);
   register_mount(env, exports);
+  register_safe_fs(env, exports);
   return exports;
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <node_api.h>
+#include "errno-error.h"
 
 typedef struct {
   napi_async_work work;
@@ -19,23 +20,6 @@ typedef struct {
   int is_umount;
   int err;
 } request;
-
-static const char *errno_name(int err) {
-  switch (err) {
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case EACCES: return "EACCES";
-    case EBUSY: return "EBUSY";
-    case EINVAL: return "EINVAL";
-    case ENODEV: return "ENODEV";
-    case ENOTDIR: return "ENOTDIR";
-    case ELOOP: return "ELOOP";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    case ENOMEM: return "ENOMEM";
-    case EROFS: return "EROFS";
-    default: return "EUNKNOWN";
-  }
-}
 
 // A copy of a JS string argument, or NULL for undefined/null.
 static char *string_arg(napi_env env, napi_value v) {
@@ -73,16 +57,8 @@ static void complete(napi_env env, napi_status status, void *data) {
   } else {
     int err = r->err ? r->err : EIO;
     const char *syscall = r->is_umount ? "umount2" : "mount";
-    char buf[4096 + 256];
-    napi_value msg, code, error, errnum, sys;
-    snprintf(buf, sizeof buf, "%s: %s, %s '%s'", errno_name(err), strerror(err), syscall, r->target ? r->target : "");
-    napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &msg);
-    napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
-    napi_create_error(env, code, msg, &error);
-    napi_create_int32(env, -err, &errnum);
-    napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
-    napi_set_named_property(env, error, "errno", errnum);
-    napi_set_named_property(env, error, "syscall", sys);
+    const char *target = r->target ? r->target : "";
+    napi_value error = errno_error(env, err, syscall, NULL, "%s '%s'", syscall, target);
     napi_reject_deferred(env, r->deferred, error);
   }
   napi_delete_async_work(env, r->work);

@@ -1,9 +1,9 @@
 import { mkdtempSync } from "node:fs";
+import { rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Mount } from "../containerd/types.js";
 import { UnknownError } from "../errors.js";
 import { mountAt, unmountDetached } from "../fs/mount.js";
-import { removeDir } from "../fs/remove-dir.js";
 
 /** Mount options beyond ~3.5 KiB (each option plus a comma) no longer fit the page the kernel copies them into. */
 export function tooLongForTheKernel(m: { type: string; options: readonly string[] }): boolean {
@@ -48,9 +48,15 @@ export async function mountLocally(mounts: readonly Mount[], tmpRoot: string): P
   const dir = mkdtempSync(join(tmpRoot, "mount-"));
   const mounted: string[] = [];
   const unmount = async () => {
-    for (const target of mounted.reverse()) await unmountDetached(target).catch(() => {});
+    let failure: unknown;
+    for (const target of mounted.reverse()) await unmountDetached(target).catch((err: unknown) => (failure ??= err));
     mounted.length = 0;
-    await removeDir(dir, []);
+    // Still mounted: the directory is the root's own tree, and a recursive removal would empty it. Left for
+    // prune, which detaches before it removes (remove-tree.ts).
+    if (failure !== undefined) throw new UnknownError(`failed to unmount ${dir}: ${(failure as Error).message}`, { cause: failure });
+    await rmdir(dir).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    });
   };
   try {
     for (const m of mounts) {

@@ -1,12 +1,19 @@
-import { lstat, readdir, rm, rmdir, stat, utimes } from "node:fs/promises";
-import { dirname, join, posix, resolve } from "node:path";
-import { resolveInRoot, resolveInRootDetailed } from "../fs/root-path.js";
+import { fstatSync, futimesSync, type Stats } from "node:fs";
+import { posix, relative, resolve } from "node:path";
+import { isErrno, O, openAt, openInRoot, openRoot, unlinkAt, withFd } from "../fs/in-root.js";
+import { resolveInRootDetailed } from "../fs/root-path.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 
 /**
  * The runtime creates empty files and directories in the rootfs as mount points for bind and tmpfs mounts;
  * they must not end up in a committed layer (reference §7). Record, before the run, which mount points do not
  * exist yet; after it, remove those that are still empty stubs, restoring the parents' times.
+ *
+ * What is recorded is where the runtime will create the stub: the destination resolved inside the root (runc
+ * resolves it the same way), so `/var/run/x` with `/var/run -> ../run` is recorded as `/run/x`. Removal is
+ * fd-relative: the recorded parent is opened inside the root with no symlink allowed on the way (a component
+ * swapped for a symlink during the run leaves the stub alone), and the name is removed in that directory with
+ * unlinkat, never through a symlink.
  */
 export class MountStubsCleaner {
   readonly #rootfs: string;
@@ -43,14 +50,17 @@ export class MountStubsCleaner {
     const seen = new Set<string>();
     for (const d of ["/etc/resolv.conf", "/etc/hosts", ...destinations]) {
       let p = posix.normalize(posix.join("/", d));
-      while (p !== "/" && !seen.has(p)) {
-        let exists: boolean;
+      while (p !== "/") {
+        let resolved: { path: string; exists: boolean };
         try {
-          ({ exists } = resolveInRootDetailed(rootfs, p));
+          resolved = resolveInRootDetailed(rootfs, p);
         } catch {
           break;
         }
-        if (exists) break; // exists before the run: never ours to remove
+        if (resolved.exists) break; // exists before the run: never ours to remove
+        // Where the stub will be: symlinks before it resolved (a resolved path's parent is resolved too).
+        p = posix.join("/", relative(resolve(rootfs), resolved.path));
+        if (p === "/" || seen.has(p)) break;
         seen.add(p);
         stubs.push(p);
         if (!options.recursive) break;
@@ -66,38 +76,57 @@ export class MountStubsCleaner {
     // time its turn comes.
     const depth = (p: string) => p.split("/").length;
     const ordered = [...this.#stubs].sort((a, b) => depth(b) - depth(a));
-    for (const p of ordered) {
-      const expected = join(this.#rootfs, p);
-      let host: string;
-      try {
-        // Re-resolve now: the run may have replaced a component with a symlink (GHSA-4v98-7qmw-rqr8).
-        host = resolveInRoot(this.#rootfs, p);
-      } catch {
-        continue;
-      }
-      if (host !== expected) {
-        this.#logger.debug("mount stub path now goes through a symlink; left alone", { path: p });
-        continue;
-      }
-      try {
-        const st = await lstat(host);
-        if (st.isDirectory()) {
-          if ((await readdir(host)).length > 0) continue;
-        } else if (!st.isFile() || st.size !== 0) continue;
-        const parent = dirname(host);
-        let times: { atime: Date; mtime: Date } | undefined;
-        try {
-          const ps = await stat(parent);
-          times = { atime: ps.atime, mtime: ps.mtime };
-        } catch {
-          // restore nothing
-        }
-        if (st.isDirectory()) await rmdir(host);
-        else await rm(host);
-        if (times) await utimes(parent, times.atime, times.mtime).catch(() => {});
-      } catch (err) {
-        this.#logger.warn("failed to remove mount stub", { path: p, error: err });
-      }
+    let rootFd: number;
+    try {
+      rootFd = openRoot(this.#rootfs);
+    } catch (err) {
+      if (!isErrno(err, "ENOENT")) this.#logger.warn("failed to open the root to remove mount stubs", { root: this.#rootfs, error: err });
+      return;
     }
+    withFd(rootFd, () => {
+      for (const p of ordered) {
+        try {
+          this.#remove(rootFd, p);
+        } catch (err) {
+          this.#logger.warn("failed to remove mount stub", { path: p, error: err });
+        }
+      }
+    });
+  }
+
+  #remove(rootFd: number, p: string): void {
+    let parentFd: number;
+    try {
+      // No symlink on the way: the run may have replaced a component with one (GHSA-4v98-7qmw-rqr8).
+      parentFd = openInRoot(rootFd, posix.dirname(p), O.RDONLY | O.DIRECTORY, { noSymlinks: true });
+    } catch (err) {
+      if (isErrno(err, "ELOOP", "EXDEV")) this.#logger.debug("mount stub path now goes through a symlink; left alone", { path: p });
+      else if (!isErrno(err, "ENOENT", "ENOTDIR")) throw err;
+      return;
+    }
+    withFd(parentFd, () => {
+      const name = posix.basename(p);
+      let st: Stats;
+      try {
+        st = withFd(openAt(parentFd, name, O.PATH | O.NOFOLLOW), (fd) => fstatSync(fd));
+      } catch (err) {
+        if (isErrno(err, "ENOENT")) return;
+        throw err;
+      }
+      // An empty directory (rmdir refuses any other) or an empty regular file; never a symlink or anything else.
+      if (!st.isDirectory() && !(st.isFile() && st.size === 0)) return;
+      const parent = fstatSync(parentFd);
+      try {
+        unlinkAt(parentFd, name, st.isDirectory());
+      } catch (err) {
+        if (isErrno(err, "ENOTEMPTY", "EEXIST", "ENOENT", "EBUSY")) return; // has content now, or in use
+        throw err;
+      }
+      try {
+        futimesSync(parentFd, parent.atime, parent.mtime);
+      } catch {
+        // the times are cosmetic
+      }
+    });
   }
 }

@@ -1,6 +1,6 @@
-import { closeSync, constants as fsc, fstatSync, openSync, readSync } from "node:fs";
+import { fstatSync } from "node:fs";
 import { InvalidArgumentError } from "../errors.js";
-import { resolveInRoot } from "../fs/root-path.js";
+import { FileTooLargeError, isErrno, O, openInRoot, openRoot, readRegularFile, withFd } from "../fs/in-root.js";
 
 /** The uid and gids a process runs as. `additionalGids` are the supplementary groups found by lookup. */
 export interface ResolvedUser {
@@ -13,6 +13,13 @@ export interface ResolvedUser {
 export const MAX_ID = 2 ** 31 - 1;
 /** /etc/passwd and /etc/group larger than this are refused (a hostile rootfs could hand us anything). */
 export const MAX_ACCOUNT_FILE_BYTES = 10 * 1024 * 1024;
+
+/**
+ * Ids read from a rootfs's /etc/passwd and /etc/group: what a uid_t can hold except (uid_t)-1, which means
+ * "no change" to the kernel. Wider than MAX_ID (the range of ids given as numbers), so that images with
+ * e.g. nfsnobody 4294967294 keep working; a negative, non-integer or larger value is an error when used.
+ */
+export const MAX_FILE_ID = 2 ** 32 - 2;
 
 const RANGE_ERROR = `uids and gids must be in range 0-${MAX_ID}`;
 
@@ -41,16 +48,36 @@ export function parseUidGid(spec: string): { uid: number; gid: number } | undefi
   return { uid: rangeChecked(uid), gid: rangeChecked(gid) };
 }
 
+/** An entry's ids as written: checked (fileId) only when the entry is used, so odd unused lines do no harm. */
 interface PasswdEntry {
   name: string;
-  uid: number;
-  gid: number;
+  uid: string;
+  gid: string;
   home: string;
 }
 interface GroupEntry {
   name: string;
-  gid: number;
+  gid: string;
   members: string[];
+}
+
+/** An id from an account file when it is a plain decimal number in 0…MAX_FILE_ID, else undefined. */
+function parseFileId(s: string): number | undefined {
+  if (!/^\d{1,10}$/.test(s)) return undefined;
+  const n = Number(s);
+  return n <= MAX_FILE_ID ? n : undefined;
+}
+
+/** An id of an entry that is used: InvalidArgumentError (field "user") naming the file and entry otherwise. */
+function fileId(s: string, what: string): number {
+  const n = parseFileId(s);
+  if (n === undefined) {
+    throw new InvalidArgumentError(
+      `${what} is ${JSON.stringify(s)}, not an id in range 0-${MAX_FILE_ID}: fix the image's account file or give a numeric user`,
+      { field: "user" },
+    );
+  }
+  return n;
 }
 
 function lines(text: string): string[][] {
@@ -64,8 +91,8 @@ function lines(text: string): string[][] {
 export function parsePasswd(text: string): PasswdEntry[] {
   return lines(text).map((f) => ({
     name: f[0] ?? "",
-    uid: atoi(f[2] ?? "") ?? 0,
-    gid: atoi(f[3] ?? "") ?? 0,
+    uid: f[2] ?? "",
+    gid: f[3] ?? "",
     home: f[5] ?? "",
   }));
 }
@@ -73,50 +100,51 @@ export function parsePasswd(text: string): PasswdEntry[] {
 export function parseGroup(text: string): GroupEntry[] {
   return lines(text).map((f) => ({
     name: f[0] ?? "",
-    gid: atoi(f[2] ?? "") ?? 0,
+    gid: f[2] ?? "",
     members: (f[3] ?? "").split(",").filter((m) => m !== ""),
   }));
 }
 
 /**
- * Reads a rootfs account file: resolved inside the root, regular files only, at most 10 MiB. A file that is
- * missing or not regular counts as absent (null), as in BuildKit. Synchronous, like resolveInRoot.
+ * Reads a rootfs account file, at most 10 MiB. It is opened inside the root (openat2 RESOLVE_IN_ROOT: a
+ * symlink, also a parent directory swapped for one, resolves inside the root, never to the host's files) with
+ * O_PATH, which opens nothing, and read only when fstat says it is a regular file: a device node (an armed
+ * watchdog, a tty that would become our controlling terminal) or a FIFO planted there by an image or an
+ * earlier run is never opened. Missing, or not a regular file, counts as absent (null), as in BuildKit: a
+ * numeric user still works, and a name then fails as "no matching entries". Synchronous, like the rest of the
+ * run path's small file work.
  */
 export function readAccountFile(rootfs: string, path: string): string | null {
-  let host: string;
+  let text: string | null = null;
+  let root: number;
   try {
-    host = resolveInRoot(rootfs, path);
-  } catch {
-    return null; // a symlink loop: as good as absent
+    root = openRoot(rootfs);
+  } catch (err) {
+    if (isErrno(err, "ENOENT", "ENOTDIR")) return null; // e.g. exec into a run whose root is gone: as in a lookup
+    throw err;
   }
-  let fd: number;
-  try {
-    // O_NONBLOCK: a FIFO planted at /etc/passwd must not block the open.
-    fd = openSync(host, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
-  } catch {
-    return null;
-  }
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) return null;
-    if (st.size > MAX_ACCOUNT_FILE_BYTES) {
-      throw new InvalidArgumentError(`"${path}" exceeds ${MAX_ACCOUNT_FILE_BYTES} bytes`, { field: "user" });
+  withFd(root, (rootFd) => {
+    let fd: number;
+    try {
+      fd = openInRoot(rootFd, path, O.PATH);
+    } catch (err) {
+      if (isErrno(err, "ENOENT", "ENOTDIR", "ELOOP", "EXDEV")) return; // absent (EXDEV: a magic link)
+      throw err;
     }
-    const buf = Buffer.alloc(Math.min(st.size, MAX_ACCOUNT_FILE_BYTES) + 1);
-    let n = 0;
-    for (;;) {
-      const bytesRead = readSync(fd, buf, n, buf.length - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-      if (n > MAX_ACCOUNT_FILE_BYTES) {
-        throw new InvalidArgumentError(`"${path}" exceeds ${MAX_ACCOUNT_FILE_BYTES} bytes`, { field: "user" });
+    withFd(fd, () => {
+      const st = fstatSync(fd);
+      if (!st.isFile()) return;
+      try {
+        text = readRegularFile(fd, st, MAX_ACCOUNT_FILE_BYTES).toString("utf8");
+      } catch (err) {
+        if (err instanceof FileTooLargeError) {
+          throw new InvalidArgumentError(`"${path}" exceeds ${MAX_ACCOUNT_FILE_BYTES} bytes`, { field: "user" });
+        }
+        throw err;
       }
-      if (n === buf.length) break;
-    }
-    return buf.subarray(0, n).toString("utf8");
-  } finally {
-    closeSync(fd);
-  }
+    });
+  });
+  return text;
 }
 
 /**
@@ -150,12 +178,14 @@ function lookupUser(rootfs: string, spec: string): ResolvedUser {
   const passwd = passwdText === null ? [] : parsePasswd(passwdText);
   const user: ResolvedUser = { uid: 0, gid: 0, additionalGids: [], home: "/" };
 
-  const match = passwd.find((u) => (userArg === "" ? u.uid === 0 : uidArg !== undefined ? u.uid === uidArg : u.name === userArg));
+  const match = passwd.find((u) =>
+    userArg === "" ? parseFileId(u.uid) === 0 : uidArg !== undefined ? parseFileId(u.uid) === uidArg : u.name === userArg,
+  );
   let matchedName = "";
   if (match) {
     matchedName = match.name;
-    user.uid = match.uid;
-    user.gid = match.gid;
+    user.uid = fileId(match.uid, `the uid of user ${JSON.stringify(match.name)} in /etc/passwd`);
+    user.gid = fileId(match.gid, `the gid of user ${JSON.stringify(match.name)} in /etc/passwd`);
     user.home = match.home;
   } else if (userArg !== "") {
     if (uidArg === undefined) {
@@ -169,18 +199,19 @@ function lookupUser(rootfs: string, spec: string): ResolvedUser {
   if (groupArg !== "" || matchedName !== "") {
     const groupText = readAccountFile(rootfs, "/etc/group");
     const groups = (groupText === null ? [] : parseGroup(groupText)).filter((g) =>
-      groupArg === "" ? g.members.includes(matchedName) : gidArg !== undefined ? g.gid === gidArg : g.name === groupArg,
+      groupArg === "" ? g.members.includes(matchedName) : gidArg !== undefined ? parseFileId(g.gid) === gidArg : g.name === groupArg,
     );
+    const gidOf = (g: GroupEntry) => fileId(g.gid, `the gid of group ${JSON.stringify(g.name)} in /etc/group`);
     if (groupArg !== "") {
       const first = groups[0];
-      if (first) user.gid = first.gid;
+      if (first) user.gid = gidOf(first);
       else if (gidArg === undefined) {
         throw new InvalidArgumentError(`unable to find group ${groupArg}: no matching entries in group file`, {
           field: "user",
         });
       } else user.gid = rangeChecked(gidArg);
     } else {
-      user.additionalGids = groups.map((g) => g.gid);
+      user.additionalGids = groups.map(gidOf);
     }
   }
   return user;

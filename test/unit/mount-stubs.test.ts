@@ -71,6 +71,31 @@ describe("MountStubsCleaner (reference §7)", () => {
     }
   });
 
+  it("records the stub where it is made behind a symlinked destination, and removes it (item 4)", async () => {
+    // ln -s ../run $R/var/run; ctrexec run --rootfs $R --tmpfs /var/run/x true left $R/run/x.
+    await mkdir(join(root, "run"));
+    await mkdir(join(root, "var"));
+    await symlink("../run", join(root, "var/run"));
+    await mkdir(join(root, "etc"));
+    await writeFile(join(root, "etc/resolv.conf"), "");
+    await writeFile(join(root, "etc/hosts"), "");
+    const cleaner = await MountStubsCleaner.prepare(root, ["/var/run/x", "/var/run/y/z"], { recursive: true });
+    assert.deepEqual(cleaner.recorded, ["/run/x", "/run/y/z", "/run/y"]);
+    await createStubs(root, ["run/x", "run/y/z"]); // where runc makes them (it resolves inside the root too)
+    await cleaner.clean();
+    assert.deepEqual(await readdir(join(root, "run")), []);
+    assert.deepEqual(await tree(join(root, "var")), ["run"]);
+  });
+
+  it("leaves a stub alone when a component of its recorded path became a symlink, even one inside the root", async () => {
+    const cleaner = await MountStubsCleaner.prepare(root, ["/a/x"], { recursive: false });
+    await createStubs(root, ["a/x", "b/x"]);
+    await rm(join(root, "a"), { recursive: true });
+    await symlink("b", join(root, "a"));
+    await cleaner.clean();
+    assert.deepEqual(await tree(join(root, "b")), ["x/"]);
+  });
+
   it("never deletes outside the rootfs when a stub's parent became a symlink during the run", async () => {
     const outside = await mkdtemp(join(tmpdir(), "ctrexec-outside-"));
     try {

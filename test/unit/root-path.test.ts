@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdir, mkdtemp, realpath, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { isInside, resolveInRoot, resolveInRootDetailed } from "../../src/fs/root-path.js";
 
@@ -98,6 +100,42 @@ describe("resolveInRoot", () => {
       } finally {
         await rm(r, { recursive: true, force: true });
       }
+    }
+  });
+
+  // A racer swaps the directory `a` and a symlink to a host directory that holds `secret` (RENAME_EXCHANGE):
+  // a lookup of root/a/secret by path, made while `a` is the link, is followed by the kernel to the host file
+  // (an existence oracle on host paths; an automount or a dead network mount there would be triggered or hang).
+  // Looked up fd-relative, the host directory is never reached: `a/secret` never exists.
+  it("never looks a host path up while a component is swapped for an absolute symlink (racer)", async () => {
+    const base = await realpath(await mkdtemp(join(tmpdir(), "ctrexec-rootpath-race-")));
+    try {
+      const racer = join(base, "racer");
+      execFileSync("cc", ["-O2", "-Wall", "-o", racer, fileURLToPath(new URL("../../../test/helpers/racer.c", import.meta.url))]);
+      const r = join(base, "root");
+      const host = join(base, "host");
+      await mkdir(join(r, "a"), { recursive: true });
+      await mkdir(host);
+      await writeFile(join(host, "secret"), "host");
+      await symlink(host, join(r, "l"));
+      const stop = join(base, "stop");
+      const child = spawn(racer, ["pair", join(r, "a"), join(r, "l"), stop, "1000000000"], { stdio: ["ignore", "pipe", "inherit"] });
+      const exited = new Promise<void>((done) => child.on("close", () => done()));
+      await new Promise<void>((done) => child.stdout.on("data", (d: Buffer) => d.toString().includes("racing") && done()));
+      let leaked = 0;
+      try {
+        for (let i = 0; i < 20000; i++) {
+          const got = resolveInRootDetailed(r, "/a/secret");
+          assert.ok(isInside(r, got.path), got.path);
+          if (got.exists) leaked++;
+        }
+      } finally {
+        await writeFile(stop, "");
+        await exited;
+      }
+      assert.equal(leaked, 0, `${leaked} lookups saw the host's file through the swapped link`);
+    } finally {
+      await rm(base, { recursive: true, force: true });
     }
   });
 });

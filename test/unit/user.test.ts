@@ -1,11 +1,42 @@
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { execFileSync } from "node:child_process";
+import fs, { renameSync, symlinkSync } from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
 import { after, before, describe, it } from "node:test";
 import { InvalidArgumentError } from "../../src/errors.js";
-import { getUser, parseUidGid, processGids } from "../../src/oci/user.js";
+import { getUser, MAX_FILE_ID, parseUidGid, processGids } from "../../src/oci/user.js";
+
+const O_PATH = 0o10000000;
+
+/**
+ * Runs `fn` with fs.openSync watched (every importer of it sees the spy: syncBuiltinESMExports): records each
+ * open's path and flags, and calls `onFirst` before the first one is made (a racer's move at that moment).
+ */
+function watchingOpens<T>(fn: () => T, onFirst?: () => void): { result: T | Error; opens: { path: string; flags: unknown }[] } {
+  const real = fs.openSync;
+  const opens: { path: string; flags: unknown }[] = [];
+  fs.openSync = ((path: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode | null) => {
+    if (opens.length === 0) onFirst?.();
+    opens.push({ path: String(path), flags });
+    return real(path, flags ?? "r", mode);
+  }) as typeof fs.openSync;
+  syncBuiltinESMExports();
+  try {
+    return { result: fn(), opens };
+  } catch (err) {
+    return { result: err as Error, opens };
+  } finally {
+    fs.openSync = real;
+    syncBuiltinESMExports();
+  }
+}
+
+/** An open that is not O_PATH: one that reaches the file's driver (a device's open, a FIFO's reader count). */
+const realOpen = (o: { flags: unknown }) => typeof o.flags !== "number" || (o.flags & O_PATH) === 0;
 
 const PASSWD = `root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false
@@ -128,6 +159,81 @@ describe("getUser", () => {
     await mkdir(join(r, "etc/group"));
     assert.throws(() => getUser(r, "daemon"), /unable to find user daemon/);
     assert.equal(getUser(r, "").uid, 0);
+  });
+
+  it("never opens a device node or FIFO at /etc/passwd or /etc/group (only O_PATH, then fstat)", async () => {
+    const r = await mkdtemp(join(tmpdir(), "ctrexec-user-"));
+    made.push(r);
+    await mkdir(join(r, "etc"));
+    // /dev/null's numbers: harmless if this test fails, but a device all the same (an image could plant /dev/watchdog's).
+    execFileSync("mknod", [join(r, "etc/passwd"), "c", "1", "3"]);
+    execFileSync("mkfifo", [join(r, "etc/group")]);
+    for (const spec of ["", "1000", "1000:1000", "daemon", "1000:staff"]) {
+      const { opens } = watchingOpens(() => getUser(r, spec));
+      assert.deepEqual(opens.filter(realOpen), [], `getUser(${JSON.stringify(spec)}) opened a non-regular file`);
+    }
+    assert.equal(getUser(r, "1000").uid, 1000, "a numeric user works without account files");
+    assert.throws(() => getUser(r, "daemon"), /unable to find user daemon/);
+  });
+
+  for (const kind of ["absolute", "relative"] as const) {
+    it(`never reads the host's files when /etc is swapped for a symlink out of the root during a lookup (${kind})`, async () => {
+      const r = await mkdtemp(join(tmpdir(), "ctrexec-user-"));
+      const outside = await mkdtemp(join(tmpdir(), "ctrexec-user-outside-"));
+      made.push(r, outside);
+      await mkdir(join(r, "etc"));
+      await writeFile(join(r, "etc/passwd"), PASSWD);
+      await writeFile(join(outside, "passwd"), "hostonly:x:4321:4321:planted outside the root:/:/bin/sh\n");
+      await writeFile(join(outside, "group"), "hostgroup:x:4321:user\n");
+      // The racer's move, at the moment the lookup starts opening files.
+      const swap = () => {
+        renameSync(join(r, "etc"), join(r, "etc.orig"));
+        symlinkSync(kind === "absolute" ? outside : relative(r, outside), join(r, "etc"));
+      };
+      const { result, opens } = watchingOpens(() => getUser(r, "hostonly"), swap);
+      assert.ok(result instanceof InvalidArgumentError, `the host's passwd was read: ${JSON.stringify(result)}`);
+      assert.match(result.message, /unable to find user hostonly/);
+      assert.deepEqual(opens.filter(realOpen), [], "opened a file by path");
+      rmSync(join(r, "etc"));
+      renameSync(join(r, "etc.orig"), join(r, "etc"));
+      const second = watchingOpens(() => getUser(r, "0:hostgroup"), swap).result;
+      assert.ok(second instanceof InvalidArgumentError, `the host's group file was read: ${JSON.stringify(second)}`);
+      assert.match(second.message, /unable to find group hostgroup/);
+    });
+  }
+
+  describe("ids read from the account files (item 12)", () => {
+    const cases: [string, string][] = [
+      ["abc", "not a number"],
+      ["-1", "negative"],
+      [String(MAX_FILE_ID + 1), "(uid_t)-1"],
+      ["99999999999", "beyond 32 bits"],
+      ["1.5", "not an integer"],
+      ["", "empty"],
+    ];
+    for (const [bad, what] of cases) {
+      it(`rejects a used uid or gid that is ${what} (${JSON.stringify(bad)}), naming the field and entry`, async () => {
+        const r = await rootfsWith({
+          passwd: `root:x:0:0::/:/bin/sh\nbaduid:x:${bad}:100::/:/bin/sh\nbadgid:x:100:${bad}::/:/bin/sh\nok:x:100:100::/:/bin/sh\n`,
+          group: `root:x:0:\nbad:x:${bad}:ok\n`,
+        });
+        made.push(r);
+        const check = (spec: string, re: RegExp) =>
+          assert.throws(() => getUser(r, spec), (e: unknown) => e instanceof InvalidArgumentError && e.field === "user" && re.test(e.message));
+        check("baduid", /the uid of user "baduid" in \/etc\/passwd/);
+        check("badgid", /the gid of user "badgid" in \/etc\/passwd/);
+        check("ok", /the gid of group "bad" in \/etc\/group/); // a supplementary group of ok's
+        check("ok:bad", /the gid of group "bad" in \/etc\/group/);
+        // Entries that are not used do no harm.
+        assert.deepEqual(getUser(r, "root"), { uid: 0, gid: 0, additionalGids: [], home: "/" });
+        assert.equal(getUser(r, "100:root").uid, 100);
+      });
+    }
+    it(`accepts ids up to ${MAX_FILE_ID} from the files (e.g. nfsnobody)`, async () => {
+      const r = await rootfsWith({ passwd: `nfsnobody:x:${MAX_FILE_ID}:${MAX_FILE_ID}::/:/sbin/nologin\n`, group: "" });
+      made.push(r);
+      assert.deepEqual([getUser(r, "nfsnobody").uid, getUser(r, "nfsnobody").gid], [MAX_FILE_ID, MAX_FILE_ID]);
+    });
   });
 
   it("refuses account files over 10 MiB, except for the default user", async () => {
