@@ -146,3 +146,27 @@ export class StartError extends CtrexecError {
   }
 }
 named(StartError, "StartError");
+
+/** Something prune tried to remove and could not; it is tried again by the next prune. */
+export interface PruneFailure {
+  /** What it is, as in prune's lines: `run dir /path`, `task ID`, `lease ID`... */
+  what: string;
+  error: unknown;
+}
+
+/**
+ * Prune did everything it could, but some things of dead owners are left (a run dir that would not go, a task
+ * containerd would not delete...). `removed` lists what it did remove, `failures` what is left and why; each
+ * was logged as it happened. Running prune again retries them once their cause is fixed.
+ */
+export class PruneIncompleteError extends UnknownError {
+  readonly removed: string[];
+  readonly failures: PruneFailure[];
+  constructor(removed: string[], failures: PruneFailure[]) {
+    const list = failures.map((f) => `${f.what} (${f.error instanceof Error ? f.error.message : String(f.error)})`);
+    super(`prune left ${failures.length} thing(s) of dead runs in place: ${list.join("; ")}. Fix the cause and run ctrexec prune again`);
+    this.removed = removed;
+    this.failures = failures;
+  }
+}
+named(PruneIncompleteError, "PruneIncompleteError");

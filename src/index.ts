@@ -9,6 +9,8 @@ export {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
+  type PruneFailure,
+  PruneIncompleteError,
   UnavailableError,
   UNKNOWN_EXIT_STATUS,
   UnknownError,

@@ -1,14 +1,16 @@
-import { readdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { readdir } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
 import type { ContainerdClient } from "../containerd/client.js";
 import { deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
+import { type PruneFailure, PruneIncompleteError, UnknownError } from "../errors.js";
 import { removeTree } from "../fs/remove-tree.js";
 import { defaultSpec } from "../oci/defaults.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { LABEL, ownerAlive } from "./labels.js";
+import { bundleUsesSocket, findShims, isIdentifier, shimSocket, stopOrphanShim } from "./orphan-shims.js";
 import { rootRegistriesDir, settleRootRegistry } from "./root-stubs.js";
-import { fifoDir, readRunOwner, runsDir } from "./run-dirs.js";
+import { fifoDir, readRunOwner, runEntryOwner, runsDir } from "./run-dirs.js";
 
 export interface PruneOptions {
   client: ContainerdClient;
@@ -18,90 +20,201 @@ export interface PruneOptions {
   runtime?: string;
 }
 
+
 /**
  * Removes what runs of dead ctrexec processes left in this namespace: their tasks (resumed, killed, deleted),
- * containers, FIFO directories, run dirs and local mounts, leases (and so active snapshots), and tasks whose
- * container record is gone but whose run dir says they were ours (reference: containerd-from-node §8), and the
- * mount stubs of roots whose last run died (these are per state dir, not per namespace). Runs whose owner is
- * alive, or lives on another host, are never touched. Returns what it removed, one line each.
+ * containers, shims containerd forgot, FIFO directories, run dirs and local mounts, leases (and so active
+ * snapshots), and tasks whose container record is gone but whose run dir says they were ours (reference:
+ * containerd-from-node §8), and the mount stubs of roots whose last run died (these are per state dir, not
+ * per namespace). Runs whose owner is alive, or lives on another host, are never touched. A run dir goes only
+ * once its task is known to be gone: a container still running may be writing into it.
+ *
+ * Total: each thing is tried on its own, and one that fails (a run dir that cannot be removed, a task
+ * containerd will not delete) is logged and does not keep prune from the rest. Returns what it removed, one
+ * line each; when something was left, rejects after all the rest with a PruneIncompleteError that carries
+ * those lines too.
  */
 export async function prune(options: PruneOptions): Promise<string[]> {
   const { client } = options;
   const logger = options.logger ?? silentLogger;
   const ns = client.namespace;
   const removed: string[] = [];
+  const failures: PruneFailure[] = [];
+  /** Runs `fn`; a failure is logged and collected, and gives undefined. */
+  async function attempt<T>(what: string, fn: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await fn();
+    } catch (error) {
+      logger.warn(`prune: ${what} failed; the rest goes on`, { error });
+      failures.push({ what, error });
+      return undefined;
+    }
+  }
   const fifos = fifoDir(options.fifoRoot, ns);
   const runs = runsDir(options.stateDir, ns);
 
-  const containers = await client.containers.list();
-  const known = new Set(containers.map((c) => c.id));
-  for (const c of containers) {
+  const containers = await attempt("containers (listing them)", () => client.containers.list());
+  const known = new Set((containers ?? []).map((c) => c.id));
+  /** Ids of dead owners' containers: a shim left for one is that owner's. */
+  const deadOwners = new Set<string>();
+  /** Ids whose task could not be deleted (or whose shim not stopped): their run dirs stay (see above). */
+  const taskNotGone = new Set<string>();
+  /** Run dirs that container labels name, for dead owners' containers whose task is gone. */
+  const labelledDirs: { id: string; dir: string }[] = [];
+  for (const c of containers ?? []) {
     const owner = c.labels[LABEL.owner];
     if (!owner || ownerAlive(owner) !== false) continue;
-    if (await deleteTask(client, c.id, logger).catch(() => false)) {
-      await deleteContainerRecord(client, c.id);
+    deadOwners.add(c.id);
+    // deleteTask returns true when the task is gone, and throws otherwise.
+    if (!(await attempt(`task ${c.id}`, () => deleteTask(client, c.id, logger)))) {
+      taskNotGone.add(c.id);
+      continue; // its record stays (containerd would orphan the task), and so does its run dir
+    }
+    if ((await attempt(`container ${c.id}`, () => deleteContainerRecord(client, c.id).then(() => true))) === true) {
       known.delete(c.id);
       removed.push(`container ${c.id}`);
     }
-    const runDir = c.labels[LABEL.runDir];
-    if (runDir && runDir.startsWith(runs + "/")) {
-      await removeTree(runDir);
-      removed.push(`run dir ${runDir}`);
-    }
+    const runDir = runDirOf(runs, c.labels[LABEL.runDir]);
+    if (runDir !== undefined) labelledDirs.push({ id: c.id, dir: runDir });
   }
 
   // Tasks without a container record (orphaned): ours if our run dir for that id has a dead owner.
-  for (const t of await client.tasks.list()) {
-    if (known.has(t.id)) continue;
+  for (const t of (await attempt("tasks (listing them)", () => client.tasks.list())) ?? []) {
+    if (known.has(t.id) || !isIdentifier(t.id)) continue;
     const owner = await readRunOwner(join(runs, t.id));
     if (!owner || ownerAlive(owner) !== false) continue;
-    // containerd answers every Tasks call for an orphan with NOT_FOUND; a container record with the same id
-    // makes the task reachable again.
-    const spec = defaultSpec(ns, t.id);
-    await client.containers.create({
-      id: t.id,
-      runtime: { name: options.runtime ?? "io.containerd.runc.v2" },
-      spec: jsonAny(SPEC_TYPE_URL, spec),
-      labels: { [LABEL.owner]: owner },
+    const gone = await attempt(`orphaned task ${t.id}`, async () => {
+      // containerd answers every Tasks call for an orphan with NOT_FOUND; a container record with the same id
+      // makes the task reachable again.
+      await client.containers.create({
+        id: t.id,
+        runtime: { name: options.runtime ?? "io.containerd.runc.v2" },
+        spec: jsonAny(SPEC_TYPE_URL, defaultSpec(ns, t.id)),
+        labels: { [LABEL.owner]: owner },
+      });
+      const deleted = await deleteTask(client, t.id, logger);
+      await deleteContainerRecord(client, t.id);
+      return deleted;
     });
-    if (await deleteTask(client, t.id, logger).catch(() => false)) await deleteContainerRecord(client, t.id).catch(() => {});
-    removed.push(`orphaned task ${t.id}`);
+    if (gone) removed.push(`orphaned task ${t.id}`);
+    else taskNotGone.add(t.id);
   }
 
-  for (const id of await readdir(runs).catch(() => [] as string[])) {
-    const dir = join(runs, id);
-    const owner = await readRunOwner(dir);
-    if (owner !== undefined && ownerAlive(owner) !== false) continue;
-    if (owner === undefined && known.has(id)) continue;
-    await removeTree(dir);
-    removed.push(`run dir ${dir}`);
+  // The run dirs there are, and whose: read before anything below removes one.
+  const entries = await attempt(`run dirs in ${runs} (listing them)`, async () => {
+    const names = await readdir(runs).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return [] as string[];
+      throw err;
+    });
+    return Promise.all(names.map(async (name) => ({ name, owner: await runEntryOwner(runs, name) })));
+  });
+  const deadRunIds = new Set((entries ?? []).filter((e) => e.owner !== undefined && ownerAlive(e.owner) === false).map((e) => e.name));
+
+  // Shims whose task containerd forgot (see orphan-shims.ts): only of ids known here to be a dead owner's.
+  if (containers !== undefined) {
+    const candidates = new Set([...deadOwners, ...deadRunIds]);
+    const looked = await attempt("orphaned shims", () => pruneOrphanShims(client, candidates, logger, removed, failures, taskNotGone).then(() => true));
+    // Not known whether one of them still has a shim (and a container): their run dirs stay.
+    if (!looked) for (const id of candidates) taskNotGone.add(id);
+  }
+
+  // Run dirs, once their task is known gone: listed again, so that a task that exists now keeps its dir.
+  const tasksNow = await attempt("tasks (listing them before the run dirs)", () => client.tasks.list());
+  if (tasksNow !== undefined && containers !== undefined) {
+    const hasTask = new Set(tasksNow.map((t) => t.id));
+    const keep = (id: string) => taskNotGone.has(id) || hasTask.has(id);
+    const done = new Set<string>();
+    const removeRunDir = async (dir: string) => {
+      if (done.has(dir)) return; // named by a label and listed too
+      done.add(dir);
+      if ((await attempt(`run dir ${dir}`, () => removeTree(dir).then(() => true))) === true) removed.push(`run dir ${dir}`);
+    };
+    for (const { id, dir } of labelledDirs) {
+      if (keep(id) || keep(basename(dir))) continue;
+      // A run dir of a live owner under the same id (a new run that took the id over) is not this run's.
+      const owner = await readRunOwner(dir);
+      if (owner === undefined || ownerAlive(owner) === false) await removeRunDir(dir);
+    }
+    for (const { name, owner } of entries ?? []) {
+      if (owner !== undefined && ownerAlive(owner) !== false) continue;
+      if (owner === undefined && known.has(name)) continue;
+      if (keep(name)) continue;
+      await removeRunDir(resolve(runs, name));
+    }
   }
 
   // Roots whose runs all ended without removing their mount stubs (the last one died).
-  for (const name of await readdir(rootRegistriesDir(options.stateDir)).catch(() => [] as string[])) {
+  const registries = await attempt("root registries (listing them)", () => readdir(rootRegistriesDir(options.stateDir)).catch(() => [] as string[]));
+  for (const name of registries ?? []) {
     const dir = join(rootRegistriesDir(options.stateDir), name);
-    if (await settleRootRegistry(dir, logger)) removed.push(`mount stubs recorded in ${dir}`);
+    if (await attempt(`mount stubs recorded in ${dir}`, () => settleRootRegistry(dir, logger))) removed.push(`mount stubs recorded in ${dir}`);
   }
 
   // Leases of dead owners: deleting them lets containerd's GC take the active snapshots they held.
-  for (const lease of await client.leases.list().catch(() => [])) {
+  for (const lease of (await attempt("leases (listing them)", () => client.leases.list())) ?? []) {
     const owner = lease.labels[LABEL.owner];
     if (!owner || ownerAlive(owner) !== false) continue;
-    await client.leases.delete(lease.id, { sync: true }).catch((err: unknown) => logger.warn("deleting a lease failed", { lease: lease.id, error: err }));
-    removed.push(`lease ${lease.id}`);
+    if ((await attempt(`lease ${lease.id}`, () => client.leases.delete(lease.id, { sync: true }).then(() => true))) === true) removed.push(`lease ${lease.id}`);
   }
 
   // A FIFO dir belongs to a live run while its container exists, or (the FIFOs are made while containerd
   // stores the record) while the run's dir names a live owner.
-  const live = new Set((await client.containers.list()).map((c) => c.id));
-  for (const name of await readdir(fifos).catch(() => [] as string[])) {
-    // "<id>[.exec<16 hex>]-<12 hex>" (older versions: mkdtemp's "-XXXXXX").
-    const id = name.replace(/-(?:[0-9a-f]{12}|[A-Za-z0-9]{6})$/, "").replace(/\.exec[0-9a-f]{16}$/, "");
-    if (live.has(id)) continue;
-    const owner = await readRunOwner(join(runs, id));
-    if (owner !== undefined && ownerAlive(owner) !== false) continue;
-    await rm(join(fifos, name), { recursive: true, force: true });
-    removed.push(`FIFO dir ${join(fifos, name)}`);
+  const liveContainers = await attempt("containers (listing them before the FIFO dirs)", () => client.containers.list());
+  if (liveContainers !== undefined) {
+    const live = new Set(liveContainers.map((c) => c.id));
+    for (const name of await readdir(fifos).catch(() => [] as string[])) {
+      // "<id>[.exec<16 hex>]-<12 hex>" (older versions: mkdtemp's "-XXXXXX").
+      const id = name.replace(/-(?:[0-9a-f]{12}|[A-Za-z0-9]{6})$/, "").replace(/\.exec[0-9a-f]{16}$/, "");
+      if (live.has(id)) continue;
+      const owner = await readRunOwner(join(runs, id));
+      if (owner !== undefined && ownerAlive(owner) !== false) continue;
+      const dir = join(fifos, name);
+      if ((await attempt(`FIFO dir ${dir}`, () => removeTree(dir).then(() => true))) === true) removed.push(`FIFO dir ${dir}`);
+    }
   }
+  if (failures.length > 0) throw new PruneIncompleteError(removed, failures);
   return removed;
+}
+
+/**
+ * The run dir a container's label names, if it is one of this namespace's run dirs: normalized first, so that
+ * `<runs>/x/../../../etc` is not taken for one (labels are only text, written by whoever made the record).
+ */
+export function runDirOf(runs: string, label: string | undefined): string | undefined {
+  if (!label) return undefined;
+  const dir = resolve(label);
+  return dirname(dir) === resolve(runs) ? dir : undefined;
+}
+
+/**
+ * Stops the shims of this namespace that host no task containerd knows of and were started for `candidates`:
+ * ids prune knows to be a dead owner's (a record it found with a dead owner, a run dir naming a dead owner;
+ * the run dir is made before the container, and a shim is started only for a container, so a shim of ours has
+ * one until prune removes it; shim-pool anchors have none, and an orphaned anchor's shim stays). Never an id
+ * read from a process: see orphan-shims.ts. A shim another task of the namespace lives in (shim groups) is
+ * left alone, as is any shim of a live or unknown owner. An id whose shim could not be stopped goes into
+ * `notGone`: a container it started may still run.
+ */
+async function pruneOrphanShims(
+  client: ContainerdClient,
+  candidates: ReadonlySet<string>,
+  logger: Logger,
+  removed: string[],
+  failures: PruneFailure[],
+  notGone: Set<string>,
+): Promise<void> {
+  const shims = findShims(client.namespace, client.address, candidates);
+  if (shims.length === 0) return;
+  // Listed after the shims: a task created since then is seen, and its shim is not taken for an orphan.
+  const [containers, tasks] = await Promise.all([client.containers.list(), client.tasks.list()]);
+  const ids = new Set([...containers.map((c) => c.id), ...tasks.map((t) => t.id)]);
+  for (const shim of shims) {
+    if (ids.has(shim.id)) continue;
+    const socket = shimSocket(shim.pid);
+    if (socket !== undefined && [...ids].some((id) => bundleUsesSocket(client.namespace, id, socket))) continue;
+    const result = await stopOrphanShim(shim, logger);
+    if (result.stopped) removed.push(`orphaned shim of ${shim.id} (pid ${shim.pid})`);
+    else if (result.left.length > 0) notGone.add(shim.id);
+    for (const line of result.left) failures.push({ what: `orphaned shim of ${shim.id}`, error: new UnknownError(line) });
+  }
 }

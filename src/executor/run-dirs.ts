@@ -19,20 +19,51 @@ export function runsDir(stateDir: string, namespace: string): string {
 const hex = () => randomBytes(6).toString("hex");
 
 /**
- * Makes the run dir of `id`, whole: it is made under a temporary name with its owner file and renamed into
- * place, so it never exists without an owner and is never made twice. A run dir of `id` whose owner is alive
- * (a run of another executor or process with the same id) is theirs: AlreadyExistsError, before anything else
- * is made. One whose owner is dead, a crash's leftover, is removed first.
+ * The temporary name a run dir is made under: `.new.<owner, base64url>.<12 hex>`. The owner is in the name, so
+ * the directory names its owner from the instant it exists: prune, which removes what dead owners left, can
+ * never take a live creator's directory for an ownerless leftover in the moment before its owner file is
+ * written. (An owner id is at most ~175 bytes: hostname ≤ 64, numbers, a boot id and two `dev:ino`; the name
+ * stays within NAME_MAX. Names of older versions, `.new-<id>-<hex>`, are judged by their owner file.)
+ */
+function stagingName(owner: string): string {
+  return `.new.${Buffer.from(owner, "utf8").toString("base64url")}.${hex()}`;
+}
+
+const STAGING = /^\.new\.([A-Za-z0-9_-]+)\.[0-9a-f]{12}$/;
+
+/**
+ * The owner of an entry of a runs dir: of a run dir being made, the one its name gives (see stagingName);
+ * otherwise the one its owner file names; undefined when there is none (or it cannot be read).
+ */
+export async function runEntryOwner(runs: string, name: string): Promise<string | undefined> {
+  const staged = STAGING.exec(name);
+  if (staged) return Buffer.from(staged[1]!, "base64url").toString("utf8");
+  return readRunOwner(join(runs, name));
+}
+
+/** Tests: called between the steps of createRunDir, where a concurrent prune may look. */
+export interface RunDirHooks {
+  /** The temporary dir exists, its owner file not yet. */
+  staged?(tmp: string): void | Promise<void>;
+}
+
+/**
+ * Makes the run dir of `id`, whole: it is made under a temporary name that names its owner, gets its owner
+ * file and is renamed into place, so it never exists without an owner and is never made twice. A run dir of
+ * `id` whose owner is alive (a run of another executor or process with the same id) is theirs:
+ * AlreadyExistsError, before anything else is made. One whose owner is dead, a crash's leftover, is removed
+ * first.
  *
  * The common path is synchronous, as are the other small file operations on a run's way to its container
  * (user lookup, resolv.conf, cwd): each takes microseconds, while a thread-pool round trip takes 0.3–0.6 ms
  * on a busy machine (the worker's wake-up), and a run makes a dozen of them (docs/performance.md).
  */
-export async function createRunDir(stateDir: string, namespace: string, id: string): Promise<string> {
+export async function createRunDir(stateDir: string, namespace: string, id: string, hooks?: RunDirHooks): Promise<string> {
   const runs = runsDir(stateDir, namespace);
   const dir = join(runs, id);
+  const owner = ownerId();
   // Container ids never start with a dot, so these names never collide with a run's; prune finds them too.
-  const tmp = join(runs, `.new-${id}-${hex()}`);
+  const tmp = join(runs, stagingName(owner));
   try {
     mkdirSync(tmp, { mode: 0o700 });
   } catch (err) {
@@ -41,7 +72,8 @@ export async function createRunDir(stateDir: string, namespace: string, id: stri
     mkdirSync(tmp, { mode: 0o700 });
   }
   try {
-    writeFileSync(join(tmp, "owner"), ownerId(), { mode: 0o600 });
+    if (hooks?.staged) await hooks.staged(tmp);
+    writeFileSync(join(tmp, "owner"), owner, { mode: 0o600 });
     for (let attempt = 0; ; attempt++) {
       try {
         renameSync(tmp, dir);
@@ -50,9 +82,9 @@ export async function createRunDir(stateDir: string, namespace: string, id: stri
         const code = (err as NodeJS.ErrnoException).code;
         if ((code !== "ENOTEMPTY" && code !== "EEXIST") || attempt > 0) throw err;
       }
-      const owner = await readRunOwner(dir);
-      if (owner !== undefined && ownerAlive(owner) !== false) {
-        throw new AlreadyExistsError(`container ${id} already exists: its run dir ${dir} belongs to a run of process ${owner}`);
+      const theirs = await readRunOwner(dir);
+      if (theirs !== undefined && ownerAlive(theirs) !== false) {
+        throw new AlreadyExistsError(`container ${id} already exists: its run dir ${dir} belongs to a run of process ${theirs}`);
       }
       await removeTree(dir);
     }

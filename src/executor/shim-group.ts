@@ -12,6 +12,16 @@ import { LABEL, ownerId } from "./labels.js";
 export const SHIM_GROUP_ANNOTATION = "io.containerd.runc.v2.group";
 
 /**
+ * A shim group name (or the prefix of this process's group names) no other executor on this containerd uses:
+ * a run whose group names another executor's shim is created in that shim. The pid is only for people
+ * reading `ps`; where executors run in containers many are pid 1, so 96 random bits make the name unique.
+ * Its length costs nothing: the shim's socket is named by a hash of the group (native/shim-launcher.c).
+ */
+export function uniqueShimGroupName(): string {
+  return `ctrexec-${process.pid}-${randomBytes(12).toString("hex")}`;
+}
+
+/**
  * Starts an idle container (a `sleep` on the read-only default rootfs) in shim group `group`: the shim of a
  * group lives as long as one of its containers does, so this keeps it up between runs. Labelled like a run,
  * so prune finds it if this process dies. Returns the anchor's container id.

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { existsSync, writeFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, realpath, rm, symlink, writeFile } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { MountStubsCleaner } from "../../src/executor/mount-stubs.js";
 import { enterRoot, rootRegistryDir, settleRootRegistry } from "../../src/executor/root-stubs.js";
+import { deadOwner } from "../helpers/owners.js";
 
 describe("mount stubs shared by the runs on one root", () => {
   let state: string;
@@ -61,14 +62,14 @@ describe("mount stubs shared by the runs on one root", () => {
   it("does not count runs of dead processes, and prune settles what they left", async () => {
     const a = await start("/data");
     const dir = rootRegistryDir(state, root);
-    await writeFile(join(dir, "users", "dead"), `${hostname()}/999999999/0`);
+    await writeFile(join(dir, "users", "dead"), deadOwner());
     await a!.leave();
     assert.equal(existsSync(join(root, "data")), false);
     assert.equal(existsSync(dir), false);
 
     // A process that died mid-run: its entry and records stay until a run leaves or prune comes.
     await start("/scratch/x");
-    await writeFile(join(dir, "users", (await readdir(join(dir, "users")))[0]!), `${hostname()}/999999999/0`);
+    await writeFile(join(dir, "users", (await readdir(join(dir, "users")))[0]!), deadOwner());
     assert.equal(await settleRootRegistry(dir), true);
     assert.equal(existsSync(join(root, "scratch")), false);
   });

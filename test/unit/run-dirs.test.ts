@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { hostname } from "node:os";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createRunDir, removeRunDir, retireRunDir } from "../../src/executor/run-dirs.js";
+import { createRunDir, removeRunDir, retireRunDir, runEntryOwner } from "../../src/executor/run-dirs.js";
 import { AlreadyExistsError } from "../../src/errors.js";
-import { ownerId } from "../../src/util/owner.js";
+import { ownerAlive, ownerId } from "../../src/util/owner.js";
+import { deadOwner } from "../helpers/owners.js";
 
 describe("run dirs", () => {
   let state: string;
@@ -54,7 +54,7 @@ describe("run dirs", () => {
   it("takes over the dir a dead process left, with whatever it held", async () => {
     const dir = join(state, "runs", "ns", "stale");
     await mkdir(join(dir, "mount-abc"), { recursive: true });
-    await writeFile(join(dir, "owner"), `${hostname()}/999999999/0`);
+    await writeFile(join(dir, "owner"), deadOwner());
     assert.equal(await createRunDir(state, "ns", "stale"), dir);
     assert.deepEqual(await readdir(dir), ["owner"]);
     assert.equal((await readFile(join(dir, "owner"), "utf8")).trim(), ownerId());
@@ -71,5 +71,39 @@ describe("run dirs", () => {
     await removeRunDir(dir);
     assert.equal(retireRunDir(dir), undefined, "a dir already gone is fine");
     assert.deepEqual(await readdir(join(state, "runs", "ns")), []);
+  });
+
+  it("a run dir being made names its live owner from the moment it exists, before its owner file", async () => {
+    // prune removes what names no live owner: a temporary dir that named none until its owner file was
+    // written could go in between (the creator's writeFile then failed, or worse).
+    const runs = join(state, "runs", "ns");
+    let seen: { name: string; owner: string | undefined; hasFile: boolean } | undefined;
+    const dir = await createRunDir(state, "ns", "young", {
+      staged: async (tmp) => {
+        seen = { name: basename(tmp), owner: await runEntryOwner(runs, basename(tmp)), hasFile: existsSync(join(tmp, "owner")) };
+      },
+    });
+    assert.ok(seen, "the hook must run between the steps");
+    assert.equal(seen.hasFile, false, "the hook runs before the owner file is written");
+    assert.equal(seen.owner, ownerId());
+    assert.equal(ownerAlive(seen.owner!), true, "prune must see a live owner");
+    assert.ok(seen.name.startsWith(".new."), seen.name);
+    assert.equal(await runEntryOwner(runs, "young"), ownerId(), "an ordinary run dir: its owner file");
+    await removeRunDir(dir);
+  });
+
+  it("a run dir a dead process was making is its leftover; older temporary names go by their owner file", async () => {
+    const runs = join(state, "runs", "ns");
+    const dead = deadOwner();
+    const staged = `.new.${Buffer.from(dead).toString("base64url")}.0123456789ab`;
+    await mkdir(join(runs, staged), { recursive: true });
+    assert.equal(await runEntryOwner(runs, staged), dead);
+    assert.equal(ownerAlive(dead), false);
+    await mkdir(join(runs, ".new-old-0123456789ab"));
+    assert.equal(await runEntryOwner(runs, ".new-old-0123456789ab"), undefined);
+    await writeFile(join(runs, ".new-old-0123456789ab", "owner"), dead);
+    assert.equal(await runEntryOwner(runs, ".new-old-0123456789ab"), dead);
+    await rm(join(runs, staged), { recursive: true });
+    await rm(join(runs, ".new-old-0123456789ab"), { recursive: true });
   });
 });

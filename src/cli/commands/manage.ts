@@ -1,5 +1,5 @@
 import { constants } from "node:os";
-import { NotFoundError } from "../../errors.js";
+import { NotFoundError, PruneIncompleteError } from "../../errors.js";
 import { LABEL, ownerAlive } from "../../executor/labels.js";
 import { prune } from "../../executor/prune.js";
 import { pruneNetns } from "../../network/bridge.js";
@@ -140,8 +140,9 @@ const PRUNE_OPTIONS: OptionSpec[] = [...GLOBAL_OPTIONS];
 export const PRUNE_HELP = `Usage: ctrexec prune
 
 Remove what runs of ctrexec processes that are gone left behind in the namespace: tasks,
-containers, FIFO directories, run directories and mounts. Runs of live processes are never
-touched. Safe to run at any time.
+containers, shims, FIFO directories, run directories and mounts. Runs of live processes are
+never touched, nor those of processes in a pid namespace prune cannot see (on the host, as
+root, it sees every one). Safe to run at any time.
 
 Options:
 ${optionsHelp(PRUNE_OPTIONS)}
@@ -157,11 +158,19 @@ export async function pruneCommand(argv: string[], parent: Context): Promise<num
   if (p.flags.has("help")) return void ctx.stdout.write(PRUNE_HELP), 0;
   if (p.rest.length) throw new InvalidArgumentError(`"ctrexec prune" takes no arguments`, { field: "argv" });
   await using client = openClient(ctx);
-  const removed = [
-    ...(await prune({ client, stateDir: ctx.root, fifoRoot: ctx.fifoRoot, logger: ctx.logger })),
-    ...(await pruneNetns(ctx.root, client.namespace)),
-  ];
+  let pruned: string[];
+  let incomplete: PruneIncompleteError | undefined;
+  try {
+    pruned = await prune({ client, stateDir: ctx.root, fifoRoot: ctx.fifoRoot, logger: ctx.logger });
+  } catch (err) {
+    // Something was left: the rest is pruned and printed all the same, then the error says what is left.
+    if (!(err instanceof PruneIncompleteError)) throw err;
+    incomplete = err;
+    pruned = err.removed;
+  }
+  const removed = [...pruned, ...(await pruneNetns(ctx.root, client.namespace, ctx.logger))];
   for (const line of removed) ctx.stdout.write(`removed ${line}\n`);
+  if (incomplete) throw incomplete;
   if (removed.length === 0) ctx.stdout.write("nothing to remove\n");
   return 0;
 }
