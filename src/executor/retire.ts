@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ContainerdClient } from "../containerd/client.js";
 import { deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/run-task.js";
-import { NotFoundError } from "../errors.js";
+import { CanceledError, NotFoundError } from "../errors.js";
 import { LABEL } from "./labels.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 
@@ -35,9 +35,14 @@ export class Retirements {
     return this.#pending.has(id) || this.#orphans.has(id);
   }
 
-  /** Resolves once a background deletion of `id` (if any) has ended, successfully or not. */
-  async settled(id: string): Promise<void> {
-    await this.#pending.get(id);
+  /**
+   * Resolves once a background deletion of `id` (if any) has ended, successfully or not. A kept founder's
+   * deletion may wait for its shim's borrower: `signal` ends the wait with a CanceledError (the deletion goes on).
+   */
+  async settled(id: string, signal?: AbortSignal): Promise<void> {
+    const pending = this.#pending.get(id);
+    if (!pending) return;
+    await untilAborted(pending, signal, () => `the wait for the earlier run ${id} to be deleted was canceled`);
   }
 
   /** Resolves once every background deletion started so far has ended (`exceptGated`: not waiting for a gate). */
@@ -158,6 +163,23 @@ export async function awaitRetiredRecord(client: ContainerdClient, id: string, s
     );
     if (status !== "STOPPED" && status !== "NONE") return false;
     if (Date.now() >= deadline) return false;
-    await sleep(25, undefined, { signal });
+    await untilAborted(sleep(25), signal, () => `the wait for the earlier container ${id} to be deleted was canceled`);
+  }
+}
+
+/** `work`, or a CanceledError (cause: the signal's reason) as soon as `signal` fires; `work` goes on regardless. */
+async function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined, what: () => string): Promise<T> {
+  if (!signal) return work;
+  const canceled = () => new CanceledError(what(), { cause: signal.reason });
+  if (signal.aborted) throw canceled();
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(canceled());
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([work, aborted]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
   }
 }

@@ -169,6 +169,9 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
     }
     o.span.addEvent("Container exited", { "exit.code": status.exitStatus });
     const canceled = signal?.aborted ?? false;
+    // No exit was seen (containerd stayed away): the process may live on with its output open, and waiting for
+    // that output to end could take forever. What it wrote so far was copied; the rest is let go.
+    if (waitError !== undefined) io.cancel();
     if (!canceled) await io.wait();
     return { exitCode: status.exitStatus, canceled, ...(waitError !== undefined ? { waitError } : {}) };
   } finally {

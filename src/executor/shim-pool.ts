@@ -1,8 +1,7 @@
-import { randomBytes } from "node:crypto";
 import type { ContainerdClient } from "../containerd/client.js";
 import type { TaskCreator } from "../containerd/shim-launcher.js";
 import type { Logger } from "../util/logger.js";
-import { startAnchor, stopAnchor } from "./shim-group.js";
+import { startAnchor, stopAnchor, uniqueShimGroupName } from "./shim-group.js";
 
 interface WarmShim {
   group: string;
@@ -12,8 +11,11 @@ interface WarmShim {
 /** What a run gets from the pool: a warm shim's group, or none (the run starts its own shim). */
 export interface ShimLease {
   group: string | undefined;
-  /** Call once the run's task is deleted (or was never made). Idempotent. */
-  done(): void;
+  /**
+   * Call once the run is over and its task's deletion was tried: `taskGone` says whether the task is known
+   * deleted (or was never made). A shim that may still host the run's task is never lent again. Idempotent.
+   */
+  done(taskGone: boolean): void;
 }
 
 export interface ShimPoolOptions {
@@ -54,7 +56,7 @@ export class ShimPool {
   readonly #auto: boolean;
   readonly #idle: WarmShim[] = [];
   readonly #lent = new Set<WarmShim>();
-  readonly #prefix = `ctrexec-${process.pid}-${randomBytes(3).toString("hex")}`;
+  readonly #prefix = uniqueShimGroupName();
   #next = 0;
   /** How many warm shims to have: the fixed size, or what "auto" wants now. */
   #target: number;
@@ -94,11 +96,12 @@ export class ShimPool {
     let returned = false;
     return {
       group: shim?.group,
-      done: () => {
+      done: (taskGone) => {
         if (returned) return;
         returned = true;
         this.#active--;
-        if (shim) this.#giveBack(shim);
+        if (shim && taskGone) this.#giveBack(shim);
+        else if (shim) this.#retire(shim);
         if (this.#auto && this.#active === 0 && !this.#closed) {
           clearTimeout(this.#idleTimer);
           this.#idleTimer = setTimeout(() => this.#letGo(), this.#o.idleMs ?? AUTO_IDLE_MS).unref();
@@ -126,6 +129,21 @@ export class ShimPool {
 
   #stop(shim: WarmShim): void {
     const stop = stopAnchor(this.#o.client, shim.anchor, this.#o.logger).finally(() => this.#stopping.delete(stop));
+    this.#stopping.add(stop);
+  }
+
+  /**
+   * A shim whose run's task was not deleted (kill timeout, containerd away) may still run that container: the
+   * next run would share its shim with it. Its anchor goes (the executor keeps retrying the run's task, and
+   * prune finishes both if this process dies), and a fresh shim takes its place.
+   */
+  #retire(shim: WarmShim): void {
+    this.#lent.delete(shim);
+    this.#o.logger.warn("a warm shim's run left its task behind; the shim is not lent again", { anchor: shim.anchor });
+    const stop = stopAnchor(this.#o.client, shim.anchor, this.#o.logger).finally(() => {
+      this.#stopping.delete(stop);
+      this.#fill();
+    });
     this.#stopping.add(stop);
   }
 

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { uniqueShimGroupName } from "./shim-group.js";
 
 /** What a run gets: the shim group for its spec, and the calls that tell the relay how the run ended. */
 export interface ReuseLease {
@@ -13,9 +13,10 @@ export interface ReuseLease {
   handOver(id: string): { gate: Promise<void> | undefined; taskDone: (gone: boolean) => void };
   /**
    * The run ends without handing its task over (it never had one, or deleted it itself). `shimAsked`: it got
-   * as far as Tasks.Create, so what went wrong may be the shim's. Idempotent.
+   * as far as Tasks.Create, so what went wrong may be the shim's. `taskGone`: its task is known deleted (or
+   * was never made); a shim that may still host it is never lent again. Idempotent.
    */
-  end(shimAsked: boolean): void;
+  end(shimAsked: boolean, taskGone: boolean): void;
 }
 
 export interface ShimReuseOptions {
@@ -62,7 +63,7 @@ interface Group {
 export class ShimReuse {
   readonly #idleMs: number;
   readonly #maxAgeMs: number;
-  readonly #prefix = `ctrexec-${process.pid}-${randomBytes(3).toString("hex")}-r`;
+  readonly #prefix = `${uniqueShimGroupName()}-r`;
   /** Groups free to lend, the most recently used last. */
   readonly #free: Group[] = [];
   /** Groups whose founder is still kept, by the founder's id. */
@@ -151,11 +152,12 @@ export class ShimReuse {
         const taskDone = (gone: boolean) => g.lent && this.#giveBack(g, !gone);
         return { gate: undefined, taskDone };
       },
-      end: (shimAsked) => {
+      end: (shimAsked, taskGone) => {
         if (ended) return;
         ended = true;
-        // A run that failed in its shim (task creation, the wait) may have failed because of it: start afresh.
-        this.#giveBack(g, shimAsked);
+        // A run that failed in its shim (task creation, the wait) may have failed because of it, and one whose
+        // task is still there would share the shim with the next run: start afresh.
+        this.#giveBack(g, shimAsked || !taskGone);
       },
     };
   }

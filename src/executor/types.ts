@@ -3,10 +3,22 @@ import type { Mount as ContainerdMount } from "../containerd/types.js";
 import type { HostIP } from "../oci/hosts.js";
 import type { LinuxResources, SecurityMode, Ulimit } from "../oci/spec.js";
 
+/** How the run a mount was lent to ended, for its release. */
+export interface ReleaseOutcome {
+  /** The run succeeded (a valid exit code, its task and container deleted): only then is its result kept. */
+  succeeded: boolean;
+}
+
 /** What a Mountable hands out: containerd-style mounts (no destination) and how to give them back. */
 export interface MountRef {
   mounts: ContainerdMount[];
-  release(): Promise<void>;
+  /** The executor passes the run's outcome; a caller that releases a ref itself may omit it (a success). */
+  release(outcome?: ReleaseOutcome): Promise<void>;
+  /**
+   * release() keeps the run's result (a commit): its failure fails the run. Any other release failure is only
+   * logged, as in BuildKit, where only a failed deletion of the task or container fails a successful run.
+   */
+  keepsResult?: boolean;
 }
 
 /** Something that can be mounted: a host directory, a tmpfs, a snapshot, an image. */

@@ -10,8 +10,13 @@ export const LEASE_OWNER_LABEL = "ctrexec.owner";
 
 export interface SnapshotMountOptions {
   snapshotter?: string;
-  /** Commit the run's changes as a snapshot of this name (a parent for later runs) instead of dropping them. */
+  /**
+   * Commit the run's changes as a snapshot of this name (a parent for later runs) instead of dropping them:
+   * only when the run succeeded (BuildKit keeps only successful steps), unless `commitOnFailure`.
+   */
   commit?: string;
+  /** With `commit`: commit a failed run's changes too (to look at what a failing step left, for debugging). */
+  commitOnFailure?: boolean;
 }
 
 /** Leases of ours live a day at most, so a crash cannot pin snapshots forever. */
@@ -33,8 +38,8 @@ async function withLease<T>(client: ContainerdClient, f: (leased: ContainerdClie
 }
 
 /**
- * An active snapshot on `parent` for one run, under a lease; released by removing it, or by committing it as
- * `commit` (marked as a GC root, so it outlives the lease).
+ * An active snapshot on `parent` for one run, under a lease; released by removing it, or, after a successful
+ * run (or with `commitOnFailure`), by committing it as `commit` (marked as a GC root, so it outlives the lease).
  */
 async function activeSnapshot(
   client: ContainerdClient,
@@ -51,11 +56,12 @@ async function activeSnapshot(
     let released = false;
     return {
       mounts,
-      release: async () => {
+      keepsResult: options.commit !== undefined,
+      release: async (outcome = { succeeded: true }) => {
         if (released) return;
         released = true;
         try {
-          if (options.commit) {
+          if (options.commit && (outcome.succeeded || options.commitOnFailure)) {
             try {
               await client.snapshots.commit({
                 snapshotter,

@@ -5,7 +5,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, afterEach, before, describe, it } from "node:test";
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from "../../src/errors.js";
+import { AlreadyExistsError, ExitError, FailedPreconditionError, NotFoundError } from "../../src/errors.js";
 import { mountLocally } from "../../src/executor/local-mount.js";
 import { tmpfsMountable } from "../../src/executor/mountables.js";
 import type { ProcessMeta } from "../../src/executor/types.js";
@@ -16,6 +16,26 @@ import { treeEntries, writeOciArchive } from "../helpers/oci-image.js";
 import { Collect } from "../helpers/streams.js";
 
 const run = promisify(execFile);
+
+/** After each test: nothing of a run left, no active snapshot, no lease of ours. */
+async function assertNothingLeft(env: ExecutorEnv): Promise<void> {
+  await env.assertClean();
+  assert.deepEqual((await env.client.snapshots.list("overlayfs")).filter((s) => s.kind !== "COMMITTED").map((s) => s.name), [], "active snapshots left");
+  assert.deepEqual((await env.client.leases.list()).map((l) => l.id).filter((id) => id.startsWith("ctrexec-")), [], "leases left");
+}
+
+/** Removes the image and whatever snapshots are left (commits of failed tests too), leaves first, so the namespace can go. */
+async function disposeImageEnv(env: ExecutorEnv, image: string): Promise<void> {
+  await run("ctr", ["-n", env.namespace, "images", "rm", "--sync", image]).catch(() => {});
+  for (let i = 0; i < 40; i++) {
+    const snaps = await env.client.snapshots.list("overlayfs").catch(() => []);
+    if (snaps.length === 0) break;
+    const parents = new Set(snaps.map((x) => x.parent));
+    for (const x of snaps.filter((x) => !parents.has(x.name))) await env.client.snapshots.remove({ snapshotter: "overlayfs", key: x.name }).catch(() => {});
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await env.dispose();
+}
 
 describe("roots from images and snapshots (overlayfs)", () => {
   let env: ExecutorEnv;
@@ -43,24 +63,8 @@ describe("roots from images and snapshots (overlayfs)", () => {
     return (await env.client.snapshots.list("overlayfs")).map((s) => ({ name: s.name, kind: s.kind }));
   }
 
-  afterEach(async () => {
-    await env.assertClean();
-    assert.deepEqual((await snapshots()).filter((s) => s.kind !== "COMMITTED"), [], "active snapshots left");
-    assert.deepEqual((await env.client.leases.list()).map((l) => l.id).filter((id) => id.startsWith("ctrexec-")), [], "leases left");
-  });
-
-  after(async () => {
-    await run("ctr", ["-n", env.namespace, "images", "rm", "--sync", image]).catch(() => {});
-    // Whatever is left (commits of failed tests too), leaves first, so the namespace can go.
-    for (let i = 0; i < 40; i++) {
-      const snaps = await env.client.snapshots.list("overlayfs").catch(() => []);
-      if (snaps.length === 0) break;
-      const parents = new Set(snaps.map((x) => x.parent));
-      for (const x of snaps.filter((x) => !parents.has(x.name))) await env.client.snapshots.remove({ snapshotter: "overlayfs", key: x.name }).catch(() => {});
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    await env.dispose();
-  });
+  afterEach(() => assertNothingLeft(env));
+  after(() => disposeImageEnv(env, image));
 
   async function runOn(source: ReturnType<typeof imageMountable>, meta: Partial<ProcessMeta>, extra: { mounts?: { source: ReturnType<typeof tmpfsMountable>; dest: string }[] } = {}) {
     const stdout = new Collect();
@@ -199,5 +203,64 @@ describe("roots from images and snapshots (overlayfs)", () => {
     committed.push(taken);
     await runOn(imageMountable(env.client, image, { commit: taken }), { args: ["true"] });
     await assert.rejects(runOn(imageMountable(env.client, image, { commit: taken }), { args: ["true"] }), AlreadyExistsError);
+  });
+});
+
+/** Issue 17, item 10: a step's changes are committed only when it succeeded, unless asked for. */
+describe("commits keep only successful steps (overlayfs)", () => {
+  let env: ExecutorEnv;
+  let image: string;
+
+  before(async () => {
+    env = await createExecutorEnv("sem-img");
+    image = `docker.io/ctrexec/sem-commit:${process.pid}`;
+    const base = await treeEntries(env.rootfs, (rel) => rel === "etc/hosts" || rel === "etc/resolv.conf");
+    const archive = join(env.stateDir, "image.tar");
+    await writeOciArchive(archive, image, [base], { Env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] });
+    await run("ctr", ["-n", env.namespace, "images", "import", "--no-unpack", archive]);
+  });
+
+  const snapshotNames = async () => (await env.client.snapshots.list("overlayfs")).filter((s) => s.kind === "COMMITTED").map((s) => s.name);
+
+  afterEach(() => assertNothingLeft(env));
+  after(() => disposeImageEnv(env, image));
+
+  const step = (source: ReturnType<typeof imageMountable>, script: string, validExitCodes?: number[]) =>
+    env.executor.run({ root: { source }, process: { meta: { args: ["sh", "-c", script], ...(validExitCodes ? { validExitCodes } : {}) } } });
+
+  it("commits nothing for a failed step; commits a step that succeeded, or a failed one when asked to", async () => {
+    const failed = `sem-failed-${process.pid}`;
+    await assert.rejects(step(imageMountable(env.client, image, { commit: failed }), "touch /half; exit 1"), ExitError);
+    assert.ok(!(await snapshotNames()).includes(failed), "a failed step's changes were committed");
+
+    // A code the caller counts as success is a successful step.
+    const valid = `sem-valid-${process.pid}`;
+    assert.equal((await step(imageMountable(env.client, image, { commit: valid }), "touch /done; exit 3", [3])).exitCode, 3);
+    const debug = `sem-debug-${process.pid}`;
+    await assert.rejects(step(imageMountable(env.client, image, { commit: debug, commitOnFailure: true }), "touch /half; exit 1"), ExitError);
+    assert.deepEqual((await snapshotNames()).filter((n) => n.startsWith("sem-")).sort(), [debug, valid].sort());
+    const ls = await step(snapshotMountable(env.client, debug), "test -e /half");
+    assert.equal(ls.exitCode, 0, "the failed step's changes are in its debug commit");
+  });
+
+  it("from the CLI: run --commit of a failing command leaves no snapshot; --commit-on-failure keeps it", async () => {
+    const bin = new URL("../../src/cli/bin.js", import.meta.url).pathname;
+    const cli = (...argv: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(
+          process.execPath,
+          [bin, "--namespace", env.namespace, "--root", env.stateDir, ...argv],
+          { env: { ...process.env, CTREXEC_FIFO_ROOT: env.fifoRoot } },
+          (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        ),
+      );
+    const s1 = `sem-cli-s1-${process.pid}`;
+    const r = await cli("run", "--network", "none", "--image", image, "--commit", s1, "--", "sh", "-c", "touch /half; exit 1");
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(!(await snapshotNames()).includes(s1), "the failed step left its snapshot");
+    const s2 = `sem-cli-s2-${process.pid}`;
+    assert.equal((await cli("run", "--network", "none", "--image", image, "--commit", s2, "--commit-on-failure", "--", "sh", "-c", "exit 1")).code, 1);
+    assert.ok((await snapshotNames()).includes(s2));
+    assert.equal((await cli("run", "--image", image, "--commit-on-failure", "true")).code, 125, "--commit-on-failure without --commit");
   });
 });

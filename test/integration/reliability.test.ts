@@ -12,6 +12,7 @@ import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js"
 import { createTestEnv, killShim, shimsOf, type TestEnv } from "../helpers/env.js";
 import { OwnContainerd } from "../helpers/own-containerd.js";
 import { Collect } from "../helpers/streams.js";
+import { deadOwner } from "../helpers/owners.js";
 
 const run = promisify(execFile);
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -232,9 +233,8 @@ describe("reliability under load and faults", () => {
 
   it("prune removes retired and half-made run dirs of dead owners without reaching into mounts below them", async () => {
     const { writeFile, readdir, readFile, rm } = await import("node:fs/promises");
-    const { hostname } = await import("node:os");
     const runs = join(env.stateDir, "runs", env.namespace);
-    const dead = `${hostname()}/999999999/0`;
+    const dead = deadOwner();
     const retired = join(runs, ".retired-gone-0123456789ab");
     const half = join(runs, ".new-gone-0123456789ab");
     const live = join(runs, ".retired-live-0123456789ab");
@@ -337,32 +337,40 @@ describe("containerd restarts", () => {
     await client.namespaces.delete(env.namespace).catch(() => {});
   });
 
-  it("gives up with UnavailableError when containerd stays away past the bound", async () => {
-    await using ex = await ContainerdExecutor.create({
-      address: ctd.address,
-      namespace: env.namespace,
-      root: env.stateDir,
-      fifoRoot: env.fifoRoot,
-      defaultNetwork: "host",
-      reconnectBoundMs: 1500,
+  // The second case keeps its output open: before the fix the run waited for that output to end (300 s, past the
+  // test's timeout), though no exit had been seen. Cleanup is bounded either way.
+  for (const [what, args] of [
+    ["", ["sleep", "1"]],
+    [" even while the container keeps its output open", ["sh", "-c", "echo hi; exec sleep 300"]],
+  ] as const) {
+    it(`gives up with UnavailableError when containerd stays away past the bound${what}`, { timeout: 90_000 }, async () => {
+      await using ex = await ContainerdExecutor.create({
+        address: ctd.address,
+        namespace: env.namespace,
+        root: env.stateDir,
+        fifoRoot: env.fifoRoot,
+        defaultNetwork: "host",
+        reconnectBoundMs: 1500,
+      });
+      let started!: () => void;
+      const s = new Promise<void>((r) => (started = r));
+      const stdout = new Collect();
+      const p = ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: [...args] }, stdout }, onStarted: () => started() }).catch((e: unknown) => e);
+      await s;
+      await ctd.stop();
+      const err = await p;
+      assert.ok(err instanceof UnavailableError, String(err));
+      assert.match(err.message, /containerd is not reachable/);
+      // When containerd is back, the executor finishes the cleanup it could not do (killing the task first).
+      await ctd.start();
+      let left: string[] = ["?"];
+      for (let i = 0; i < 100 && left.length > 0; i++) {
+        await delay(200);
+        left = (await ex.client.containers.list().catch(() => [{ id: "?" }])).map((c) => c.id);
+      }
+      assert.deepEqual(left, []);
+      assert.deepEqual((await ex.client.tasks.list()).map((t) => t.id), []);
+      await ex.client.namespaces.delete(env.namespace).catch(() => {});
     });
-    let started!: () => void;
-    const s = new Promise<void>((r) => (started = r));
-    const p = ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "1"] } }, onStarted: () => started() }).catch((e: unknown) => e);
-    await s;
-    await ctd.stop();
-    const err = await p;
-    assert.ok(err instanceof UnavailableError, String(err));
-    assert.match(err.message, /containerd is not reachable/);
-    // When containerd is back, the executor finishes the cleanup it could not do.
-    await ctd.start();
-    let left: string[] = ["?"];
-    for (let i = 0; i < 100 && left.length > 0; i++) {
-      await delay(200);
-      left = (await ex.client.containers.list().catch(() => [{ id: "?" }])).map((c) => c.id);
-    }
-    assert.deepEqual(left, []);
-    assert.deepEqual((await ex.client.tasks.list()).map((t) => t.id), []);
-    await ex.client.namespaces.delete(env.namespace).catch(() => {});
-  });
+  }
 });

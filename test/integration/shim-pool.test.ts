@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { InvalidArgumentError } from "../../src/errors.js";
+import { ContainerdClient } from "../../src/containerd/client.js";
+import { InvalidArgumentError, UnavailableError } from "../../src/errors.js";
 import { ContainerdExecutor } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
+import { SHIM_GROUP_ANNOTATION } from "../../src/executor/shim-group.js";
+import type { Spec } from "../../src/oci/types.js";
 import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
-import { killShim, parentPid as parentOf, shimsOf } from "../helpers/env.js";
+import { createTestEnv, killShim, parentPid as parentOf, shimsOf, type TestEnv } from "../helpers/env.js";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -155,5 +158,60 @@ describe('warm shims, "auto"', () => {
     await assert.rejects(ContainerdExecutor.create({ ...base, warmShims: "auto", warmShimsIdleMs: -1 }), InvalidArgumentError);
     await assert.rejects(ContainerdExecutor.create({ ...base, warmShims: "auto", shimGroup: true }), InvalidArgumentError);
     await assert.rejects(ContainerdExecutor.create({ ...base, warmShims: "many" as unknown as number }), InvalidArgumentError);
+  });
+});
+
+/** Issue 17, item 5: a warm shim whose run's task was not deleted may still host it, and is never lent again. */
+describe("warm shims: a run's task left behind", () => {
+  let env: TestEnv;
+  before(async () => {
+    env = await createTestEnv("sem-warm");
+  });
+  after(async () => {
+    await env.dispose();
+  });
+
+  it("retires a warm shim whose run's task could not be deleted, and lends the next run another", async () => {
+    const client = new ContainerdClient({ namespace: env.namespace });
+    // Fault injection on the real client: containerd refuses to delete the task of the first run that got a warm
+    // shim (as if it were away), until the test lets it go. The group each container asked for is recorded.
+    const groups = new Map<string, string | undefined>();
+    let stuck: string | undefined;
+    let refuse = true;
+    const realCreate = client.containers.create;
+    client.containers.create = async (c, o) => {
+      const group = (JSON.parse(Buffer.from(c.spec.value).toString("utf8")) as Spec).annotations?.[SHIM_GROUP_ANNOTATION];
+      groups.set(c.id, group);
+      if (group && stuck === undefined && !c.id.startsWith("ctrexec-anchor-")) stuck = c.id;
+      return realCreate(c, o);
+    };
+    const realDelete = client.tasks.delete;
+    client.tasks.delete = (id, o) => (refuse && id === stuck ? Promise.reject(new UnavailableError("injected")) : realDelete(id, o));
+    const ex = await ContainerdExecutor.create({ client, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", warmShims: 1 });
+    const run = (id: string) => ex.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } });
+    const anchorOf = async (group: string) =>
+      (await client.containers.list()).filter((c) => c.id.startsWith("ctrexec-anchor-") && groups.get(c.id) === group).map((c) => c.id);
+    try {
+      // Runs until one lands in a warm shim (the pool fills behind the first run).
+      for (let i = 0; i < 50 && stuck === undefined; i++) {
+        assert.equal((await run(env.uniqueId("warmup"))).exitCode, 0);
+        await ex.settled();
+        if (stuck === undefined) await delay(100);
+      }
+      assert.ok(stuck, "no run ever got a warm shim");
+      const group = groups.get(stuck)!;
+      await ex.settled(); // the stuck task's deletion failed and was handed to the retries; the lease came back
+      assert.deepEqual((await client.tasks.list()).filter((t) => t.id === stuck).map((t) => t.status), ["STOPPED"], "the injected fault did not hold the task");
+
+      const next = env.uniqueId("next");
+      assert.equal((await run(next)).exitCode, 0);
+      assert.notEqual(groups.get(next), group, "the next run shares a shim with a task that was never deleted");
+      assert.deepEqual(await anchorOf(group), [], "the retired shim's anchor was kept");
+    } finally {
+      refuse = false;
+      await ex.close();
+      await client.close();
+    }
+    await env.assertNoLeaks();
   });
 });

@@ -30,13 +30,13 @@ describe("ShimReuse policy", () => {
     // Lent: a concurrent run founds a new group rather than share a live shim.
     const other = reuse.take()!;
     assert.notEqual(other.group, founder.group);
-    other.end(false);
+    other.end(false, true);
 
     const b = borrower.handOver("b");
     assert.equal(b.gate, undefined, "a borrower is deleted at once");
     const meanwhile = reuse.take()!;
     assert.notEqual(meanwhile.group, founder.group, "lent until the borrower's task is deleted");
-    meanwhile.end(false);
+    meanwhile.end(false, true);
     b.taskDone(true);
     const again = reuse.take()!;
     assert.equal(again.group, founder.group, "free again once the borrower's task is deleted");
@@ -59,12 +59,12 @@ describe("ShimReuse policy", () => {
     const reuse = new ShimReuse({ idleMs: 60_000 });
     const kept = reuse.take()!.handOver("f");
     const early = reuse.take()!;
-    early.end(false);
+    early.end(false, true);
     assert.equal(await settles(kept.gate), false, "a run canceled before Tasks.Create says nothing about the shim");
     const borrower = reuse.take()!;
     assert.equal(borrower.group, early.group);
-    borrower.end(true);
-    borrower.end(true);
+    borrower.end(true, true);
+    borrower.end(true, true);
     assert.ok(await settles(kept.gate));
     assert.equal(reuse.size, 0);
     assert.notEqual(reuse.take()!.group, borrower.group, "a group that was let go is not lent again");
@@ -79,6 +79,21 @@ describe("ShimReuse policy", () => {
     assert.ok(await settles(kept.gate));
     assert.notEqual(reuse.take()!.group, f.group);
     reuse.close();
+  });
+
+  it("lets a group go when a borrower ended without handing over and its task could not be deleted", async () => {
+    const reuse = new ShimReuse({ idleMs: 60_000 });
+    const f = reuse.take()!;
+    const kept = f.handOver("f");
+    // Canceled before Tasks.Create answered (so nothing says the shim is at fault), and the task that was made
+    // all the same could not be deleted: the shim may still host it.
+    try {
+      reuse.take()!.end(false, false);
+      assert.ok(await settles(kept.gate), "the founder goes once the group is let go");
+      assert.notEqual(reuse.take()!.group, f.group, "a shim that may host a task is lent again");
+    } finally {
+      reuse.close();
+    }
   });
 
   it("lends the most recently used group first, and lets idle ones go", async () => {

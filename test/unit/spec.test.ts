@@ -5,7 +5,7 @@ import { capabilityMask } from "../../src/oci/capabilities.js";
 import { bindMount, tmpfsMount } from "../../src/oci/mounts.js";
 import type { HostFeatures } from "../../src/oci/host-features.js";
 import { serializeSpec } from "../../src/oci/serialize.js";
-import { generateSpec, mergeEnv, RLIM_INFINITY, type SpecInput } from "../../src/oci/spec.js";
+import { generateSpec, mergeEnv, RLIM_INFINITY, type SpecInput, validateMountStrings } from "../../src/oci/spec.js";
 
 const host: HostFeatures = {
   cgroupNamespaces: false,
@@ -210,6 +210,37 @@ describe("generateSpec: options", () => {
     assert.equal(field({ hostname: "a b" }), "hostname");
     assert.equal(field({ selinux: { processLabel: "x" } }), "selinux");
     assert.equal(field({ apparmorProfile: "p" }), "apparmorProfile");
+  });
+
+  it("refuses what runc or the kernel would refuse only after the container exists, naming the field", () => {
+    const field = (input: Partial<SpecInput>) => {
+      try {
+        generateSpec({ ...base, ...input } as SpecInput, host);
+      } catch (e) {
+        assert.ok(e instanceof InvalidArgumentError, String(e));
+        return e.field;
+      }
+      return undefined;
+    };
+    // The UTS name holds 64 bytes (HOST_NAME_MAX); /etc/hosts would take 253.
+    assert.equal(field({ hostname: "h".repeat(64) }), undefined);
+    assert.equal(field({ hostname: "h".repeat(65) }), "hostname");
+    assert.equal(field({ hostname: `${"a".repeat(63)}.${"b".repeat(63)}` }), "hostname");
+    // A winsize holds unsigned shorts; 0 rows is no terminal.
+    assert.equal(field({ terminal: true, consoleSize: { rows: 24, cols: 80 } }), undefined);
+    assert.equal(field({ terminal: true, consoleSize: { rows: 65535, cols: 1 } }), undefined);
+    for (const bad of [{ rows: 0, cols: 80 }, { rows: 24, cols: 65536 }, { rows: -1, cols: 80 }, { rows: 2.5, cols: 80 }, { rows: NaN, cols: 80 }]) {
+      assert.equal(field({ terminal: true, consoleSize: bad }), "consoleSize", JSON.stringify(bad));
+    }
+    // Absolute, relative and systemd parents, but never one that climbs with "..".
+    for (const ok of ["/build", "build/steps", "system.slice:ctrexec:", "a..b/.x"]) assert.equal(field({ cgroupParent: ok }), undefined, ok);
+    for (const bad of ["..", "/a/../../b", "a/..", "../x", "user.slice:..:", "a\0b"]) assert.equal(field({ cgroupParent: bad }), "cgroupParent", bad);
+    // Mount strings are C strings to runc and mount(2): a NUL would cut them short.
+    assert.equal(field({ mounts: [{ destination: "/a\0b", type: "tmpfs" }] }), "mounts");
+    assert.equal(field({ mounts: [{ destination: "/a", type: "bind", source: "/x\0y", options: ["rbind"] }] }), "mounts");
+    assert.equal(field({ mounts: [{ destination: "/a", type: "tmpfs", source: "tmpfs", options: ["size=1m\0,exec"] }] }), "mounts");
+    assert.throws(() => validateMountStrings("/a", [{ type: "overlay", source: "overlay", options: ["lowerdir=/l\0"] }]), InvalidArgumentError);
+    validateMountStrings("/a", [{ type: "overlay", source: "overlay", options: ["lowerdir=/l"] }]);
   });
 
   it("sets an AppArmor profile where the host has AppArmor", () => {

@@ -27,7 +27,8 @@ const OPTIONS: OptionSpec[] = [
   { name: "rootfs", kind: "value", arg: "DIR", help: "root filesystem: a host directory (default: the built-in busybox rootfs)" },
   { name: "image", kind: "value", arg: "REF", help: "root filesystem: an image in containerd's store (its env, cwd, user, cmd apply)" },
   { name: "snapshot", kind: "value", arg: "NAME", help: "root filesystem: a committed snapshot (e.g. an earlier --commit)" },
-  { name: "commit", kind: "value", arg: "NAME", help: "with --image or --snapshot: keep the run's changes as snapshot NAME" },
+  { name: "commit", kind: "value", arg: "NAME", help: "with --image or --snapshot: keep the run's changes as snapshot NAME if it succeeds" },
+  { name: "commit-on-failure", kind: "flag", help: "with --commit: commit a failed run's changes too (for debugging)" },
   { name: "snapshotter", kind: "value", arg: "NAME", help: "containerd snapshotter for --image/--snapshot (default overlayfs)" },
   { name: "id", kind: "value", arg: "ID", help: "container id (default: generated)" },
   { name: "rm", kind: "flag", help: "accepted for docker compatibility: runs are always removed" },
@@ -117,6 +118,10 @@ export async function buildRun(argv: string[], parent: Context) {
   if (commit !== undefined && image === undefined && snapshot === undefined) {
     throw flagError("--commit", commit, "needs --image or --snapshot (a directory root has no snapshot to commit)");
   }
+  const commitOnFailure = p.flags.has("commit-on-failure");
+  if (commitOnFailure && commit === undefined) {
+    throw new InvalidArgumentError("--commit-on-failure needs --commit NAME", { field: "--commit-on-failure" });
+  }
   if (p.rest.length === 0 && image === undefined) {
     throw new InvalidArgumentError(`"ctrexec run" requires a command to run. See 'ctrexec run --help'.`, { field: "argv" });
   }
@@ -163,7 +168,11 @@ export async function buildRun(argv: string[], parent: Context) {
     mounts,
     root,
     ...from,
-    snapshotOptions: { ...(commit !== undefined ? { commit } : {}), ...(snapshotter !== undefined ? { snapshotter } : {}) },
+    snapshotOptions: {
+      ...(commit !== undefined ? { commit } : {}),
+      ...(commitOnFailure ? { commitOnFailure } : {}),
+      ...(snapshotter !== undefined ? { snapshotter } : {}),
+    },
     labels,
     dns,
     id: p.values.get("id"),
