@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { CanceledError, InvalidArgumentError } from "../errors.js";
 import { ownerAlive, ownerId } from "../util/owner.js";
 import { type Logger, silentLogger } from "../util/logger.js";
@@ -70,12 +72,64 @@ interface Netns {
   gateway: string | undefined;
 }
 
-/** What prune needs to undo a namespace of a dead process: kept beside the namespace file. */
+/**
+ * What prune needs to undo a namespace of a dead process, kept beside the namespace file as `<id>.json`. It is
+ * written before the namespace file exists and removed after the namespace is gone, so a process dying at any
+ * moment leaves either nothing or a record naming all there is to undo: CNI DEL needs no previous result, so
+ * the IPAM reservation of an ADD that was cut short is released too.
+ */
 interface NetnsRecord {
   owner: string;
   config: CniNetworkConfig;
-  result: Record<string, unknown>;
   pluginDirs: readonly string[];
+  /** CNI_CONTAINERID and CNI_IFNAME of the ADD (records of older versions: the file's name, "eth0"). */
+  containerId?: string;
+  ifname?: string;
+  /** The ADD's result, once it completed. */
+  result?: Record<string, unknown>;
+}
+
+const run = promisify(execFile);
+/** statfs(2) f_type of a namespace file (nsfs) bind-mounted on a path. */
+const NSFS_MAGIC = 0x6e736673;
+
+/**
+ * Writes a namespace's record whole or not at all (temporary file, then rename). The temporary file's name
+ * carries its owner, so prune can tell a dead writer's leftover from a live one's.
+ */
+async function writeRecord(path: string, record: NetnsRecord): Promise<void> {
+  const tmp = `${path}.json.${encodeURIComponent(record.owner)}.tmp`;
+  try {
+    await writeFile(tmp, JSON.stringify(record), { mode: 0o600 });
+    await rename(tmp, `${path}.json`);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Whether a network namespace is mounted on `path` (not only the empty file createNetns starts from). */
+async function isNetnsMount(path: string): Promise<boolean> {
+  return statfs(path).then((s) => s.type === NSFS_MAGIC, () => false);
+}
+
+/**
+ * A previous result for the DEL of an ADD that was cut short: the addresses on the namespace's interface. The
+ * firewall plugin removes its rules only for the addresses it is given. Trusted: no container ever ran in a
+ * namespace whose ADD did not complete.
+ */
+async function addressesAsResult(path: string, ifname: string, cniVersion: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    const { stdout } = await run("nsenter", [`--net=${path}`, "ip", "-j", "addr", "show", "dev", ifname]);
+    const links = JSON.parse(stdout) as { addr_info?: { local?: string; prefixlen?: number; scope?: string }[] }[];
+    const ips = links
+      .flatMap((l) => l.addr_info ?? [])
+      .filter((a) => a.local && a.scope === "global")
+      .map((a) => ({ address: `${a.local}/${a.prefixlen}` }));
+    return ips.length ? { cniVersion, ips } : undefined;
+  } catch {
+    return undefined; // no interface yet: the firewall plugin had nothing to add either
+  }
 }
 
 function firstIp(result: Record<string, unknown>): { address: string | undefined; gateway: string | undefined } {
@@ -144,16 +198,19 @@ export class BridgeProvider implements NetworkProvider {
   async #make(): Promise<Netns> {
     const id = `ctrexec-${randomBytes(8).toString("hex")}`;
     const path = join(this.#dir, id);
-    await createNetns(path);
+    const record: NetnsRecord = { owner: ownerId(), config: this.config, pluginDirs: this.#pluginDirs, containerId: id, ifname: "eth0" };
+    // The record first: whatever this process dies in the middle of (the namespace, the ADD), prune can undo.
+    await writeRecord(path, record);
     const rt = { containerId: id, netns: path, pluginDirs: this.#pluginDirs };
     try {
+      await createNetns(path);
       await cniAdd(LOOPBACK, { ...rt, ifname: "lo" });
       const result = await this.#serial(() => cniAdd(this.config, { ...rt, ifname: "eth0" }));
-      const record: NetnsRecord = { owner: ownerId(), config: this.config, result, pluginDirs: this.#pluginDirs };
-      await writeFile(`${path}.json`, JSON.stringify(record), { mode: 0o600 });
+      // With the result, a DEL also removes what plugins keyed on the addresses (the firewall's rules).
+      await writeRecord(path, { ...record, result });
       return { id, path, result, ...firstIp(result) };
     } catch (err) {
-      // Undo a partial ADD: the veth, the IPAM reservation, the namespace file.
+      // Undo a partial ADD: the veth, the IPAM reservation, the namespace file; the record last.
       await cniDel(this.config, { ...rt, ifname: "eth0" }).catch(() => {});
       await destroyNetns(path);
       await rm(`${path}.json`, { force: true });
@@ -194,17 +251,17 @@ export class BridgeProvider implements NetworkProvider {
     this.#inUse++;
     this.#fill();
     let closed = false;
-    const reusable = !options.privileged;
     return {
       namespace: { kind: "path", path: ns.path },
       hostNetwork: false,
       ...(ns.address ? { address: ns.address } : {}),
       ...(ns.gateway ? { gateway: ns.gateway } : {}),
-      close: async () => {
+      close: async ({ reusable }) => {
         if (closed) return;
         closed = true;
         this.#inUse--;
-        if (reusable && !this.#closed && this.#idle.length < this.#poolSize) {
+        // A privileged run may have changed the namespace; a run whose task may live on may still be in it.
+        if (reusable && !options.privileged && !this.#closed && this.#idle.length < this.#poolSize) {
           this.#idle.push(ns);
           return;
         }
@@ -216,6 +273,11 @@ export class BridgeProvider implements NetworkProvider {
     };
   }
 
+  /** Resolves once the pool has stopped filling (it is full, or a namespace could not be made): warm. */
+  async ready(): Promise<void> {
+    await this.#filling;
+  }
+
   /** Destroys the idle namespaces (CNI DEL, unmount, remove). Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
@@ -225,8 +287,12 @@ export class BridgeProvider implements NetworkProvider {
   }
 }
 
-/** Removes network namespaces that executors now gone left in `<stateDir>/net/<namespace>/`. */
-export async function pruneNetns(stateDir: string, namespace: string): Promise<string[]> {
+/**
+ * Removes the network namespaces that executors now gone left in `<stateDir>/net/<namespace>/`, with CNI DEL
+ * from their records (releasing IPAM reservations, veths, firewall rules), also of ADDs that were cut short.
+ * A namespace whose DEL fails is kept, with its record, for the next prune to try again (logged).
+ */
+export async function pruneNetns(stateDir: string, namespace: string, logger: Logger = silentLogger): Promise<string[]> {
   const dir = join(stateDir, "net", namespace);
   const removed: string[] = [];
   let names: string[];
@@ -235,8 +301,21 @@ export async function pruneNetns(stateDir: string, namespace: string): Promise<s
   } catch {
     return removed;
   }
-  for (const name of names.filter((n) => !n.endsWith(".json"))) {
-    const path = join(dir, name);
+  // Records first written, then renamed into place: a dead writer's temporary file is all it left.
+  for (const name of names.filter((n) => n.endsWith(".tmp"))) {
+    const owner = /^[^.]+\.json\.(.+)\.tmp$/.exec(name)?.[1];
+    let decoded: string | undefined;
+    try {
+      decoded = owner === undefined ? undefined : decodeURIComponent(owner);
+    } catch {
+      decoded = undefined;
+    }
+    if (decoded === undefined || ownerAlive(decoded) !== false) continue;
+    await rm(join(dir, name), { force: true });
+  }
+  const ids = new Set(names.filter((n) => !n.endsWith(".tmp")).map((n) => n.replace(/\.json$/, "")));
+  for (const id of ids) {
+    const path = join(dir, id);
     let record: NetnsRecord | undefined;
     try {
       record = JSON.parse(await readFile(`${path}.json`, "utf8")) as NetnsRecord;
@@ -244,10 +323,21 @@ export async function pruneNetns(stateDir: string, namespace: string): Promise<s
       record = undefined;
     }
     if (record && ownerAlive(record.owner) !== false) continue;
-    // No record yet: a live process may be between making the namespace and writing its record.
-    if (!record && Date.now() - (await stat(path).then((s) => s.mtimeMs, () => 0)) < 60_000) continue;
-    if (record) {
-      await cniDel(record.config, { containerId: name, netns: path, ifname: "eth0", pluginDirs: record.pluginDirs }, record.result).catch(() => {});
+    if (!record) {
+      // Only older versions made a namespace before its record: one of those may be between the two.
+      if (!names.includes(id) || Date.now() - (await stat(path).then((s) => s.mtimeMs, () => 0)) < 60_000) continue;
+    } else {
+      // A namespace file without the namespace mounted on it (creation cut short) is no netns for the plugins.
+      const mounted = await isNetnsMount(path);
+      const ifname = record.ifname ?? "eth0";
+      const prev = record.result ?? (mounted ? await addressesAsResult(path, ifname, record.config.cniVersion) : undefined);
+      const rt = { containerId: record.containerId ?? id, netns: mounted ? path : "", ifname, pluginDirs: record.pluginDirs };
+      try {
+        await cniDel(record.config, rt, prev);
+      } catch (err) {
+        logger.warn("CNI DEL of a dead executor's network namespace failed; kept for the next prune", { netns: path, error: err });
+        continue;
+      }
     }
     await destroyNetns(path);
     await rm(`${path}.json`, { force: true });

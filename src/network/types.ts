@@ -8,8 +8,13 @@ export interface NetworkHandle {
   hostNetwork: boolean;
   /** The host's address as the container sees it (docker's host-gateway), where there is one. */
   gateway?: string;
-  /** Gives the namespace back (to a pool, or destroys it). Idempotent. */
-  close(): Promise<void>;
+  /**
+   * Gives the namespace back. `reusable`: nothing of the run can be left in it (its task is known deleted, or
+   * its init's exit was seen: the pid namespace died with it), so it may serve another run; otherwise a pool
+   * must destroy it, since a container that may still run must never share its namespace with the next run.
+   * Idempotent.
+   */
+  close(options: { reusable: boolean }): Promise<void>;
 }
 
 /** Makes network namespaces for runs: host, none, CNI bridge, or one of the caller's. */

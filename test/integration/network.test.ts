@@ -6,13 +6,14 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, afterEach, before, describe, it } from "node:test";
-import { FailedPreconditionError, InvalidArgumentError } from "../../src/errors.js";
+import { FailedPreconditionError, InvalidArgumentError, UnavailableError } from "../../src/errors.js";
 import { ContainerdExecutor, type ExecutorOptions } from "../../src/executor/executor.js";
 import type { ProcessMeta } from "../../src/executor/types.js";
-import { DEFAULT_IPAM_DIR } from "../../src/network/bridge.js";
+import { BridgeProvider, DEFAULT_IPAM_DIR } from "../../src/network/bridge.js";
 import { CniError } from "../../src/network/cni.js";
 import { buildResolvConf } from "../../src/oci/resolv-conf.js";
 import { createTestEnv, type TestEnv } from "../helpers/env.js";
+import { OwnContainerd } from "../helpers/own-containerd.js";
 import { Collect } from "../helpers/streams.js";
 
 const run = promisify(execFile);
@@ -197,6 +198,83 @@ describe("network providers (real CNI plugins)", () => {
     await assertNetClean(ex);
   });
 
+  /** The test network as a provider of the test's own, with a full pool of one: which namespace comes next is then known. */
+  async function warmProvider(): Promise<BridgeProvider> {
+    const provider = await BridgeProvider.create({ stateDir: env.stateDir, namespace: env.namespace, configDir: cniConfigDir, networkName, bridge, subnet, ipMasq: false, poolSize: 1 });
+    await provider.ready();
+    return provider;
+  }
+
+  it("bridge: a namespace given back without knowing its run is gone is destroyed, never lent again", async () => {
+    const provider = await warmProvider();
+    const pathOf = (h: { namespace: { kind: string; path?: string } }) => h.namespace.path ?? "";
+    try {
+      const a = await provider.create({ id: "a", hostname: "a" });
+      // The pool has room for it again: only `reusable: false` keeps it from the next run.
+      await a.close({ reusable: false });
+      await provider.ready();
+      const b = await provider.create({ id: "b", hostname: "b" });
+      assert.notEqual(pathOf(b), pathOf(a), "a namespace whose run may live on was lent to the next run");
+      await b.close({ reusable: true });
+      const c = await provider.create({ id: "c", hostname: "c" });
+      assert.equal(pathOf(c), pathOf(b), "a namespace known free was not reused");
+      await c.close({ reusable: true });
+    } finally {
+      await provider.close();
+    }
+    await assertNetClean();
+  });
+
+  // Its own timeout, below the runner's per-file one: a body stuck while containerd is away (an earlier version
+  // waited for the first run's open output) then fails here and `t.after` cleans up, where the runner would kill
+  // the whole file, leaving the container's shim and runc state for good.
+  it("bridge: the namespace of a run whose task could not be deleted (containerd away) is not lent to the next run", { timeout: 90_000 }, async (t) => {
+    assert.deepEqual(await OwnContainerd.leftByDeadRuns("netfree"), [], "an earlier run of this test was killed before its cleanup");
+    const ctd = new OwnContainerd("netfree");
+    // Also after a timeout, which runs no `finally`.
+    t.after(() => ctd.dispose());
+    await ctd.start();
+    const provider = await warmProvider();
+    const ex = await executor({ address: ctd.address, reconnectBoundMs: 1500, networkProviders: { bridge: provider } });
+    let down = false;
+    try {
+      const { bindMountable } = await import("../../src/executor/mountables.js");
+      const firstOut = new Collect();
+      const first = ex
+        .run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sh", "-c", "readlink /proc/self/ns/net; exec sleep 300 </dev/null >/dev/null 2>&1"] }, stdout: firstOut } })
+        .catch((e: unknown) => e);
+      for (let i = 0; i < 200 && !firstOut.text.includes("\n"); i++) await delay(50);
+      assert.match(firstOut.text, /^net:\[\d+\]\n$/);
+      // The task cannot be deleted while containerd is away: the run ends with its container still running (its
+      // output closed: a run waits for the output to end).
+      down = true;
+      await ctd.stop();
+      const err = await first;
+      assert.ok(err instanceof UnavailableError, String(err));
+      await ctd.start();
+      down = false;
+      const second = await sh(ex, "readlink /proc/self/ns/net");
+      assert.ok(second.ok, second.err);
+      assert.match(second.out, /^net:\[\d+\]\n$/);
+      assert.notEqual(second.out, firstOut.text, "the next run got the network namespace of a container that may still run");
+    } finally {
+      // Back, containerd lets the executor finish the first run's cleanup (kill, delete).
+      if (down) await ctd.start();
+      let left: string[] = ["?"];
+      for (let i = 0; i < 100 && left.length > 0; i++) {
+        await delay(200);
+        left = (await ex.client.containers.list().catch(() => [{ id: "?" }])).map((c) => c.id);
+      }
+      await ex.client.namespaces.delete(env.namespace).catch(() => {});
+      await ex.close();
+      await ctd.dispose();
+      assert.deepEqual(left, [], "the first run's container was not deleted once containerd was back");
+    }
+    // runc's state lives under the host's runc root, not in our containerd's dirs that dispose removed.
+    assert.deepEqual(await ctd.runcStates(env.namespace), [], "runc state left for a container of our containerd");
+    await assertNetClean();
+  });
+
   it("default is bridge when the plugins and the network config are there, else host", async () => {
     const confDir = await mkdtemp(join(tmpdir(), "ctrexec-cni-auto-"));
     try {
@@ -250,6 +328,31 @@ describe("network providers (real CNI plugins)", () => {
       await rm(emptyDir, { recursive: true, force: true });
       await rm(badConfDir, { recursive: true, force: true });
     }
+  });
+
+  it("prune: a dead executor's record whose namespace was never made, and its half-written record, go; a live one's stay", async () => {
+    const dir = join(env.stateDir, "net", env.namespace);
+    await mkdir(dir, { recursive: true });
+    const ownerMod = JSON.stringify(new URL("../../src/util/owner.js", import.meta.url).href);
+    // The owner id of a process that has exited, in whatever form owner.ts gives it.
+    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", `const m = await import(${ownerMod}); process.stdout.write(m.ownerId());`]);
+    const dead = stdout;
+    const { ownerId } = await import("../../src/util/owner.js");
+    const config = { cniVersion: "1.0.0", name: networkName, plugins: [{ type: "bridge", bridge, ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: DEFAULT_IPAM_DIR } }] };
+    const record = (owner: string, id: string) => JSON.stringify({ owner, config, pluginDirs: ["/usr/lib/cni"], containerId: id, ifname: "eth0" });
+    await writeFile(join(dir, "ctrexec-00000000000000d1.json"), record(dead, "ctrexec-00000000000000d1"));
+    const tmp = `ctrexec-00000000000000d2.json.${encodeURIComponent(dead)}.tmp`;
+    await writeFile(join(dir, tmp), record(dead, "ctrexec-00000000000000d2").slice(0, 20));
+    await writeFile(join(dir, "ctrexec-00000000000000a1.json"), record(ownerId(), "ctrexec-00000000000000a1"));
+    const liveTmp = `ctrexec-00000000000000a2.json.${encodeURIComponent(ownerId())}.tmp`;
+    await writeFile(join(dir, liveTmp), "");
+    const ex = await executor({ defaultNetwork: "host" });
+    const removed = await ex.prune();
+    assert.ok(removed.includes(`network namespace ${join(dir, "ctrexec-00000000000000d1")}`), removed.join("\n"));
+    assert.deepEqual((await readdir(dir)).sort(), ["ctrexec-00000000000000a1.json", liveTmp].sort());
+    await rm(join(dir, "ctrexec-00000000000000a1.json"));
+    await rm(join(dir, liveTmp));
+    await assertNetClean(ex);
   });
 
   it("prune removes the pooled namespaces of a dead executor", async () => {
