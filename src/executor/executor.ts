@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { constants as fsc } from "node:fs";
-import { access, mkdir, stat } from "node:fs/promises";
+import { access, mkdir, realpath } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import { ContainerdClient } from "../containerd/client.js";
 import { ProcessIO } from "../containerd/io.js";
@@ -17,11 +17,11 @@ import {
   InvalidArgumentError,
   NotFoundError,
   outcomeUnknown,
+  PruneIncompleteError,
   UnavailableError,
 } from "../errors.js";
 import { ensureCwd } from "../fs/cwd.js";
 import { removeTree } from "../fs/remove-tree.js";
-import { resolveInRoot } from "../fs/root-path.js";
 import { hostNetwork, noneNetwork } from "../network/basic.js";
 import { autoNetworkMode } from "../network/auto.js";
 import { BridgeProvider, type BridgeOptions, pruneNetns } from "../network/bridge.js";
@@ -31,7 +31,7 @@ import { detectHostFeatures, type HostFeatures } from "../oci/host-features.js";
 import type { DnsConfig } from "../oci/resolv-conf.js";
 import { validateDnsConfig } from "../oci/resolv-conf.js";
 import { serializeSpec } from "../oci/serialize.js";
-import { generateSpec, mergeEnv, type SpecInput } from "../oci/spec.js";
+import { generateSpec, mergeEnv, type SpecInput, validateCgroupParent, validateConsoleSize, validateMountStrings } from "../oci/spec.js";
 import type { Mount as OciMount, Process as OciProcess, Spec } from "../oci/types.js";
 import { getUser, processGids } from "../oci/user.js";
 import { ensureDefaultRootfs } from "../rootfs/default-rootfs.js";
@@ -42,6 +42,7 @@ import { type Span, startSpan, type Tracer } from "../util/tracing.js";
 import { newContainerId, validateContainerId } from "./container-id.js";
 import { mountDefaultRoot } from "./default-root.js";
 import { EnvFiles } from "./env-files.js";
+import { exitedOr } from "./exec-exited.js";
 import { LABEL, runLabels } from "./labels.js";
 import { type LocalMount, mountLocally, tooLongForTheKernel } from "./local-mount.js";
 import { MountStubsCleaner } from "./mount-stubs.js";
@@ -52,7 +53,8 @@ import { awaitRetiredRecord, Retirements } from "./retire.js";
 import { enterRoot } from "./root-stubs.js";
 import { createRunDir, fifoDir, removeRunDir, retireRunDir, runsDir } from "./run-dirs.js";
 import { RunState } from "./running.js";
-import { SHIM_GROUP_ANNOTATION, ShimGroup } from "./shim-group.js";
+import { mountSubPath } from "./selector-mount.js";
+import { SHIM_GROUP_ANNOTATION, ShimGroup, uniqueShimGroupName } from "./shim-group.js";
 import { ShimPool } from "./shim-pool.js";
 import { ShimReuse } from "./shim-reuse.js";
 import { toStartError } from "./start-error.js";
@@ -205,7 +207,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     this.#fifos = fifoDir(this.fifoRoot, client.namespace);
     this.#tasks = new TaskCreator(client, chooseShimLauncher(options.shimLauncher, options.runtime ?? DEFAULT_RUNTIME, containerdVersion), this.#logger);
     this.#shimGroup = options.shimGroup
-      ? new ShimGroup(client, this.#tasks, typeof options.shimGroup === "string" ? options.shimGroup : `ctrexec-${process.pid}-${randomBytes(4).toString("hex")}`, this.#logger)
+      ? new ShimGroup(client, this.#tasks, typeof options.shimGroup === "string" ? options.shimGroup : uniqueShimGroupName(), this.#logger)
       : undefined;
     this.#shimPool = options.warmShims
       ? new ShimPool({
@@ -227,6 +229,7 @@ export class ContainerdExecutor implements AsyncDisposable {
   /** Connects (fails with UnavailableError if containerd does not answer) and prepares the state dirs. */
   static async create(options: ExecutorOptions = {}): Promise<ContainerdExecutor> {
     validateDnsConfig(options.dns);
+    validateCgroupParent(options.cgroupParent);
     const warm = options.warmShims;
     if (warm !== undefined && warm !== "auto" && (!Number.isInteger(warm) || warm < 0 || warm > 256)) {
       throw new InvalidArgumentError(`warmShims must be "auto" or an integer from 0 to 256, not ${JSON.stringify(warm)}`, { field: "warmShims" });
@@ -253,6 +256,8 @@ export class ContainerdExecutor implements AsyncDisposable {
     }
     const client = options.client ?? new ContainerdClient({ address: options.address, namespace: options.namespace });
     let containerdVersion: string;
+    /** The state dir by its real path: runc refuses a rootfs path through a symlink, and mount points are compared as mountinfo shows them. */
+    let realRoot: string;
     try {
       containerdVersion = (await client.version()).version;
       const root = options.root ?? DEFAULT_STATE_DIR;
@@ -269,17 +274,25 @@ export class ContainerdExecutor implements AsyncDisposable {
           });
         }
       }
+      realRoot = await realpath(root);
     } catch (err) {
       if (!options.client) await client.close();
       throw err;
     }
-    const executor = new ContainerdExecutor(options, client, containerdVersion);
+    const executor = new ContainerdExecutor({ ...options, root: realRoot }, client, containerdVersion);
     if (options.pruneOnStart) {
       try {
         for (const line of await executor.prune()) executor.#logger.info(`pruned ${line}`);
       } catch (err) {
-        await executor.close();
-        throw err;
+        // What a dead run left and prune could not remove is no reason not to run: it is said, and retried by
+        // the next prune.
+        if (err instanceof PruneIncompleteError) {
+          for (const line of err.removed) executor.#logger.info(`pruned ${line}`);
+          executor.#logger.warn(err.message, { failures: err.failures.length });
+        } else {
+          await executor.close();
+          throw err;
+        }
       }
     }
     return executor;
@@ -361,19 +374,22 @@ export class ContainerdExecutor implements AsyncDisposable {
       // The same id again right after a run: let the earlier run's records go first.
       if (this.#retirements.has(id)) {
         this.#shimReuse?.release(id);
-        await this.#retirements.settled(id);
+        // A kept founder goes only after its shim's borrower: the caller's signal ends the wait.
+        await this.#retirements.settled(id, signal);
       }
       return await this.#run(id, req, state, stack, span, signal);
     } catch (err) {
       failure = err;
       throw err;
     } finally {
-      const errors = await stack.release();
+      // A release learns whether the run succeeded (a commit keeps only a successful step's changes).
+      await stack.release({ succeeded: failure === undefined });
       this.#running.delete(id);
       state.finish(failure);
       span.end();
-      // Only a failed delete of the task or container changes a successful result (as in BuildKit).
-      if (failure === undefined && errors.length > 0) throw errors[0];
+      // Only a failed delete of the task or container (or of a commit, which keeps the result) changes a
+      // successful result, as in BuildKit; the stack logged every other failure.
+      if (failure === undefined && stack.failedRun) throw stack.failedRun;
     }
   }
 
@@ -410,6 +426,10 @@ export class ContainerdExecutor implements AsyncDisposable {
     };
     // Everything that can be checked without side effects is checked now, before anything is created.
     generateSpec({ ...specBase, user: { uid: 0, gid: 0, additionalGids: [] } }, this.#host);
+    // A C string ends at a NUL: the sub-path opened would not be the one asked for.
+    for (const m of req.mounts ?? []) {
+      if (m.selector?.includes("\0")) throw new InvalidArgumentError(`mount ${JSON.stringify(m.dest)}: its selector must not contain NUL bytes`, { field: "mounts" });
+    }
     for (const [k, v] of Object.entries(req.labels ?? {})) {
       if (k.startsWith("ctrexec.")) throw new InvalidArgumentError(`label ${k}: the "ctrexec." prefix is reserved`, { field: "labels" });
       if (k === "" || k.length + v.length > 4096) {
@@ -428,7 +448,10 @@ export class ContainerdExecutor implements AsyncDisposable {
     const runDir = await createRunDir(this.root, this.namespace, id);
     stack.defer("remove run dir", () => this.#releaseRunDir(runDir, handOver, defaultRoot));
     const net = await provider.create({ id, hostname, signal, privileged: meta.security === "insecure" });
-    stack.defer("close network namespace", () => net.close());
+    /** Whether this run's task is known not to exist (none made yet, or deleted): set once the task may exist. */
+    let netFree = (): boolean => true;
+    // Released after "delete task": the namespace may serve another run only if nothing of this one is left in it.
+    stack.defer("close network namespace", () => net.close({ reusable: handOver || netFree() }));
     if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
     if (wantsGateway && !net.gateway) {
       throw new InvalidArgumentError(`host-gateway is not available with network ${meta.network ?? "default"}`, { field: "extraHosts" });
@@ -444,7 +467,8 @@ export class ContainerdExecutor implements AsyncDisposable {
     let local: LocalMount;
     if (req.root) {
       const rootRef = await req.root.source.mount(false);
-      stack.defer("release root mount", () => rootRef.release());
+      stack.defer("release root mount", (ctx) => rootRef.release(ctx), { failsRun: rootRef.keepsResult === true });
+      validateMountStrings("/", rootRef.mounts);
       local = await mountLocally(rootRef.mounts, runDir);
     } else {
       local = await mountDefaultRoot(await ensureDefaultRootfs(this.root), runDir, this.#logger);
@@ -472,7 +496,8 @@ export class ContainerdExecutor implements AsyncDisposable {
     const mounts: OciMount[] = [];
     for (const m of req.mounts ?? []) {
       const ref = await m.source.mount(m.readonly ?? false);
-      stack.defer(`release mount ${m.dest}`, () => ref.release());
+      stack.defer(`release mount ${m.dest}`, (ctx) => ref.release(ctx), { failsRun: ref.keepsResult === true });
+      validateMountStrings(m.dest, ref.mounts);
       const selector = m.selector && m.selector !== "/" ? m.selector : undefined;
       if (!selector && !ref.mounts.some(tooLongForTheKernel)) {
         for (const cm of ref.mounts) mounts.push({ destination: m.dest, type: cm.type, source: cm.source, options: [...cm.options] });
@@ -485,23 +510,23 @@ export class ContainerdExecutor implements AsyncDisposable {
       stack.defer(`unmount ${m.dest}`, () => local.unmount());
       let source = local.path;
       if (selector) {
-        source = resolveInRoot(local.path, selector);
-        if (!(await stat(source).then(() => true, () => false))) {
-          throw new InvalidArgumentError(`mount ${m.dest}: ${selector} does not exist in its source`, { field: "mounts" });
-        }
+        // Opened and checked once, mounted from its fd in the run dir: nothing can redirect it afterwards.
+        source = await mountSubPath(local.path, selector, { dest: m.dest, readonly: m.readonly ?? false, runDir, stack, logger: this.#logger });
       }
       mounts.push({ destination: m.dest, type: "bind", source, options: m.readonly ? ["rbind", "ro"] : ["rbind"] });
     }
     checkpoint();
 
     span.addEvent("Environment prepared");
+    /** Whether this run's task is known not to exist (none made yet, or deleted): a shim hosting it is not reused. */
+    const taskGone = { value: true };
     const lease = this.#shimPool?.take();
-    if (lease) stack.defer("return the warm shim", () => handOver || lease.done());
+    if (lease) stack.defer("return the warm shim", () => handOver || lease.done(taskGone.value));
     // A caller's own id may be used again at once, by another executor too: such a run never keeps its record.
     const reuse = this.#shimReuse?.take(req.id === undefined);
     /** Whether the run got as far as asking its shim for a task (a failure after that may be the shim's). */
     let shimAsked = false;
-    if (reuse) stack.defer("end the shim reuse lease", () => handOver || reuse.end(shimAsked && !signal.aborted));
+    if (reuse) stack.defer("end the shim reuse lease", () => handOver || reuse.end(shimAsked && !signal.aborted, taskGone.value));
     const group = lease?.group ?? reuse?.group;
     /** The one shim every run of this executor shares (`shimGroup`), whose runc calls take turns (#shimTurns). */
     const sharedShim = this.#shimGroup?.name;
@@ -557,12 +582,12 @@ export class ContainerdExecutor implements AsyncDisposable {
       if (!(err instanceof AlreadyExistsError) || !(await awaitRetiredRecord(this.client, id, signal))) throw err;
       await createRecord();
     }
-    const taskGone = { value: true };
+    netFree = () => taskGone.value;
     stack.defer("delete container", async () => {
       if (handOver) return;
       await this.#deleteContainer(id, taskGone);
       span.addEvent("Container deleted");
-    });
+    }, { failsRun: true });
     span.addEvent("Container record created");
 
     if (this.#shimGroup) await this.#shimGroup.ensure(() => ensureDefaultRootfs(this.root), this.#options.runtime);
@@ -570,6 +595,8 @@ export class ContainerdExecutor implements AsyncDisposable {
     span.addEvent("IO created");
     checkpoint();
 
+    // What containerd reported about an earlier container with this id is not this run's.
+    this.#oom.forget(id);
     shimAsked = true;
     try {
       const create = () => this.#tasks.create({ containerId: id, ...io.config });
@@ -584,13 +611,13 @@ export class ContainerdExecutor implements AsyncDisposable {
     stack.defer("delete task", async () => {
       if (handOver) {
         const reused = reuse?.handOver(id);
-        this.#retirements.retire(id, lease ? () => lease.done() : reused?.taskDone, reused?.gate);
+        this.#retirements.retire(id, lease ? (gone) => lease.done(gone) : reused?.taskDone, reused?.gate);
         span.addEvent("Task handed over for deletion");
         return;
       }
       taskGone.value = await deleteTask(this.client, id, this.#logger);
       span.addEvent("Task deleted");
-    });
+    }, { failsRun: true });
     span.addEvent("Container created");
     checkpoint();
 
@@ -710,6 +737,7 @@ export class ContainerdExecutor implements AsyncDisposable {
     if (meta.cwd && !meta.cwd.startsWith("/")) {
       throw new InvalidArgumentError(`working directory ${JSON.stringify(meta.cwd)} must be an absolute path`, { field: "cwd" });
     }
+    validateConsoleSize(meta.consoleSize);
     const signal = options.signal ? AbortSignal.any([options.signal, this.#closing.signal]) : this.#closing.signal;
     const target = await this.#execTarget(id, signal);
 
@@ -740,7 +768,9 @@ export class ContainerdExecutor implements AsyncDisposable {
       ioReady.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
       stack.defer("close IO", () => this.#releaseIO(ioReady, handOver));
       // Not the caller's signal, as for a run's creations: a canceled Exec may still register the process.
-      await this.client.tasks.exec({ containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...planned.config });
+      const register = this.client.tasks.exec({ containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...planned.config });
+      // The container's process may have exited since #execTarget looked.
+      await register.catch(async (err: unknown) => Promise.reject(await exitedOr(this.client, id, err)));
       // Exec processes are deleted after they exit (BuildKit never deletes them, §12.6); once the exit was
       // seen, in the background like a run's task.
       stack.defer("delete exec process", () => {
@@ -763,7 +793,7 @@ export class ContainerdExecutor implements AsyncDisposable {
         initialSize: meta.consoleSize,
         onStarted: (pid) => options.onStarted?.({ id, execId, pid }),
         startTurn: <T>(start: () => Promise<T>) => this.#shimTurns.run(id, start),
-      });
+      }).catch(async (err: unknown) => Promise.reject(await exitedOr(this.client, id, err)));
       handOver = !this.#options.awaitCleanup && outcome.waitError === undefined;
       this.#result(id, outcome, meta, signal, {}, false);
     } finally {
@@ -824,14 +854,25 @@ export class ContainerdExecutor implements AsyncDisposable {
 
   /** Removes what runs of dead ctrexec processes left in this namespace (see prune.ts); never live runs. */
   async prune(): Promise<string[]> {
-    const removed = await prune({
-      client: this.client,
-      stateDir: this.root,
-      fifoRoot: this.fifoRoot,
-      logger: this.#logger,
-      runtime: this.#options.runtime ?? DEFAULT_RUNTIME,
-    });
-    return [...removed, ...(await pruneNetns(this.root, this.namespace))];
+    let removed: string[];
+    let incomplete: PruneIncompleteError | undefined;
+    try {
+      removed = await prune({
+        client: this.client,
+        stateDir: this.root,
+        fifoRoot: this.fifoRoot,
+        logger: this.#logger,
+        runtime: this.#options.runtime ?? DEFAULT_RUNTIME,
+      });
+    } catch (err) {
+      // Something was left: the network namespaces are pruned all the same, and the error names everything.
+      if (!(err instanceof PruneIncompleteError)) throw err;
+      incomplete = err;
+      removed = err.removed;
+    }
+    const all = [...removed, ...(await pruneNetns(this.root, this.namespace, this.#logger))];
+    if (incomplete) throw new PruneIncompleteError(all, incomplete.failures);
+    return all;
   }
 
   /**

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ContainerdClient } from "../../src/containerd/client.js";
 import { NotFoundError } from "../../src/errors.js";
+import { mountPointsUnder } from "../../src/fs/mountinfo.js";
 import { ensureDefaultRootfs } from "../../src/rootfs/default-rootfs.js";
 
 /**
@@ -101,10 +102,7 @@ export async function removeRuntimeNamespaceDirs(namespace: string): Promise<voi
 
 /** Mount points (from /proc/self/mountinfo) at or below `dir`. */
 export function mountsUnder(dir: string): string[] {
-  return readFileSync("/proc/self/mountinfo", "utf8")
-    .split("\n")
-    .map((l) => l.split(" ")[4] ?? "")
-    .filter((m) => m === dir || m.startsWith(dir + "/"));
+  return mountPointsUnder(dir);
 }
 
 /** Pids of containerd-shim processes serving `namespace` (read only; we never signal what we did not start). */

@@ -3,6 +3,7 @@ import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { after, afterEach, before, describe, it } from "node:test";
@@ -15,12 +16,16 @@ import {
   InvalidArgumentError,
   NotFoundError,
   StartError,
+  UnavailableError,
 } from "../../src/errors.js";
+import { ContainerdClient } from "../../src/containerd/client.js";
+import { ContainerdExecutor, type ExecutorOptions } from "../../src/executor/executor.js";
 import { bindMountable, tmpfsMountable } from "../../src/executor/mountables.js";
 import type { ProcessInfo, ProcessMeta, RunRequest, WinSize } from "../../src/executor/types.js";
 import { Channel } from "../../src/util/channel.js";
 import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
 import { Collect, HashSink, repeatedDigest } from "../helpers/streams.js";
+import { parseMountinfo } from "../../src/fs/mountinfo.js";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -642,12 +647,9 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
   describe("cleanup after the process", () => {
     /** Host mounts of `dir` (a bind's root field) or on it, or whose mount point names the run. */
     const mountsOf = async (dir: string, id: string) =>
-      (await readFile("/proc/self/mountinfo", "utf8"))
-        .split("\n")
-        .filter((l) => {
-          const f = l.split(" ");
-          return f[3]?.startsWith(dir) || f[4]?.startsWith(dir) || f[4]?.includes(id);
-        });
+      parseMountinfo(await readFile("/proc/self/mountinfo", "utf8"))
+        .filter((m) => m.root.startsWith(dir) || m.mountPoint.startsWith(dir) || m.mountPoint.includes(id))
+        .map((m) => `${m.root} ${m.mountPoint}`);
 
     it("settles once the process exited and the host is released; the records follow in the background", async () => {
       const id = env.uniqueId("bgdel");
@@ -862,5 +864,182 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
     await ex.close();
     await assert.rejects(p, { exitCode: 137 });
     await assert.rejects(ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } }), CanceledError);
+  });
+});
+
+/** Issue 17, items 9, 12 and 13: a run's result, input checked before anything exists, typed errors on races. */
+describe("run outcome, early validation and typed race errors (real containerd)", () => {
+  let env: ExecutorEnv;
+  before(async () => {
+    env = await createExecutorEnv("sem-exec");
+  });
+  afterEach(async () => {
+    await env.assertClean();
+  });
+  after(async () => {
+    await env.dispose();
+  });
+
+  const capture = () => {
+    const lines: { level: string; msg: string; error?: unknown }[] = [];
+    const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ level, msg, error: fields?.["error"] });
+    return { lines, logger: { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") } };
+  };
+  /** An executor of its own on `client` (fault injection on a real client), closed by the caller. */
+  const executorOn = async (client: ContainerdClient, options: Partial<ExecutorOptions> = {}) =>
+    ContainerdExecutor.create({ client, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", ...options });
+
+  it("keeps a successful run's result when a mount's release fails, and logs the failure with its step", async () => {
+    const { lines, logger } = capture();
+    const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", logger });
+    let released = 0;
+    const failing = {
+      mount: async () => ({
+        mounts: [{ type: "tmpfs", source: "tmpfs", options: ["nosuid"] }],
+        release: async () => {
+          released++;
+          throw new Error("injected: the mount's source is busy");
+        },
+      }),
+    };
+    try {
+      const r = await ex.run({ root: { source: bindMountable(env.rootfs) }, mounts: [{ source: failing, dest: "/scratch" }], process: { meta: { args: ["true"] } } });
+      assert.equal(r.exitCode, 0);
+      assert.equal(released, 1);
+      const logged = lines.find((l) => l.msg.includes("release mount /scratch"));
+      assert.ok(logged && (logged.level === "warn" || logged.level === "error"), JSON.stringify(lines.map((l) => l.msg)));
+      assert.match(String((logged.error as Error).message), /injected/);
+    } finally {
+      await ex.close();
+    }
+  });
+
+  it("refuses a hostname the kernel would refuse (over 64 bytes) before anything exists", async () => {
+    const err = await env.executor
+      .run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"], hostname: "h".repeat(65) } } })
+      .catch((e: unknown) => e);
+    assert.ok(err instanceof InvalidArgumentError, String(err));
+    assert.equal(err.field, "hostname");
+    // Nothing was made for it: no record, task, shim, FIFO, mount or run dir (afterEach checks them all).
+    await env.assertClean();
+  });
+
+  it("works with a state dir given through a symlink and leaves nothing mounted (mountinfo shows real paths)", async () => {
+    const link = join(tmpdir(), `ctrexec-test-sem-link-${process.pid}`);
+    await symlink(env.stateDir, link);
+    const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: link, fifoRoot: env.fifoRoot, defaultNetwork: "host" });
+    try {
+      assert.equal(ex.root, env.stateDir);
+      const stdout = new Collect();
+      // No root: the built-in rootfs through an overlay in the run dir, which runc refuses behind a symlink.
+      await ex.run({ process: { meta: { args: ["sh", "-c", "echo ok"] }, stdout } });
+      assert.equal(stdout.text, "ok\n");
+    } finally {
+      await ex.close();
+      await rm(link);
+    }
+    await env.assertClean();
+  });
+
+  it("refuses a mount selector with a NUL byte before anything exists (C would read a shorter path)", async () => {
+    const err = await env.executor
+      .run({
+        root: { source: bindMountable(env.rootfs) },
+        mounts: [{ source: bindMountable(env.rootfs), dest: "/mnt", selector: "/etc\0/../bin" }],
+        process: { meta: { args: ["true"] } },
+      })
+      .catch((e: unknown) => e);
+    assert.ok(err instanceof InvalidArgumentError, String(err));
+    assert.equal(err.field, "mounts");
+    await env.assertClean();
+  });
+
+  it("gives an exec racing its run's exit ContainerExitedError", async () => {
+    const client = new ContainerdClient({ namespace: env.namespace });
+    // Test hook on the real client: the run's process is killed, and its exit seen, right before the Exec call
+    // (the race: the run was running when exec looked, and is gone when containerd gets the call).
+    const realExec = client.tasks.exec;
+    client.tasks.exec = async (...a) => {
+      const ref = { containerId: a[0].containerId };
+      const exited = client.tasks.wait(ref);
+      await client.tasks.kill({ ...ref, signal: 9, all: true });
+      await exited;
+      return realExec(...a);
+    };
+    const ex = await executorOn(client);
+    try {
+      const id = env.uniqueId("race");
+      let started!: () => void;
+      const running = new Promise<void>((r) => (started = r));
+      const done = ex.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] } }, onStarted: () => started() }).catch((e: unknown) => e);
+      await running;
+      const err = await ex.exec(id, { meta: { args: ["true"] } }).catch((e: unknown) => e);
+      assert.ok(err instanceof ContainerExitedError, `${String(err)} (${(err as Error)?.constructor?.name})`);
+      const runErr = await done;
+      assert.ok(runErr instanceof ExitError && runErr.exitCode === 137, String(runErr));
+    } finally {
+      await ex.close();
+      await client.close();
+    }
+  });
+
+  it("gives CanceledError to a run aborted while it waits for an earlier run's records with its id", async () => {
+    // Executor A: containerd refuses its run's task deletion (as if away) until the test lets it go, so the
+    // finished run's records stay, retried in the background.
+    const clientA = new ContainerdClient({ namespace: env.namespace });
+    const realDelete = clientA.tasks.delete;
+    let refuse = true;
+    clientA.tasks.delete = (...a) => (refuse ? Promise.reject(new UnavailableError("injected")) : realDelete(...a));
+    const a = await executorOn(clientA);
+    // Executor B: a run with the same id waits for them to go; a test hook aborts it in the middle of that wait.
+    const clientB = new ContainerdClient({ namespace: env.namespace });
+    const id = env.uniqueId("same");
+    const ac = new AbortController();
+    const realGet = clientB.tasks.get;
+    clientB.tasks.get = async (...g) => {
+      const r = await realGet(...g);
+      if (g[0].containerId === id) ac.abort(new Error("the caller gave up"));
+      return r;
+    };
+    const b = await executorOn(clientB);
+    try {
+      assert.equal((await a.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } })).exitCode, 0);
+      const err = await b.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } }, signal: ac.signal }).catch((e: unknown) => e);
+      assert.ok(ac.signal.aborted, "the run never waited for the earlier records");
+      assert.ok(err instanceof CanceledError, `${String(err)} (${(err as Error)?.constructor?.name})`);
+      assert.equal((err.cause as Error).message, "the caller gave up");
+    } finally {
+      refuse = false;
+      await b.close();
+      await a.close();
+      await Promise.all([clientA.close(), clientB.close()]);
+    }
+  });
+
+  it("lets the caller's signal end a run's wait for a kept founder with its id (the founder waits for its borrower)", async () => {
+    const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", reuseShimsIdleMs: 60_000 });
+    const root = { source: bindMountable(env.rootfs) };
+    const stopBorrower = new AbortController();
+    try {
+      // A run with a generated id founds a shim group and keeps its stopped task; the next run borrows its shim.
+      const founder = await ex.run({ root, process: { meta: { args: ["true"] } } });
+      let started!: () => void;
+      const running = new Promise<void>((r) => (started = r));
+      const borrower = ex.run({ root, process: { meta: { args: ["sleep", "20"] } }, signal: stopBorrower.signal, onStarted: () => started() }).catch((e: unknown) => e);
+      await running;
+      // The founder's id again: its records go only after the borrower, which the caller need not wait for.
+      const ac = new AbortController();
+      const again = ex.run({ id: founder.id, root, process: { meta: { args: ["true"] } }, signal: ac.signal }).catch((e: unknown) => e);
+      ac.abort(new Error("the caller gave up"));
+      const first = await Promise.race([again.then((e) => ({ who: "again", e })), borrower.then((e) => ({ who: "borrower", e }))]);
+      assert.equal(first.who, "again", "the canceled run waited for the founder's borrower");
+      assert.ok(first.e instanceof CanceledError, String(first.e));
+      stopBorrower.abort(new Error("done"));
+      const b = await borrower;
+      assert.ok(b instanceof ExitError && b.exitCode === 137, String(b));
+    } finally {
+      stopBorrower.abort(new Error("done"));
+      await ex.close();
+    }
   });
 });
