@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 #include <node_api.h>
@@ -41,6 +42,11 @@
 #define MAX_ENTRIES 20000000L
 /** Passes over the top directory that moved nothing up yet found it not empty (a writer adds as we remove). */
 #define IDLE_PASSES 8
+/**
+ * However much each pass moved up: a writer that keeps building chains deeper than MAX_DEPTH resets the idle
+ * count every pass. 100 000 levels take ~10 s here; past this, an error, and what is left stays for prune.
+ */
+#define MAX_SECONDS 60
 
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
 
@@ -127,6 +133,8 @@ static void remove_contents(rm_request *r, int topfd, dev_t top_dev_in) {
   long budget = MAX_ENTRIES;
   unsigned long seq = 0;
   int idle = 0;
+  struct timespec started;
+  clock_gettime(CLOCK_MONOTONIC, &started);
   for (;;) {
     int moved = 0;
     rewinddir(stack[0].dir);
@@ -206,6 +214,12 @@ static void remove_contents(rm_request *r, int topfd, dev_t top_dev_in) {
     if (empty) break;
     // Not empty after a pass that moved nothing up: something writes into the tree as we remove it (or
     // swapped a name between our steps). A few more passes, then an error rather than an endless race.
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - started.tv_sec > MAX_SECONDS) {
+      fail(r, EAGAIN, "still being written to (not empty after 60 s):", stack, 0, NULL);
+      goto out;
+    }
     if (moved) idle = 0;
     else if (++idle > IDLE_PASSES) {
       fail(r, EAGAIN, "still being written to (entries keep appearing):", stack, 0, NULL);

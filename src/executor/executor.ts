@@ -445,13 +445,18 @@ export class ContainerdExecutor implements AsyncDisposable {
     /** No root given: the built-in one, through an overlay in the run dir (default-root.ts). */
     const defaultRoot = req.root === undefined;
     const { provider } = await this.#network(meta.network);
-    const runDir = await createRunDir(this.root, this.namespace, id);
-    stack.defer("remove run dir", () => this.#releaseRunDir(runDir, handOver, defaultRoot));
-    const net = await provider.create({ id, hostname, signal, privileged: meta.security === "insecure" });
     /** Whether this run's task is known not to exist (none made yet, or deleted): set once the task may exist. */
-    let netFree = (): boolean => true;
+    let taskKnownGone = (): boolean => true;
+    const runDir = await createRunDir(this.root, this.namespace, id);
+    stack.defer("remove run dir", () => {
+      // A task that may live on (containerd away, a kill that timed out) may still write into the run dir (the
+      // default root's upper layer): it stays until the background retry has deleted that task, or for prune.
+      if (!handOver && !taskKnownGone()) return this.#retirements.whenOrphanGone(id, () => this.#releaseRunDir(runDir, false, defaultRoot));
+      return this.#releaseRunDir(runDir, handOver, defaultRoot);
+    });
+    const net = await provider.create({ id, hostname, signal, privileged: meta.security === "insecure" });
     // Released after "delete task": the namespace may serve another run only if nothing of this one is left in it.
-    stack.defer("close network namespace", () => net.close({ reusable: handOver || netFree() }));
+    stack.defer("close network namespace", () => net.close({ reusable: handOver || taskKnownGone() }));
     if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
     if (wantsGateway && !net.gateway) {
       throw new InvalidArgumentError(`host-gateway is not available with network ${meta.network ?? "default"}`, { field: "extraHosts" });
@@ -582,7 +587,7 @@ export class ContainerdExecutor implements AsyncDisposable {
       if (!(err instanceof AlreadyExistsError) || !(await awaitRetiredRecord(this.client, id, signal))) throw err;
       await createRecord();
     }
-    netFree = () => taskGone.value;
+    taskKnownGone = () => taskGone.value;
     stack.defer("delete container", async () => {
       if (handOver) return;
       await this.#deleteContainer(id, taskGone);

@@ -22,6 +22,8 @@ export class Retirements {
   /** Deletions waiting for their gate (a reused shim's founder). */
   readonly #gated = new Set<string>();
   readonly #orphans = new Set<string>();
+  /** What waits for an orphan's task to be gone (its run dir, which the container may still write into). */
+  readonly #afterOrphan = new Map<string, () => Promise<void>>();
   #retrying: Promise<void> | undefined;
 
   constructor(client: ContainerdClient, logger: Logger, closing: AbortSignal) {
@@ -117,6 +119,15 @@ export class Retirements {
     });
   }
 
+  /**
+   * Runs `fn` once the task of `id`, which containerd would not delete, is gone (at once if it is); if the
+   * executor closes first, it never runs, and prune does its work once this process is gone.
+   */
+  whenOrphanGone(id: string, fn: () => Promise<void>): void {
+    if (this.#orphans.has(id)) this.#afterOrphan.set(id, fn);
+    else this.track(`after-${id}`, fn());
+  }
+
   async #retryOrphans(): Promise<void> {
     for (const id of [...this.#orphans]) {
       if (!(await deleteTask(this.#client, id, silentLogger).catch(() => false))) continue;
@@ -124,6 +135,9 @@ export class Retirements {
         await deleteContainerRecord(this.#client, id);
         this.#orphans.delete(id);
         this.#logger.info("finished the cleanup of an earlier run", { id });
+        const after = this.#afterOrphan.get(id);
+        this.#afterOrphan.delete(id);
+        if (after) this.track(`after-${id}`, after());
       } catch {
         // next round
       }

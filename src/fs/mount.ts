@@ -25,6 +25,7 @@ const MS = {
   STRICTATIME: 0x1000000,
 } as const;
 const MNT_DETACH = 2;
+const UMOUNT_NOFOLLOW = 8;
 
 /** mount(8)'s flag options: [flag, set (true) or clear (false)]; everything else is filesystem data. */
 const FLAG_OPTIONS: Record<string, [number, boolean]> = {
@@ -105,6 +106,7 @@ export async function mountAt(m: Mount, target: string, cwd?: string): Promise<v
 /** Detaches the mount on `target` (umount -l): gone from the tree now, freed when no longer busy. */
 export async function unmountDetached(target: string): Promise<void> {
   const addon = nativeAddon();
-  if (addon?.umount) await addon.umount(target, MNT_DETACH);
+  // UMOUNT_NOFOLLOW: a mount point is never a symlink; one found there was planted, and is not followed.
+  if (addon?.umount) await addon.umount(target, MNT_DETACH | UMOUNT_NOFOLLOW);
   else await run("umount", ["-l", target]);
 }

@@ -1,13 +1,21 @@
 import { spawn } from "node:child_process";
+import { realpath } from "node:fs/promises";
 import { resolve } from "node:path";
 import { UnknownError } from "../errors.js";
 import { nativeAddon } from "../util/native.js";
 import { unmountDetached } from "./mount.js";
 import { mountPointsUnder } from "./mountinfo.js";
 
-/** Mount points at or below `dir`, deepest first (mountinfo's escapes decoded: a path may hold a space). */
-function mountsBelow(dir: string): string[] {
-  return mountPointsUnder(dir).sort((a, b) => b.length - a.length);
+/**
+ * The outermost mount points at or below `dir` (mountinfo's escapes decoded: a path may hold a space). Only
+ * those are detached: MNT_DETACH takes every mount below them along, and their paths are ones ctrexec or
+ * containerd made in host-only directories. A deeper mount point's path runs through the mounted trees, which a
+ * container may write: unmounting it by path, a container that swapped a directory on the way for a symlink
+ * would have ctrexec detach a host mount.
+ */
+function outermostMountsBelow(dir: string): string[] {
+  const all = [...new Set(mountPointsUnder(dir))];
+  return all.filter((m) => !all.some((o) => o !== m && m.startsWith(o === "/" ? o : `${o}/`)));
 }
 
 interface RemoveTreeAddon {
@@ -55,11 +63,25 @@ export async function removeTreeFdRelative(dir: string): Promise<void> {
  * against a live writer. Throws UnknownError when something stays. `detach`: tests make it fail, a fault the
  * kernel gives only in states a test cannot set up on demand.
  */
-export async function removeTree(dir: string, detach: (target: string) => Promise<void> = unmountDetached): Promise<void> {
-  for (const m of mountsBelow(dir)) await detach(m).catch(() => {});
-  // A mount that would not go (EBUSY from a stacked one, EPERM) must not be walked into: the recursive removal
-  // would empty the filesystem mounted there. The directory stays for a later prune.
-  const left = mountsBelow(dir);
+export async function removeTree(path: string, detach: (target: string) => Promise<void> = unmountDetached): Promise<void> {
+  // mountinfo shows real paths: a state dir named through a symlink or relatively would match no mount, and the
+  // removal would then reach into a bind mount of the same filesystem (rm's --one-file-system compares devices).
+  let dir: string;
+  try {
+    dir = await realpath(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw new UnknownError(`${path} was not removed: ${(err as Error).message}`, { cause: err });
+  }
+  // Stacked mounts on one point come off one per detach: a few rounds.
+  for (let round = 0; round < 8; round++) {
+    const outer = outermostMountsBelow(dir);
+    if (outer.length === 0) break;
+    for (const m of outer) await detach(m).catch(() => {});
+  }
+  // A mount that would not go (EBUSY, EPERM) must not be walked into: the recursive removal would empty the
+  // filesystem mounted there. The directory stays for a later prune.
+  const left = mountPointsUnder(dir);
   if (left.length > 0) {
     throw new UnknownError(`${dir} was not removed: ${left.join(", ")} could not be unmounted; unmount it and run ctrexec prune`);
   }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -361,14 +362,21 @@ describe("containerd restarts", () => {
       const err = await p;
       assert.ok(err instanceof UnavailableError, String(err));
       assert.match(err.message, /containerd is not reachable/);
-      // When containerd is back, the executor finishes the cleanup it could not do (killing the task first).
+      // The container may still run and write into its run dir: that stays until its task is deleted.
+      const runs = join(env.stateDir, "runs", env.namespace);
+      const runDirs = () => readdirSync(runs).filter((n) => !n.startsWith("."));
+      assert.equal(runDirs().length, 1, "the run dir of a task that may live on was removed");
+      // When containerd is back, the executor finishes the cleanup it could not do (killing the task first),
+      // and then removes the run dir.
       await ctd.start();
       let left: string[] = ["?"];
-      for (let i = 0; i < 100 && left.length > 0; i++) {
+      for (let i = 0; i < 100 && (left.length > 0 || runDirs().length > 0); i++) {
         await delay(200);
         left = (await ex.client.containers.list().catch(() => [{ id: "?" }])).map((c) => c.id);
       }
       assert.deepEqual(left, []);
+      await ex.settled();
+      assert.deepEqual(runDirs(), []);
       assert.deepEqual((await ex.client.tasks.list()).map((t) => t.id), []);
       await ex.client.namespaces.delete(env.namespace).catch(() => {});
     });

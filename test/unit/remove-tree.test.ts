@@ -122,6 +122,61 @@ describe("removeTree against a racing writer, deep trees and mounts (root)", { c
     assert.equal(existsSync(top), false);
   });
 
+  it("detaches only the outermost mounts below: a directory on the way to a deeper one swapped for a symlink is not followed", async () => {
+    useRmForRemoveTreeForTests(false);
+    const top = join(base, "outer");
+    const sub = join(top, "sub"); // a source mounted in the run dir (ctrexec's own path)
+    const victimParent = join(base, "victim-parent");
+    const victim = join(victimParent, "tmp"); // stands for a host mount elsewhere
+    mkdirSync(sub, { recursive: true });
+    mkdirSync(victim, { recursive: true });
+    execFileSync("mount", ["-t", "tmpfs", "tmpfs", sub]);
+    mkdirSync(join(sub, "cache", "tmp"), { recursive: true });
+    execFileSync("mount", ["-t", "tmpfs", "tmpfs", join(sub, "cache", "tmp")]); // a submount of the source
+    execFileSync("mount", ["-t", "tmpfs", "tmpfs", victim]);
+    writeFileSync(join(victim, "kept"), "x");
+    try {
+      let swapped = false;
+      // The container's move, at the worst moment: right before ctrexec's first unmount.
+      const detach = async (target: string) => {
+        if (!swapped) {
+          swapped = true;
+          execFileSync("mv", [join(sub, "cache"), join(sub, "cache.old")]);
+          symlinkSync(victimParent, join(sub, "cache"));
+        }
+        const { unmountDetached } = await import("../../src/fs/mount.js");
+        await unmountDetached(target);
+      };
+      await removeTree(top, detach);
+      assert.equal(existsSync(top), false);
+      assert.deepEqual(mountPointsUnder(victim), [victim], "the host mount was detached through the symlink");
+      assert.equal(existsSync(join(victim, "kept")), true);
+    } finally {
+      for (const m of mountPointsUnder(base).filter((m) => m.startsWith(victimParent) || m.startsWith(top)).reverse()) execFileSync("umount", ["-l", m]);
+    }
+  });
+
+  it("finds the mounts of a tree named through a symlink (mountinfo shows real paths)", async () => {
+    useRmForRemoveTreeForTests(true); // rm's --one-file-system would go into a bind of the same filesystem
+    const state = join(base, "real-state"); // a state dir, named below through a symlink to it
+    const top = join(state, "run");
+    const src = join(base, "bind-src-2");
+    const mnt = join(top, "mount");
+    mkdirSync(mnt, { recursive: true });
+    mkdirSync(src);
+    writeFileSync(join(src, "precious"), "x");
+    execFileSync("mount", ["--bind", src, mnt]);
+    const link = join(base, "link-to-state");
+    symlinkSync(state, link);
+    try {
+      await removeTree(join(link, "run")).catch(() => {});
+      assert.equal(existsSync(join(src, "precious")), true, "the bind source's files were deleted");
+    } finally {
+      useRmForRemoveTreeForTests(false);
+      for (const m of mountPointsUnder(top).reverse()) execFileSync("umount", ["-l", m]);
+    }
+  });
+
   // removeTree detaches the mounts it sees in mountinfo first (mountinfo.test.ts); the walk itself must not
   // enter one either (one mounted after that check, or in a state the check misread).
   for (const kind of ["tmpfs", "bind of the same filesystem"] as const) {

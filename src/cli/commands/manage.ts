@@ -1,3 +1,4 @@
+import { realpath } from "node:fs/promises";
 import { constants } from "node:os";
 import { NotFoundError, PruneIncompleteError } from "../../errors.js";
 import { LABEL, ownerAlive } from "../../executor/labels.js";
@@ -157,18 +158,20 @@ export async function pruneCommand(argv: string[], parent: Context): Promise<num
   const ctx = contextFrom(p, parent);
   if (p.flags.has("help")) return void ctx.stdout.write(PRUNE_HELP), 0;
   if (p.rest.length) throw new InvalidArgumentError(`"ctrexec prune" takes no arguments`, { field: "argv" });
+  // By its real path, as the executor uses it: mountinfo, which prune compares with, shows real paths.
+  const root = await realpath(ctx.root).catch(() => ctx.root);
   await using client = openClient(ctx);
   let pruned: string[];
   let incomplete: PruneIncompleteError | undefined;
   try {
-    pruned = await prune({ client, stateDir: ctx.root, fifoRoot: ctx.fifoRoot, logger: ctx.logger });
+    pruned = await prune({ client, stateDir: root, fifoRoot: ctx.fifoRoot, logger: ctx.logger });
   } catch (err) {
     // Something was left: the rest is pruned and printed all the same, then the error says what is left.
     if (!(err instanceof PruneIncompleteError)) throw err;
     incomplete = err;
     pruned = err.removed;
   }
-  const removed = [...pruned, ...(await pruneNetns(ctx.root, client.namespace, ctx.logger))];
+  const removed = [...pruned, ...(await pruneNetns(root, client.namespace, ctx.logger))];
   for (const line of removed) ctx.stdout.write(`removed ${line}\n`);
   if (incomplete) throw incomplete;
   if (removed.length === 0) ctx.stdout.write("nothing to remove\n");
