@@ -1,13 +1,15 @@
+import { randomBytes } from "node:crypto";
+import { existsSync, renameSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import type { ContainerdClient } from "../containerd/client.js";
-import { deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
+import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
 import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
-import { type PruneFailure, PruneIncompleteError, UnknownError } from "../errors.js";
+import { AlreadyExistsError, NotFoundError, type PruneFailure, PruneIncompleteError, UnknownError } from "../errors.js";
 import { removeTree } from "../fs/remove-tree.js";
 import { defaultSpec } from "../oci/defaults.js";
 import { type Logger, silentLogger } from "../util/logger.js";
-import { LABEL, ownerAlive } from "./labels.js";
+import { LABEL, ownerAlive, ownerId } from "./labels.js";
 import { bundleUsesSocket, findShims, isIdentifier, shimSocket, stopOrphanShim } from "./orphan-shims.js";
 import { rootRegistriesDir, settleRootRegistry } from "./root-stubs.js";
 import { fifoDir, readRunOwner, runEntryOwner, runsDir } from "./run-dirs.js";
@@ -113,7 +115,8 @@ export async function prune(options: PruneOptions): Promise<string[]> {
   // Shims whose task containerd forgot (see orphan-shims.ts): only of ids known here to be a dead owner's.
   if (containers !== undefined) {
     const candidates = new Set([...deadOwners, ...deadRunIds]);
-    const looked = await attempt("orphaned shims", () => pruneOrphanShims(client, candidates, logger, removed, failures, taskNotGone).then(() => true));
+    const runtime = options.runtime ?? "io.containerd.runc.v2";
+    const looked = await attempt("orphaned shims", () => pruneOrphanShims(client, runtime, candidates, logger, removed, failures, taskNotGone).then(() => true));
     // Not known whether one of them still has a shim (and a container): their run dirs stay.
     if (!looked) for (const id of candidates) taskNotGone.add(id);
   }
@@ -127,13 +130,11 @@ export async function prune(options: PruneOptions): Promise<string[]> {
     const removeRunDir = async (dir: string) => {
       if (done.has(dir)) return; // named by a label and listed too
       done.add(dir);
-      if ((await attempt(`run dir ${dir}`, () => removeTree(dir).then(() => true))) === true) removed.push(`run dir ${dir}`);
+      if ((await attempt(`run dir ${dir}`, () => removeDeadRunDir(dir, logger))) === true) removed.push(`run dir ${dir}`);
     };
     for (const { id, dir } of labelledDirs) {
       if (keep(id) || keep(basename(dir))) continue;
-      // A run dir of a live owner under the same id (a new run that took the id over) is not this run's.
-      const owner = await readRunOwner(dir);
-      if (owner === undefined || ownerAlive(owner) === false) await removeRunDir(dir);
+      await removeRunDir(dir); // unless a live owner's by now (a new run that took the id over): see removeDeadRunDir
     }
     for (const { name, owner } of entries ?? []) {
       if (owner !== undefined && ownerAlive(owner) !== false) continue;
@@ -177,6 +178,59 @@ export async function prune(options: PruneOptions): Promise<string[]> {
 }
 
 /**
+ * Name prune moves a run dir to right before removing it: `.pruning.<12 hex>`. createRunDir never makes one (a
+ * container id never starts with a dot; its own temporary names are `.new.*`), so no run takes it over, and a
+ * prune that died before removing it leaves an entry the next one judges by its owner file like any other.
+ */
+const PRUNING = /^\.pruning\.[0-9a-f]{12}$/;
+
+/**
+ * Removes a run dir whose owner is dead (or that has no owner file): what it read of the owner earlier is
+ * stale, as a new run of the same id may have taken the name over since (createRunDir removes a dead owner's
+ * dir and renames its own into place). So the owner is read again right before the dir is renamed to a
+ * private name, and once more after, from what moved: a live owner's dir is renamed back. Only then is it
+ * removed, under a name no run uses. False when the dir stayed (a live owner's) or was gone.
+ *
+ * The rename back cannot be told not to replace (Node has no RENAME_NOREPLACE), so it is done only when
+ * nothing is at the name, checked just before. In the microseconds between the check and the rename, another
+ * run of the id could move its dir into place; rename(2) replaces only an empty directory, and createRunDir
+ * only ever puts one there that holds its owner file: that run's dir stays, the rename back fails (ENOTEMPTY,
+ * reported), and the dir moved away keeps its live owner, so no prune removes it while that owner lives.
+ */
+async function removeDeadRunDir(dir: string, logger: Logger): Promise<boolean> {
+  const deadOrNone = (owner: string | undefined) => owner === undefined || ownerAlive(owner) === false;
+  if (PRUNING.test(basename(dir))) {
+    // Already moved by a prune (this one or one that died): no run can take this name.
+    if (!deadOrNone(await readRunOwner(dir))) return false;
+    await removeTree(dir);
+    return true;
+  }
+  if (!deadOrNone(await readRunOwner(dir))) return false;
+  const moved = join(dirname(dir), `.pruning.${randomBytes(6).toString("hex")}`);
+  try {
+    renameSync(dir, moved);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+  if (!deadOrNone(await readRunOwner(moved))) {
+    // A new run took the id between the read and the rename: its dir goes back.
+    if (existsSync(dir)) {
+      logger.warn(`prune: a live run's dir was moved to ${moved} and its name is taken again; left there`, { dir });
+      return false;
+    }
+    renameSync(moved, dir);
+    return false;
+  }
+  // Left under the private name when it cannot be removed: the id stays free for new runs, and the next
+  // prune finds it there (by its owner file, as any entry).
+  await removeTree(moved).catch((err: unknown) => {
+    throw new UnknownError(`run dir ${dir}, moved to ${moved} for removal, could not be removed: ${(err as Error).message}`, { cause: err });
+  });
+  return true;
+}
+
+/**
  * The run dir a container's label names, if it is one of this namespace's run dirs: normalized first, so that
  * `<runs>/x/../../../etc` is not taken for one (labels are only text, written by whoever made the record).
  */
@@ -197,6 +251,7 @@ export function runDirOf(runs: string, label: string | undefined): string | unde
  */
 async function pruneOrphanShims(
   client: ContainerdClient,
+  runtime: string,
   candidates: ReadonlySet<string>,
   logger: Logger,
   removed: string[],
@@ -212,9 +267,63 @@ async function pruneOrphanShims(
     if (ids.has(shim.id)) continue;
     const socket = shimSocket(shim.pid);
     if (socket !== undefined && [...ids].some((id) => bundleUsesSocket(client.namespace, id, socket))) continue;
-    const result = await stopOrphanShim(shim, logger);
+    // The listing above may be stale by now: containerd 1.6/1.7 starts the task of a new run with this
+    // namespace and id inside this very shim (it reuses a socket that still listens), so a `run --id` begun
+    // since would be killed with it, and its container and rootfs with the runc state and bundle. The id is
+    // claimed first: while prune's record holds it, no run can create a container of that id.
+    const result = await withClaim(client, runtime, shim.id, logger, () => stopOrphanShim(shim, logger));
+    if (result === undefined) {
+      // Someone holds the id now (a new run): its shim is not prune's to stop, nor its run dir to remove.
+      notGone.add(shim.id);
+      continue;
+    }
     if (result.stopped) removed.push(`orphaned shim of ${shim.id} (pid ${shim.pid})`);
     else if (result.left.length > 0) notGone.add(shim.id);
     for (const line of result.left) failures.push({ what: `orphaned shim of ${shim.id}`, error: new UnknownError(line) });
+  }
+}
+
+/**
+ * Label of the placeholder record prune holds an id with while it stops that id's shim (see withClaim). It also
+ * carries prune's owner label: when prune dies before deleting it, the next prune removes it as a dead owner's
+ * record (its first phase), like any other.
+ */
+export const PRUNE_CLAIM_LABEL = "ctrexec.prune-claim";
+
+/**
+ * Runs `fn` while prune holds `id` in containerd: a placeholder container record of prune's own, created
+ * first and always deleted after. Undefined, without running `fn`, when the id is held by anything else
+ * (a record exists: AlreadyExists; or a task exists). A run that tries to create its container meanwhile gets
+ * AlreadyExists; the executor waits a moment for a finished ctrexec record to go (awaitRetiredRecord: the
+ * claim has an owner label and no task) and else fails with AlreadyExistsError. Failing, or waiting, is what
+ * it should get: not a container started in the shim that prune is about to kill.
+ */
+async function withClaim<T>(client: ContainerdClient, runtime: string, id: string, logger: Logger, fn: () => Promise<T>): Promise<T | undefined> {
+  try {
+    await client.containers.create({
+      id,
+      runtime: { name: runtime },
+      spec: jsonAny(SPEC_TYPE_URL, defaultSpec(client.namespace, id)),
+      labels: { [LABEL.owner]: ownerId(), [PRUNE_CLAIM_LABEL]: "true" },
+    });
+  } catch (err) {
+    if (err instanceof AlreadyExistsError) return undefined;
+    throw err;
+  }
+  try {
+    // A task of the id that exists anyway (one containerd reached before the record went) is not prune's.
+    const task = await client.tasks.get({ containerId: id }, { timeoutMs: CLEANUP_RPC_MS }).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof NotFoundError) return false;
+        throw err;
+      },
+    );
+    return task ? undefined : await fn();
+  } finally {
+    await deleteContainerRecord(client, id).catch((error: unknown) => {
+      // Left behind, it names prune (now exiting) as its owner: the next prune removes it as a dead owner's.
+      logger.warn(`prune: deleting its claim record ${id} failed; the next prune removes it`, { error });
+    });
   }
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { constants, existsSync, openSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { DeadlineExceededError, PruneIncompleteError } from "../../src/errors.js
 import { LABEL } from "../../src/executor/labels.js";
 import { isIdentifier } from "../../src/executor/orphan-shims.js";
 import { prune } from "../../src/executor/prune.js";
+import { createRunDir } from "../../src/executor/run-dirs.js";
 import { defaultSpec } from "../../src/oci/defaults.js";
 import { ownerId, processStartTime } from "../../src/util/owner.js";
 import { createTestEnv, mountsUnder, shimsOf, type TestEnv } from "../helpers/env.js";
@@ -179,6 +180,103 @@ describe("prune safety", () => {
     }
   });
 
+  it("prune leaves a forgotten shim alone once a new run holds its id", async () => {
+    const id = env.uniqueId("reused");
+    const shim = await orphanShim(id, deadOwner());
+    // A new `run --id` of the same id, begun after prune listed the records: containerd 1.6/1.7 would start its
+    // task inside this very shim (it reuses a listening shim socket for the same namespace and id). Made at a
+    // deterministic moment: right after the listing prune takes before the shims, which does not show it.
+    let lists = 0;
+    const containers = {
+      ...env.client.containers,
+      list: async (...args: Parameters<ContainerdClient["containers"]["list"]>) => {
+        const listed = await env.client.containers.list(...args);
+        if (++lists === 2) {
+          await env.client.containers.create({
+            id,
+            runtime: { name: "io.containerd.runc.v2" },
+            spec: jsonAny(SPEC_TYPE_URL, defaultSpec(env.namespace, id)),
+            labels: { [LABEL.owner]: ownerId() },
+          });
+        }
+        return listed;
+      },
+    };
+    const racing = new Proxy(env.client, { get: (t, p) => (p === "containers" ? containers : Reflect.get(t, p, t)) }) as ContainerdClient;
+    try {
+      const removed = await prune({ client: racing, stateDir: env.stateDir, fifoRoot: env.fifoRoot });
+      assert.ok(lists >= 2, "the listing before the shims was not taken");
+      assert.ok(shimsOf(env.namespace).includes(shim.pid), "the shim a live run's container would start in was killed");
+      assert.ok(!removed.some((l) => l.startsWith("orphaned shim")), removed.join("\n"));
+      assert.ok(existsSync(shim.bundle) && existsSync(shim.socket), "the live id's bundle or shim socket was removed");
+      const record = (await env.client.containers.list()).find((c) => c.id === id);
+      assert.equal(record?.labels[LABEL.owner], ownerId(), "the live run's record must be the one there");
+      // Nor is the run dir removed while a shim of the id may still run a container.
+      assert.ok(existsSync(shim.runDir));
+    } finally {
+      await env.client.containers.delete(id).catch(() => {});
+      await removeInjected(shim);
+    }
+  });
+
+  it("prune keeps a run dir a new run of the same id made after prune read the old one's owner", async () => {
+    const id = env.uniqueId("retaken");
+    const runDir = join(env.stateDir, "runs", env.namespace, id);
+    await mkdir(runDir, { recursive: true });
+    await writeFile(join(runDir, "owner"), deadOwner());
+    // Made deterministic: the listing of tasks prune takes right before removing run dirs (its second) is when
+    // a new run of the id takes the name over, as createRunDir does with a dead owner's dir.
+    let lists = 0;
+    const tasks = {
+      ...env.client.tasks,
+      list: async (...args: Parameters<ContainerdClient["tasks"]["list"]>) => {
+        if (++lists === 2) {
+          await createRunDir(env.stateDir, env.namespace, id);
+          await writeFile(join(runDir, "hosts"), "the live run's");
+        }
+        return env.client.tasks.list(...args);
+      },
+    };
+    const racing = new Proxy(env.client, { get: (t, p) => (p === "tasks" ? tasks : Reflect.get(t, p, t)) }) as ContainerdClient;
+    try {
+      const removed = await prune({ client: racing, stateDir: env.stateDir, fifoRoot: env.fifoRoot });
+      assert.equal(lists, 2);
+      assert.equal(await readFile(join(runDir, "hosts"), "utf8").catch(() => "gone"), "the live run's", "the live run's dir was removed");
+      assert.equal(await readFile(join(runDir, "owner"), "utf8"), ownerId());
+      assert.ok(!removed.some((l) => l.startsWith("run dir")), removed.join("\n"));
+      assert.deepEqual((await readdir(join(env.stateDir, "runs", env.namespace))).filter((n) => n !== id), [], "nothing else left in the runs dir");
+    } finally {
+      await rm(runDir, { recursive: true, force: true });
+    }
+  });
+
+  it("prune removes what a prune that died left: a claim record and a dir moved for removal", async () => {
+    const id = env.uniqueId("claimed");
+    await env.client.containers.create({
+      id,
+      runtime: { name: "io.containerd.runc.v2" },
+      spec: jsonAny(SPEC_TYPE_URL, defaultSpec(env.namespace, id)),
+      labels: { [LABEL.owner]: deadOwner(), "ctrexec.prune-claim": "true" },
+    });
+    const runs = join(env.stateDir, "runs", env.namespace);
+    const moved = join(runs, ".pruning.0123456789ab");
+    await mkdir(join(moved, "upper"), { recursive: true });
+    await writeFile(join(moved, "owner"), deadOwner());
+    // And one a live run's: a prune that died before renaming it back; it stays, its owner may still want it.
+    const live = join(runs, ".pruning.ba9876543210");
+    await mkdir(live);
+    await writeFile(join(live, "owner"), ownerId());
+    try {
+      const removed = await prune({ client: env.client, stateDir: env.stateDir, fifoRoot: env.fifoRoot });
+      assert.deepEqual(removed.sort(), [`container ${id}`, `run dir ${moved}`]);
+      assert.ok(existsSync(live));
+    } finally {
+      await env.client.containers.delete(id).catch(() => {});
+      await rm(moved, { recursive: true, force: true });
+      await rm(live, { recursive: true, force: true });
+    }
+  });
+
   interface InjectedShim {
     pid: number;
     socket: string;
@@ -277,6 +375,7 @@ describe("prune safety", () => {
     await mkdir(fifo, { recursive: true });
     const lease = env.uniqueId("lease");
     await env.client.leases.create(lease, { [LABEL.owner]: deadOwner() });
+    let moved: string | undefined;
     try {
       const err: unknown = await prune({ client: env.client, stateDir: env.stateDir, fifoRoot: env.fifoRoot }).then(
         () => undefined,
@@ -287,13 +386,18 @@ describe("prune safety", () => {
       assert.deepEqual(err.failures.map((f) => f.what), [`run dir ${stuck}`]);
       assert.match(err.message, /run ctrexec prune again/);
       for (const line of [`run dir ${next}`, `FIFO dir ${fifo}`, `lease ${lease}`]) assert.ok(err.removed.includes(line), `${line} missing: ${err.removed.join("\n")}`);
-      assert.ok(existsSync(join(stuck, "upper", "file")));
+      // Moved out of its id's way (the id is free for new runs), to the name prune removes run dirs under.
+      assert.equal(existsSync(stuck), false);
+      assert.equal((await readdir(runs)).length, 1);
+      moved = join(runs, (await readdir(runs))[0]!);
+      assert.match(moved, /\/\.pruning\.[0-9a-f]{12}$/);
+      assert.ok(existsSync(join(moved, "upper", "file")));
     } finally {
-      execFileSync("chattr", ["-i", join(stuck, "upper", "file")]);
+      execFileSync("chattr", ["-i", join(moved ?? stuck, "upper", "file")]);
       await env.client.leases.delete(lease).catch(() => {});
     }
-    // Once its cause is gone, the next prune removes it.
-    assert.deepEqual(await prune({ client: env.client, stateDir: env.stateDir, fifoRoot: env.fifoRoot }), [`run dir ${stuck}`]);
+    // Once its cause is gone, the next prune removes it (a prune that died after the move leaves the same).
+    assert.deepEqual(await prune({ client: env.client, stateDir: env.stateDir, fifoRoot: env.fifoRoot }), [`run dir ${moved}`]);
   });
 
   it("prune keeps the run dir of a dead owner's container whose task could not be deleted", async () => {
