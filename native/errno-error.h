@@ -40,4 +40,15 @@ static inline napi_value throw_errno(napi_env env, int err, const char *syscall,
   napi_throw(env, errno_error(env, err, syscall, path, "%s '%s'", syscall, path ? path : ""));
   return NULL;
 }
+
+/** Settles a promise of nothing: resolved when `error` is NULL, else rejected with it (threadpool work's end). */
+static inline void settle_void(napi_env env, napi_deferred deferred, napi_value error) {
+  if (error) {
+    napi_reject_deferred(env, deferred, error);
+    return;
+  }
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  napi_resolve_deferred(env, deferred, undef);
+}
 #endif

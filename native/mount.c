@@ -50,17 +50,9 @@ static void execute(napi_env env, void *data) {
 
 static void complete(napi_env env, napi_status status, void *data) {
   request *r = data;
-  if (status == napi_ok && r->err == 0) {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, r->deferred, undef);
-  } else {
-    int err = r->err ? r->err : EIO;
-    const char *syscall = r->is_umount ? "umount2" : "mount";
-    const char *target = r->target ? r->target : "";
-    napi_value error = errno_error(env, err, syscall, NULL, "%s '%s'", syscall, target);
-    napi_reject_deferred(env, r->deferred, error);
-  }
+  int err = status == napi_ok ? r->err : EIO;
+  const char *syscall = r->is_umount ? "umount2" : "mount";
+  settle_void(env, r->deferred, err ? errno_error(env, err, syscall, NULL, "%s '%s'", syscall, r->target ? r->target : "") : NULL);
   napi_delete_async_work(env, r->work);
   free_request(r);
 }

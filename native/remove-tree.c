@@ -296,15 +296,8 @@ static void execute(napi_env env, void *data) {
 
 static void complete(napi_env env, napi_status status, void *data) {
   rm_request *r = data;
-  if (status == napi_ok && r->err == 0) {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, r->deferred, undef);
-  } else {
-    int err = r->err ? r->err : EIO;
-    napi_value error = errno_error(env, err, "removeTree", r->path, "%s", r->detail);
-    napi_reject_deferred(env, r->deferred, error);
-  }
+  int err = status == napi_ok ? r->err : EIO;
+  settle_void(env, r->deferred, err ? errno_error(env, err, "removeTree", r->path, "%s", r->detail) : NULL);
   napi_delete_async_work(env, r->work);
   free(r->path);
   free(r);

@@ -17,6 +17,20 @@ import { Collect } from "../helpers/streams.js";
 
 const run = promisify(execFile);
 
+/** The ctrexec CLI (the bundled binary) on the test's namespace and state dir: exit code and output. */
+function cliOf(env: ExecutorEnv): (...argv: string[]) => Promise<{ code: number; stdout: string; stderr: string }> {
+  const bin = new URL("../../src/cli/ctrexec.mjs", import.meta.url).pathname;
+  return (...argv) =>
+    new Promise((resolve) =>
+      execFile(
+        process.execPath,
+        [bin, "--namespace", env.namespace, "--root", env.stateDir, ...argv],
+        { env: { ...process.env, CTREXEC_FIFO_ROOT: env.fifoRoot } },
+        (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+}
+
 /** After each test: nothing of a run left, no active snapshot, no lease of ours. */
 async function assertNothingLeft(env: ExecutorEnv): Promise<void> {
   await env.assertClean();
@@ -124,16 +138,7 @@ describe("roots from images and snapshots (overlayfs)", () => {
   });
 
   it("works from the CLI: run --image (the image's cmd), --commit, --snapshot, images, snapshots ls|rm", async () => {
-    const bin = new URL("../../src/cli/ctrexec.mjs", import.meta.url).pathname;
-    const cli = (...argv: string[]) =>
-      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-        execFile(
-          process.execPath,
-          [bin, "--namespace", env.namespace, "--root", env.stateDir, ...argv],
-          { env: { ...process.env, CTREXEC_FIFO_ROOT: env.fifoRoot } },
-          (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-        ),
-      );
+    const cli = cliOf(env);
     const snap = `ctrexec-test-cli-${process.pid}`;
     committed.push(snap);
     const def = await cli("run", "--network", "none", "--image", image);
@@ -244,16 +249,7 @@ describe("commits keep only successful steps (overlayfs)", () => {
   });
 
   it("from the CLI: run --commit of a failing command leaves no snapshot; --commit-on-failure keeps it", async () => {
-    const bin = new URL("../../src/cli/bin.js", import.meta.url).pathname;
-    const cli = (...argv: string[]) =>
-      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-        execFile(
-          process.execPath,
-          [bin, "--namespace", env.namespace, "--root", env.stateDir, ...argv],
-          { env: { ...process.env, CTREXEC_FIFO_ROOT: env.fifoRoot } },
-          (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-        ),
-      );
+    const cli = cliOf(env);
     const s1 = `sem-cli-s1-${process.pid}`;
     const r = await cli("run", "--network", "none", "--image", image, "--commit", s1, "--", "sh", "-c", "touch /half; exit 1");
     assert.equal(r.code, 1, r.stderr);
