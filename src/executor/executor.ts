@@ -24,7 +24,7 @@ import { ensureCwd } from "../fs/cwd.js";
 import { removeTree } from "../fs/remove-tree.js";
 import { hostNetwork, noneNetwork } from "../network/basic.js";
 import { autoNetworkMode } from "../network/auto.js";
-import { BridgeProvider, type BridgeOptions, pruneNetns } from "../network/bridge.js";
+import { BridgeProvider, type BridgeOptions } from "../network/bridge.js";
 import type { NetworkProvider } from "../network/types.js";
 import { DEFAULT_HOSTNAME, normalizeExtraHosts } from "../oci/hosts.js";
 import { detectHostFeatures, type HostFeatures } from "../oci/host-features.js";
@@ -445,18 +445,21 @@ export class ContainerdExecutor implements AsyncDisposable {
     /** No root given: the built-in one, through an overlay in the run dir (default-root.ts). */
     const defaultRoot = req.root === undefined;
     const { provider } = await this.#network(meta.network);
-    /** Whether this run's task is known not to exist (none made yet, or deleted): set once the task may exist. */
-    let taskKnownGone = (): boolean => true;
+    /**
+     * Whether this run's task is known not to exist (none made yet, or deleted). While it may exist, its
+     * container may still use what this run holds: the run dir, the network namespace, the shim.
+     */
+    const taskGone = { value: true };
     const runDir = await createRunDir(this.root, this.namespace, id);
     stack.defer("remove run dir", () => {
       // A task that may live on (containerd away, a kill that timed out) may still write into the run dir (the
       // default root's upper layer): it stays until the background retry has deleted that task, or for prune.
-      if (!handOver && !taskKnownGone()) return this.#retirements.whenOrphanGone(id, () => this.#releaseRunDir(runDir, false, defaultRoot));
+      if (!handOver && !taskGone.value) return this.#retirements.whenOrphanGone(id, () => this.#releaseRunDir(runDir, false, defaultRoot));
       return this.#releaseRunDir(runDir, handOver, defaultRoot);
     });
     const net = await provider.create({ id, hostname, signal, privileged: meta.security === "insecure" });
     // Released after "delete task": the namespace may serve another run only if nothing of this one is left in it.
-    stack.defer("close network namespace", () => net.close({ reusable: handOver || taskKnownGone() }));
+    stack.defer("close network namespace", () => net.close({ reusable: handOver || taskGone.value }));
     if (net.hostNetwork) this.#logger.info("enabling HostNetworking", { id });
     if (wantsGateway && !net.gateway) {
       throw new InvalidArgumentError(`host-gateway is not available with network ${meta.network ?? "default"}`, { field: "extraHosts" });
@@ -523,8 +526,6 @@ export class ContainerdExecutor implements AsyncDisposable {
     checkpoint();
 
     span.addEvent("Environment prepared");
-    /** Whether this run's task is known not to exist (none made yet, or deleted): a shim hosting it is not reused. */
-    const taskGone = { value: true };
     const lease = this.#shimPool?.take();
     if (lease) stack.defer("return the warm shim", () => handOver || lease.done(taskGone.value));
     // A caller's own id may be used again at once, by another executor too: such a run never keeps its record.
@@ -587,7 +588,6 @@ export class ContainerdExecutor implements AsyncDisposable {
       if (!(err instanceof AlreadyExistsError) || !(await awaitRetiredRecord(this.client, id, signal))) throw err;
       await createRecord();
     }
-    taskKnownGone = () => taskGone.value;
     stack.defer("delete container", async () => {
       if (handOver) return;
       await this.#deleteContainer(id, taskGone);
@@ -859,26 +859,15 @@ export class ContainerdExecutor implements AsyncDisposable {
 
   /** Removes what runs of dead ctrexec processes left in this namespace (see prune.ts); never live runs. */
   async prune(): Promise<string[]> {
-    let removed: string[];
-    let incomplete: PruneIncompleteError | undefined;
-    try {
-      removed = await prune({
-        client: this.client,
-        stateDir: this.root,
-        fifoRoot: this.fifoRoot,
-        logger: this.#logger,
-        runtime: this.#options.runtime ?? DEFAULT_RUNTIME,
-      });
-    } catch (err) {
-      // Something was left: the network namespaces are pruned all the same, and the error names everything.
-      if (!(err instanceof PruneIncompleteError)) throw err;
-      incomplete = err;
-      removed = err.removed;
-    }
-    const all = [...removed, ...(await pruneNetns(this.root, this.namespace, this.#logger))];
-    if (incomplete) throw new PruneIncompleteError(all, incomplete.failures);
-    return all;
+    return prune({
+      client: this.client,
+      stateDir: this.root,
+      fifoRoot: this.fifoRoot,
+      logger: this.#logger,
+      runtime: this.#options.runtime ?? DEFAULT_RUNTIME,
+    });
   }
+
 
   /**
    * Cancels runs and execs in progress (SIGKILL), waits for their cleanup, and releases the event stream,

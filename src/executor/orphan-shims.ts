@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from "node:fs";
+import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { basename, dirname, join } from "node:path";
@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { isExecutable } from "../containerd/shim-launcher.js";
 import { removeTree } from "../fs/remove-tree.js";
 import type { Logger } from "../util/logger.js";
-import { processStartTime } from "../util/owner.js";
+import { fileIdentity, processStartTime } from "../util/owner.js";
 
 const run = promisify(execFile);
 
@@ -56,16 +56,6 @@ export interface ShimProcess {
   id: string;
 }
 
-/** `dev:ino` of what `path` resolves to (for /proc/PID/exe and /proc/PID/ns/*: the process's file). */
-function fileId(path: string): string | undefined {
-  try {
-    const st = statSync(path, { bigint: true });
-    return `${st.dev}:${st.ino}`;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * The files a real runc v2 shim runs from: the one on PATH (containerd's lookup, also native/shim-launcher.c's)
  * and the one beside the containerd binary (containerd's fallback), by `dev:ino`, so that no copy or lookalike
@@ -85,7 +75,7 @@ export function shimBinaries(): Set<string> {
   }
   const ids = new Set<string>();
   for (const c of candidates) {
-    const id = isExecutable(c) ? fileId(c) : undefined;
+    const id = isExecutable(c) ? fileIdentity(c) : undefined;
     if (id) ids.add(id);
   }
   return ids;
@@ -116,8 +106,8 @@ function sameUser(pid: number): boolean {
 /** Whether a process is in this process's pid and mount namespaces (false when that cannot be read). */
 function inOurNamespaces(pid: number): boolean {
   for (const ns of ["pid", "mnt"]) {
-    const theirs = fileId(`/proc/${pid}/ns/${ns}`);
-    if (theirs === undefined || theirs !== fileId(`/proc/self/ns/${ns}`)) return false;
+    const theirs = fileIdentity(`/proc/${pid}/ns/${ns}`);
+    if (theirs === undefined || theirs !== fileIdentity(`/proc/self/ns/${ns}`)) return false;
   }
   return true;
 }
@@ -135,7 +125,7 @@ function inOurNamespaces(pid: number): boolean {
 function shimIdentity(pid: number, binaries: ReadonlySet<string>): Omit<ShimProcess, "namespace" | "id"> | undefined {
   const start = processStartTime(pid);
   if (start === undefined) return undefined;
-  const exe = fileId(`/proc/${pid}/exe`);
+  const exe = fileIdentity(`/proc/${pid}/exe`);
   if (exe === undefined || !binaries.has(exe)) return undefined;
   if (!inOurNamespaces(pid) || !sameUser(pid)) return undefined;
   const ppid = parentPid(pid);

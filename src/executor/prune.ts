@@ -7,6 +7,7 @@ import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../containerd
 import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
 import { AlreadyExistsError, NotFoundError, type PruneFailure, PruneIncompleteError, UnknownError } from "../errors.js";
 import { removeTree } from "../fs/remove-tree.js";
+import { pruneNetns } from "../network/bridge.js";
 import { defaultSpec } from "../oci/defaults.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { LABEL, ownerAlive, ownerId } from "./labels.js";
@@ -25,7 +26,7 @@ export interface PruneOptions {
 
 /**
  * Removes what runs of dead ctrexec processes left in this namespace: their tasks (resumed, killed, deleted),
- * containers, shims containerd forgot, FIFO directories, run dirs and local mounts, leases (and so active
+ * containers, shims containerd forgot, network namespaces (bridge.ts's pruneNetns), FIFO directories, run dirs and local mounts, leases (and so active
  * snapshots), and tasks whose container record is gone but whose run dir says they were ours (reference:
  * containerd-from-node §8), and the mount stubs of roots whose last run died (these are per state dir, not
  * per namespace). Runs whose owner is alive, or lives on another host, are never touched. A run dir goes only
@@ -173,6 +174,9 @@ export async function prune(options: PruneOptions): Promise<string[]> {
       if ((await attempt(`FIFO dir ${dir}`, () => removeTree(dir).then(() => true))) === true) removed.push(`FIFO dir ${dir}`);
     }
   }
+  // The network namespaces of dead owners (with CNI DEL), whatever failed above.
+  const netns = await attempt("network namespaces", () => pruneNetns(options.stateDir, ns, logger));
+  removed.push(...(netns ?? []));
   if (failures.length > 0) throw new PruneIncompleteError(removed, failures);
   return removed;
 }

@@ -36,8 +36,11 @@ export function processStartTime(pid: number | "self"): string | undefined {
   }
 }
 
-/** `dev:ino` of a namespace file (ns/pid, ns/time), or undefined when it cannot be read. */
-function nsIdentity(path: string): string | undefined {
+/**
+ * `dev:ino` of what `path` resolves to, or undefined when it cannot be read: a namespace file (ns/pid,
+ * ns/time), a process's executable (/proc/PID/exe).
+ */
+export function fileIdentity(path: string): string | undefined {
   try {
     const st = statSync(path, { bigint: true });
     return `${st.dev}:${st.ino}`;
@@ -97,15 +100,15 @@ interface SelfFacts {
 let facts: SelfFacts | undefined;
 function selfFacts(): SelfFacts {
   if (facts) return facts;
-  const pidNs = nsIdentity("/proc/self/ns/pid") ?? "-";
+  const pidNs = fileIdentity("/proc/self/ns/pid") ?? "-";
   // A /proc mounted for an ancestor pid namespace (`unshare --pid` without a new /proc) lists our pid there
   // first: then its pids are that namespace's, whose init is its /proc/1.
   const pids = nsPids("self");
-  const procNs = pids === undefined || pids.length <= 1 ? nsIdentity("/proc/self/ns/pid") : nsIdentity("/proc/1/ns/pid");
+  const procNs = pids === undefined || pids.length <= 1 ? fileIdentity("/proc/self/ns/pid") : fileIdentity("/proc/1/ns/pid");
   facts = {
     bootId: readTrimmed("/proc/sys/kernel/random/boot_id") ?? "-",
     pidNs,
-    timeNs: nsIdentity("/proc/self/ns/time") ?? "-",
+    timeNs: fileIdentity("/proc/self/ns/time") ?? "-",
     procNs,
     // Only root is sure to: /proc's hidepid hides other users' processes from the rest.
     procSeesAll: procNs !== undefined && procNs.endsWith(`:${INIT_PID_NS_INO}`) && process.getuid?.() === 0,
@@ -136,7 +139,7 @@ function aliveElsewhere(o: ParsedOwner, compareStart: boolean): boolean | undefi
     if (!/^\d+$/.test(entry)) continue;
     // status is readable for every process; ns/pid needs ptrace access, which may be refused (pid 1 often).
     const pids = nsPids(Number(entry));
-    const ns = o.pidNs === undefined ? undefined : nsIdentity(`/proc/${entry}/ns/pid`);
+    const ns = o.pidNs === undefined ? undefined : fileIdentity(`/proc/${entry}/ns/pid`);
     if (ns !== undefined && ns === o.pidNs) seen = true;
     if (pids?.at(-1) !== String(o.pid) || (ns !== undefined && o.pidNs !== undefined && ns !== o.pidNs)) continue;
     if (!compareStart) pidFound = true;

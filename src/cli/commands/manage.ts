@@ -3,7 +3,6 @@ import { constants } from "node:os";
 import { NotFoundError, PruneIncompleteError } from "../../errors.js";
 import { LABEL, ownerAlive } from "../../executor/labels.js";
 import { prune } from "../../executor/prune.js";
-import { pruneNetns } from "../../network/bridge.js";
 import { type OptionSpec, optionsHelp, parseOptions } from "../args.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "../context.js";
 import { flagError } from "../flags.js";
@@ -161,19 +160,15 @@ export async function pruneCommand(argv: string[], parent: Context): Promise<num
   // By its real path, as the executor uses it: mountinfo, which prune compares with, shows real paths.
   const root = await realpath(ctx.root).catch(() => ctx.root);
   await using client = openClient(ctx);
-  let pruned: string[];
-  let incomplete: PruneIncompleteError | undefined;
+  let removed: string[];
   try {
-    pruned = await prune({ client, stateDir: root, fifoRoot: ctx.fifoRoot, logger: ctx.logger });
+    removed = await prune({ client, stateDir: root, fifoRoot: ctx.fifoRoot, logger: ctx.logger });
   } catch (err) {
-    // Something was left: the rest is pruned and printed all the same, then the error says what is left.
-    if (!(err instanceof PruneIncompleteError)) throw err;
-    incomplete = err;
-    pruned = err.removed;
+    // Something was left: what was removed is printed all the same, then the error says what is left.
+    if (err instanceof PruneIncompleteError) for (const line of err.removed) ctx.stdout.write(`removed ${line}\n`);
+    throw err;
   }
-  const removed = [...pruned, ...(await pruneNetns(root, client.namespace, ctx.logger))];
   for (const line of removed) ctx.stdout.write(`removed ${line}\n`);
-  if (incomplete) throw incomplete;
   if (removed.length === 0) ctx.stdout.write("nothing to remove\n");
   return 0;
 }
