@@ -1,23 +1,26 @@
-import { codec, hasType } from "./proto.js";
+import type { DescMessage, DescMethodUnary, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { UnknownError } from "../errors.js";
+import type * as Proto from "./proto.js";
 import { type CallOptions, type CallScope, GrpcTransport } from "./transport.js";
 import type {
+  BlobInfo,
   ContainerRecord,
   CreateTaskRequest,
-  Descriptor,
-  ImageRecord,
   DeleteResponse,
+  Descriptor,
   Envelope,
   ExecProcessRequest,
   ExitStatus,
+  ImageRecord,
   KillRequest,
+  LeaseInfo,
   Mount,
   NewContainer,
   PluginInfo,
-  ProcessState,
   ProcessRef,
+  ProcessState,
   ResizePtyRequest,
   SnapshotInfo,
-  TaskEvent,
 } from "./types.js";
 
 export type { CallOptions } from "./transport.js";
@@ -36,21 +39,16 @@ export interface ContainerdClientOptions {
   lease?: string | undefined;
 }
 
-const S = {
-  version: "containerd.services.version.v1.Version",
-  containers: "containerd.services.containers.v1.Containers",
-  tasks: "containerd.services.tasks.v1.Tasks",
-  events: "containerd.services.events.v1.Events",
-  introspection: "containerd.services.introspection.v1.Introspection",
-  namespaces: "containerd.services.namespaces.v1.Namespaces",
-  snapshots: "containerd.services.snapshots.v1.Snapshots",
-  images: "containerd.services.images.v1.Images",
-  content: "containerd.services.content.v1.Content",
-  diff: "containerd.services.diff.v1.Diff",
-  leases: "containerd.services.leases.v1.Leases",
-} as const;
-
 const VERSION_TIMEOUT_MS = 5_000;
+
+type Protocol = typeof Proto;
+let protocol: Promise<Protocol> | undefined;
+/**
+ * The generated services and the converters, loaded on the first call: building their descriptors is the
+ * larger part of the protocol's start-up cost, and a process that makes no call (`--help`) need not pay it.
+ */
+const loadProtocol = (): Promise<Protocol> => (protocol ??= import("./proto.js"));
+const none = (): void => undefined;
 
 /**
  * A typed containerd client. One HTTP/2 connection serves every service; `withNamespace` makes views that share it.
@@ -86,67 +84,123 @@ export class ContainerdClient implements AsyncDisposable {
     return new ContainerdClient({ address: this.address, namespace: this.namespace, timeoutMs: this.timeoutMs, lease }, this.#transport);
   }
 
-  #call<Res>(service: string, method: string, request: object, options?: CallOptions, timeoutMs?: number) {
-    return this.#transport.unary<Res>(service, method, request, this.#scope, timeoutMs ?? this.timeoutMs, options);
+  /** A unary call: `method` picks the generated method, `result` makes the answer the client's data. */
+  async #call<I extends DescMessage, O extends DescMessage, T>(
+    method: (p: Protocol) => DescMethodUnary<I, O>,
+    request: NoInfer<MessageInitShape<I>>,
+    result: (response: MessageShape<O>, p: Protocol) => T,
+    options?: CallOptions,
+    timeoutMs?: number,
+  ): Promise<T> {
+    const p = await loadProtocol();
+    return result(await this.#transport.unary(method(p), request, this.#scope, timeoutMs ?? this.timeoutMs, options), p);
   }
 
   /** The daemon's version; the cheapest way to learn that containerd answers. */
   version(options?: CallOptions): Promise<{ version: string; revision: string }> {
-    return this.#call(S.version, "Version", {}, options, VERSION_TIMEOUT_MS);
+    return this.#call(
+      (p) => p.Version.method.version,
+      {},
+      (r) => ({ version: r.version, revision: r.revision }),
+      options,
+      VERSION_TIMEOUT_MS,
+    );
   }
 
   readonly containers = {
-    create: async (container: NewContainer, options?: CallOptions): Promise<ContainerRecord> =>
-      (await this.#call<{ container: ContainerRecord }>(S.containers, "Create", { container }, options)).container,
-    get: async (id: string, options?: CallOptions): Promise<ContainerRecord> =>
-      (await this.#call<{ container: ContainerRecord }>(S.containers, "Get", { id }, options)).container,
+    create: (container: NewContainer, options?: CallOptions): Promise<ContainerRecord> =>
+      this.#call(
+        (p) => p.Containers.method.create,
+        { container },
+        (r, p) => p.to.container(required(r.container, "Containers.Create")),
+        options,
+      ),
+    get: (id: string, options?: CallOptions): Promise<ContainerRecord> =>
+      this.#call(
+        (p) => p.Containers.method.get,
+        { id },
+        (r, p) => p.to.container(required(r.container, "Containers.Get")),
+        options,
+      ),
     /** Filters use containerd's syntax, e.g. `labels."ctrexec.owner"==host`. */
-    list: async (filters: string[] = [], options?: CallOptions): Promise<ContainerRecord[]> =>
-      (await this.#call<{ containers: ContainerRecord[] }>(S.containers, "List", { filters }, options)).containers,
-    delete: async (id: string, options?: CallOptions): Promise<void> => {
-      await this.#call(S.containers, "Delete", { id }, options);
-    },
+    list: (filters: string[] = [], options?: CallOptions): Promise<ContainerRecord[]> =>
+      this.#call(
+        (p) => p.Containers.method.list,
+        { filters },
+        (r, p) => r.containers.map(p.to.container),
+        options,
+      ),
+    delete: (id: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Containers.method.delete, { id }, none, options),
   };
 
   readonly tasks = {
     create: (request: CreateTaskRequest, options?: CallOptions): Promise<{ containerId: string; pid: number }> =>
-      this.#call(S.tasks, "Create", request, options),
-    start: async (ref: ProcessRef, options?: CallOptions): Promise<number> =>
-      (await this.#call<{ pid: number }>(S.tasks, "Start", ref, options)).pid,
+      this.#call(
+        (p) => p.Tasks.method.create,
+        request,
+        (r) => ({ containerId: r.containerId, pid: r.pid }),
+        options,
+      ),
+    start: (ref: ProcessRef, options?: CallOptions): Promise<number> =>
+      this.#call(
+        (p) => p.Tasks.method.start,
+        ref,
+        (r) => r.pid,
+        options,
+      ),
     /** Blocks until the process exits: no deadline unless `timeoutMs` is given. */
     wait: (ref: ProcessRef, options?: CallOptions): Promise<ExitStatus> =>
-      this.#call(S.tasks, "Wait", ref, options, 0),
-    kill: async (request: KillRequest, options?: CallOptions): Promise<void> => {
-      await this.#call(S.tasks, "Kill", request, options);
-    },
-    closeIO: async (ref: ProcessRef, options?: CallOptions): Promise<void> => {
-      await this.#call(S.tasks, "CloseIO", { ...ref, stdin: true }, options);
-    },
-    resizePty: async (request: ResizePtyRequest, options?: CallOptions): Promise<void> => {
-      await this.#call(S.tasks, "ResizePty", request, options);
-    },
-    exec: async (request: ExecProcessRequest, options?: CallOptions): Promise<void> => {
-      await this.#call(S.tasks, "Exec", request, options);
-    },
+      this.#call(
+        (p) => p.Tasks.method.wait,
+        ref,
+        (r, p) => p.to.exitStatus(r),
+        options,
+        0,
+      ),
+    kill: (request: KillRequest, options?: CallOptions): Promise<void> => this.#call((p) => p.Tasks.method.kill, request, none, options),
+    closeIO: (ref: ProcessRef, options?: CallOptions): Promise<void> =>
+      this.#call((p) => p.Tasks.method.closeIO, { ...ref, stdin: true }, none, options),
+    resizePty: (request: ResizePtyRequest, options?: CallOptions): Promise<void> =>
+      this.#call((p) => p.Tasks.method.resizePty, request, none, options),
+    exec: (request: ExecProcessRequest, options?: CallOptions): Promise<void> => this.#call((p) => p.Tasks.method.exec, request, none, options),
     /** Freezes every process of the task (cgroup freezer). */
-    pause: async (containerId: string, options?: CallOptions): Promise<void> => {
-      await this.#call(S.tasks, "Pause", { containerId }, options);
-    },
-    resume: async (containerId: string, options?: CallOptions): Promise<void> => {
-      await this.#call(S.tasks, "Resume", { containerId }, options);
-    },
-    get: async (ref: ProcessRef, options?: CallOptions): Promise<ProcessState> =>
-      (await this.#call<{ process: ProcessState }>(S.tasks, "Get", ref, options)).process,
-    list: async (filter = "", options?: CallOptions): Promise<ProcessState[]> =>
-      (await this.#call<{ tasks: ProcessState[] }>(S.tasks, "List", { filter }, options)).tasks,
-    listPids: async (containerId: string, options?: CallOptions): Promise<number[]> =>
-      (await this.#call<{ processes: { pid: number }[] }>(S.tasks, "ListPids", { containerId }, options)).processes.map(
-        (p) => p.pid,
+    pause: (containerId: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Tasks.method.pause, { containerId }, none, options),
+    resume: (containerId: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Tasks.method.resume, { containerId }, none, options),
+    get: (ref: ProcessRef, options?: CallOptions): Promise<ProcessState> =>
+      this.#call(
+        (p) => p.Tasks.method.get,
+        ref,
+        (r, p) => p.to.processState(required(r.process, "Tasks.Get")),
+        options,
+      ),
+    list: (filter = "", options?: CallOptions): Promise<ProcessState[]> =>
+      this.#call(
+        (p) => p.Tasks.method.list,
+        { filter },
+        (r, p) => r.tasks.map(p.to.processState),
+        options,
+      ),
+    listPids: (containerId: string, options?: CallOptions): Promise<number[]> =>
+      this.#call(
+        (p) => p.Tasks.method.listPids,
+        { containerId },
+        (r) => r.processes.map((x) => x.pid),
+        options,
       ),
     delete: (containerId: string, options?: CallOptions): Promise<DeleteResponse> =>
-      this.#call(S.tasks, "Delete", { containerId }, options),
+      this.#call(
+        (p) => p.Tasks.method.delete,
+        { containerId },
+        (r, p) => p.to.deleteResponse(r),
+        options,
+      ),
     deleteProcess: (ref: Required<ProcessRef>, options?: CallOptions): Promise<DeleteResponse> =>
-      this.#call(S.tasks, "DeleteProcess", ref, options),
+      this.#call(
+        (p) => p.Tasks.method.deleteProcess,
+        ref,
+        (r, p) => p.to.deleteResponse(r),
+        options,
+      ),
   };
 
   readonly events = {
@@ -154,125 +208,168 @@ export class ContainerdClient implements AsyncDisposable {
      * Events as they happen. containerd sends every namespace's events unless filtered, so this adds
      * `namespace==<ns>` to each filter (pass `allNamespaces` to see all).
      */
-    subscribe: (
-      filters: string[] = [],
-      options?: CallOptions & { allNamespaces?: boolean },
-    ): AsyncIterable<Envelope> => {
+    subscribe: (filters: string[] = [], options?: CallOptions & { allNamespaces?: boolean }): AsyncIterable<Envelope> => {
       const scoped = options?.allNamespaces
         ? filters
         : filters.length === 0
           ? [`namespace==${this.namespace}`]
           : filters.map((f) => `namespace==${this.namespace},${f}`);
-      const stream = this.#transport.serverStream<RawEnvelope>(S.events, "Subscribe", { filters: scoped }, {}, {
-        signal: options?.signal,
-        background: options?.background,
-      });
-      return mapStream(stream, decodeEnvelope);
+      return this.#subscribe(scoped, { signal: options?.signal, background: options?.background });
     },
   };
 
+  async *#subscribe(filters: string[], options: CallOptions): AsyncGenerator<Envelope> {
+    const p = await loadProtocol();
+    for await (const raw of this.#transport.serverStream(p.Events.method.subscribe, { filters }, {}, options)) yield p.to.envelope(raw);
+  }
+
   readonly introspection = {
-    plugins: async (filters: string[] = [], options?: CallOptions): Promise<PluginInfo[]> =>
-      (await this.#call<{ plugins: PluginInfo[] }>(S.introspection, "Plugins", { filters }, options)).plugins,
-    server: (options?: CallOptions): Promise<{ uuid: string }> => this.#call(S.introspection, "Server", {}, options),
+    plugins: (filters: string[] = [], options?: CallOptions): Promise<PluginInfo[]> =>
+      this.#call(
+        (p) => p.Introspection.method.plugins,
+        { filters },
+        (r, p) => r.plugins.map(p.to.plugin),
+        options,
+      ),
+    server: (options?: CallOptions): Promise<{ uuid: string }> =>
+      this.#call(
+        (p) => p.Introspection.method.server,
+        {},
+        (r) => ({ uuid: r.uuid }),
+        options,
+      ),
   };
 
   readonly namespaces = {
-    list: async (options?: CallOptions): Promise<string[]> =>
-      (await this.#call<{ namespaces: { name: string }[] }>(S.namespaces, "List", {}, options)).namespaces.map(
-        (n) => n.name,
+    list: (options?: CallOptions): Promise<string[]> =>
+      this.#call(
+        (p) => p.Namespaces.method.list,
+        {},
+        (r) => r.namespaces.map((n) => n.name),
+        options,
       ),
-    create: async (name: string, labels: Record<string, string> = {}, options?: CallOptions): Promise<void> => {
-      await this.#call(S.namespaces, "Create", { namespace: { name, labels } }, options);
-    },
+    create: (name: string, labels: Record<string, string> = {}, options?: CallOptions): Promise<void> =>
+      this.#call((p) => p.Namespaces.method.create, { namespace: { name, labels } }, none, options),
     /** Fails with FailedPreconditionError while the namespace still holds containers, images or snapshots. */
-    delete: async (name: string, options?: CallOptions): Promise<void> => {
-      await this.#call(S.namespaces, "Delete", { name }, options);
-    },
+    delete: (name: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Namespaces.method.delete, { name }, none, options),
   };
 
   readonly snapshots = {
-    prepare: async (
-      req: { snapshotter: string; key: string; parent?: string; labels?: Record<string, string> },
-      options?: CallOptions,
-    ): Promise<Mount[]> => (await this.#call<{ mounts: Mount[] }>(S.snapshots, "Prepare", req, options)).mounts,
-    view: async (
-      req: { snapshotter: string; key: string; parent?: string; labels?: Record<string, string> },
-      options?: CallOptions,
-    ): Promise<Mount[]> => (await this.#call<{ mounts: Mount[] }>(S.snapshots, "View", req, options)).mounts,
-    mounts: async (req: { snapshotter: string; key: string }, options?: CallOptions): Promise<Mount[]> =>
-      (await this.#call<{ mounts: Mount[] }>(S.snapshots, "Mounts", req, options)).mounts,
-    commit: async (
-      req: { snapshotter: string; name: string; key: string; labels?: Record<string, string> },
-      options?: CallOptions,
-    ): Promise<void> => {
-      await this.#call(S.snapshots, "Commit", req, options);
-    },
-    remove: async (req: { snapshotter: string; key: string }, options?: CallOptions): Promise<void> => {
-      await this.#call(S.snapshots, "Remove", req, options);
-    },
-    stat: async (req: { snapshotter: string; key: string }, options?: CallOptions): Promise<SnapshotInfo> =>
-      (await this.#call<{ info: SnapshotInfo }>(S.snapshots, "Stat", req, options)).info,
+    prepare: (req: SnapshotRequest, options?: CallOptions): Promise<Mount[]> =>
+      this.#call(
+        (p) => p.Snapshots.method.prepare,
+        req,
+        (r, p) => r.mounts.map(p.to.mount),
+        options,
+      ),
+    view: (req: SnapshotRequest, options?: CallOptions): Promise<Mount[]> =>
+      this.#call(
+        (p) => p.Snapshots.method.view,
+        req,
+        (r, p) => r.mounts.map(p.to.mount),
+        options,
+      ),
+    mounts: (req: { snapshotter: string; key: string }, options?: CallOptions): Promise<Mount[]> =>
+      this.#call(
+        (p) => p.Snapshots.method.mounts,
+        req,
+        (r, p) => r.mounts.map(p.to.mount),
+        options,
+      ),
+    commit: (req: { snapshotter: string; name: string; key: string; labels?: Record<string, string> }, options?: CallOptions): Promise<void> =>
+      this.#call((p) => p.Snapshots.method.commit, req, none, options),
+    remove: (req: { snapshotter: string; key: string }, options?: CallOptions): Promise<void> =>
+      this.#call((p) => p.Snapshots.method.remove, req, none, options),
+    stat: (req: { snapshotter: string; key: string }, options?: CallOptions): Promise<SnapshotInfo> =>
+      this.#call(
+        (p) => p.Snapshots.method.stat,
+        req,
+        (r, p) => p.to.snapshotInfo(required(r.info, "Snapshots.Stat")),
+        options,
+      ),
     list: async (snapshotter: string, filters: string[] = [], options?: CallOptions): Promise<SnapshotInfo[]> => {
+      const p = await loadProtocol();
       const out: SnapshotInfo[] = [];
-      const stream = this.#transport.serverStream<{ info: SnapshotInfo[] }>(
-        S.snapshots,
-        "List",
-        { snapshotter, filters },
-        this.#scope,
-        { signal: options?.signal, timeoutMs: options?.timeoutMs ?? this.timeoutMs },
-      );
-      for await (const page of stream) out.push(...page.info);
+      const stream = this.#transport.serverStream(p.Snapshots.method.list, { snapshotter, filters }, this.#scope, {
+        signal: options?.signal,
+        timeoutMs: options?.timeoutMs ?? this.timeoutMs,
+      });
+      for await (const page of stream) for (const info of page.info) out.push(p.to.snapshotInfo(info));
       return out;
     },
   };
 
   readonly images = {
-    get: async (name: string, options?: CallOptions): Promise<ImageRecord> =>
-      (await this.#call<{ image: ImageRecord }>(S.images, "Get", { name }, options)).image,
-    list: async (filters: string[] = [], options?: CallOptions): Promise<ImageRecord[]> =>
-      (await this.#call<{ images: ImageRecord[] }>(S.images, "List", { filters }, options)).images,
+    get: (name: string, options?: CallOptions): Promise<ImageRecord> =>
+      this.#call(
+        (p) => p.Images.method.get,
+        { name },
+        (r, p) => p.to.image(required(r.image, "Images.Get")),
+        options,
+      ),
+    list: (filters: string[] = [], options?: CallOptions): Promise<ImageRecord[]> =>
+      this.#call(
+        (p) => p.Images.method.list,
+        { filters },
+        (r, p) => r.images.map(p.to.image),
+        options,
+      ),
   };
 
   readonly content = {
-    info: async (digest: string, options?: CallOptions): Promise<{ digest: string; size: number; labels: Record<string, string> }> =>
-      (await this.#call<{ info: { digest: string; size: number; labels: Record<string, string> } }>(S.content, "Info", { digest }, options)).info,
-    /** Sets labels on a blob (only the named label keys are touched). */
-    setLabels: async (digest: string, labels: Record<string, string>, options?: CallOptions): Promise<void> => {
-      await this.#call(
-        S.content,
-        "Update",
-        { info: { digest, labels }, updateMask: { paths: Object.keys(labels).map((k) => `labels.${k}`) } },
+    info: (digest: string, options?: CallOptions): Promise<BlobInfo> =>
+      this.#call(
+        (p) => p.Content.method.info,
+        { digest },
+        (r, p) => p.to.blobInfo(required(r.info, "Content.Info")),
         options,
-      );
-    },
+      ),
+    /** Sets labels on a blob (only the named label keys are touched). */
+    setLabels: (digest: string, labels: Record<string, string>, options?: CallOptions): Promise<void> =>
+      this.#call(
+        (p) => p.Content.method.update,
+        { info: { digest, labels }, updateMask: { paths: Object.keys(labels).map((k) => `labels.${k}`) } },
+        none,
+        options,
+      ),
     /** The whole blob (for manifests and configs: small). */
     read: async (digest: string, options?: CallOptions): Promise<Buffer> => {
+      const p = await loadProtocol();
       const parts: Buffer[] = [];
-      const stream = this.#transport.serverStream<{ data: Uint8Array }>(S.content, "Read", { digest }, this.#scope, {
+      const stream = this.#transport.serverStream(p.Content.method.read, { digest }, this.#scope, {
         signal: options?.signal,
         timeoutMs: options?.timeoutMs ?? this.timeoutMs,
       });
-      for await (const chunk of stream) parts.push(Buffer.from(chunk.data));
+      for await (const chunk of stream) parts.push(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       return Buffer.concat(parts);
     },
   };
 
   readonly diff = {
     /** Applies a layer (by its descriptor, from the content store) onto the given mounts. */
-    apply: async (diff: Descriptor, mounts: Mount[], options?: CallOptions): Promise<Descriptor> =>
-      (await this.#call<{ applied: Descriptor }>(S.diff, "Apply", { diff, mounts }, options)).applied,
+    apply: async (diff: Descriptor, mounts: Mount[], options?: CallOptions): Promise<Descriptor> => {
+      const p = await loadProtocol();
+      return this.#call(
+        (q) => q.Diff.method.apply,
+        { diff: p.to.toDescriptor(diff), mounts },
+        (r) => p.to.descriptor(required(r.applied, "Diff.Apply")),
+        options,
+      );
+    },
   };
 
   readonly leases = {
-    create: async (id: string, labels: Record<string, string> = {}, options?: CallOptions): Promise<void> => {
-      await this.#call(S.leases, "Create", { id, labels }, options);
-    },
-    delete: async (id: string, options?: CallOptions & { sync?: boolean }): Promise<void> => {
-      await this.#call(S.leases, "Delete", { id, sync: options?.sync ?? false }, options);
-    },
-    list: async (filters: string[] = [], options?: CallOptions): Promise<{ id: string; labels: Record<string, string> }[]> =>
-      (await this.#call<{ leases: { id: string; labels: Record<string, string> }[] }>(S.leases, "List", { filters }, options)).leases,
+    create: (id: string, labels: Record<string, string> = {}, options?: CallOptions): Promise<void> =>
+      this.#call((p) => p.Leases.method.create, { id, labels }, none, options),
+    delete: (id: string, options?: CallOptions & { sync?: boolean }): Promise<void> =>
+      this.#call((p) => p.Leases.method.delete, { id, sync: options?.sync ?? false }, none, options),
+    list: (filters: string[] = [], options?: CallOptions): Promise<LeaseInfo[]> =>
+      this.#call(
+        (p) => p.Leases.method.list,
+        { filters },
+        (r, p) => r.leases.map(p.to.lease),
+        options,
+      ),
   };
 
   /** Releases the connection (only the client that made it owns it). Idempotent. */
@@ -285,25 +382,11 @@ export class ContainerdClient implements AsyncDisposable {
   }
 }
 
-interface RawEnvelope {
-  timestamp: Envelope["timestamp"];
-  namespace: string;
-  topic: string;
-  event: { typeUrl: string; value: Uint8Array } | null;
-}
+/** What Snapshots.Prepare and View take. */
+type SnapshotRequest = { snapshotter: string; key: string; parent?: string; labels?: Record<string, string> };
 
-function decodeEnvelope(raw: RawEnvelope): Envelope {
-  const typeUrl = raw.event?.typeUrl ?? "";
-  // Event type URLs are the message's full name with no host part, e.g. "containerd.events.TaskExit".
-  const typeName = typeUrl.slice(typeUrl.lastIndexOf("/") + 1);
-  let event: TaskEvent | null = null;
-  if (raw.event && typeName.startsWith("containerd.events.") && hasType(typeName)) {
-    const decoded = codec(typeName).decode(raw.event.value) as Record<string, unknown>;
-    event = { type: typeName.slice("containerd.events.".length), ...decoded } as TaskEvent;
-  }
-  return { timestamp: raw.timestamp, namespace: raw.namespace, topic: raw.topic, event, eventType: typeName };
-}
-
-async function* mapStream<A, B>(source: AsyncGenerator<A, void, undefined>, f: (a: A) => B): AsyncGenerator<B> {
-  for await (const a of source) yield f(a);
+/** A message field containerd always sets in this answer; its absence is a protocol error, not a null. */
+function required<T>(value: T | undefined, method: string): T {
+  if (value === undefined) throw new UnknownError(`containerd ${method} answered without the object it returns`);
+  return value;
 }

@@ -69,9 +69,7 @@ export function fromGrpcError(err: unknown, ctx: CallContext): CtrexecError {
       });
     case Status.DEADLINE_EXCEEDED:
       return new DeadlineExceededError(
-        `containerd did not answer ${ctx.method}` +
-          (ctx.timeoutMs !== undefined ? ` within ${ctx.timeoutMs} ms` : "") +
-          `: ${details}`,
+        `containerd did not answer ${ctx.method}${ctx.timeoutMs !== undefined ? ` within ${ctx.timeoutMs} ms` : ""}: ${details}`,
         options,
       );
     default:

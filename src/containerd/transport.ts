@@ -1,19 +1,29 @@
 import http2 from "node:http2";
 import net from "node:net";
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type DescMethodServerStreaming,
+  type DescMethodUnary,
+  fromBinary,
+  type MessageInitShape,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
 import { CanceledError, type CtrexecError } from "../errors.js";
 import { fromGrpcError } from "./errors.js";
 import {
   FrameDecoder,
+  frame,
   GrpcStatusError,
   Status,
   type StatusCode,
-  frame,
   statusFromHttp,
   statusFromMetadata,
   statusFromReset,
   timeoutHeader,
 } from "./grpc-wire.js";
-import { codec, methodTypes } from "./proto.js";
 
 export interface CallOptions {
   /** Cancels the call; the promise rejects with a CanceledError whose cause is the signal's reason. */
@@ -30,11 +40,10 @@ export interface CallScope {
   lease?: string | undefined;
 }
 
+/** What the transport needs of a generated method descriptor, worked out once per method. */
 interface Method {
   path: string;
   label: string;
-  serialize: (value: object) => Buffer;
-  deserialize: (bytes: Buffer) => unknown;
 }
 
 /** Where a call's messages and its end go. */
@@ -76,7 +85,7 @@ const SESSION_GONE = new Set(["ERR_HTTP2_INVALID_SESSION", "ERR_HTTP2_GOAWAY_SES
 export class GrpcTransport {
   readonly address: string;
   readonly #socketPath: string;
-  readonly #methods = new Map<string, Method>();
+  readonly #methods = new Map<DescMethod, Method>();
   readonly #calls = new Set<Call>();
   #connection: Connection | undefined;
   #closed = false;
@@ -86,20 +95,12 @@ export class GrpcTransport {
     this.#socketPath = address.replace(/^unix:(\/\/)?/, "");
   }
 
-  #method(service: string, name: string): Method {
-    const key = `${service}/${name}`;
-    let m = this.#methods.get(key);
+  #method(method: DescMethod): Method {
+    let m = this.#methods.get(method);
     if (m) return m;
-    const types = methodTypes(service, name);
-    const req = codec(types.request);
-    const res = codec(types.response);
-    m = {
-      path: `/${key}`,
-      label: `${service.slice(service.lastIndexOf(".") + 1)}.${name}`,
-      serialize: req.encode,
-      deserialize: (b) => res.decode(b),
-    };
-    this.#methods.set(key, m);
+    // The HTTP/2 path is /<package>.<Service>/<Method>, with the names as proto/ spells them.
+    m = { path: `/${method.parent.typeName}/${method.name}`, label: `${method.parent.name}.${method.name}` };
+    this.#methods.set(method, m);
     return m;
   }
 
@@ -156,7 +157,7 @@ export class GrpcTransport {
   }
 
   /** Starts a call; the sink hears its messages and, once, its end. */
-  #start(m: Method, request: object, scope: CallScope, timeoutMs: number, options: CallOptions | undefined, sink: Sink): Call {
+  #start(m: Method, body: Buffer, scope: CallScope, timeoutMs: number, options: CallOptions | undefined, sink: Sink): Call {
     const signal = options?.signal;
     let ended = false;
     /** A status we decided on (cancel, deadline, a bad frame), which wins over whatever the stream says later. */
@@ -187,15 +188,19 @@ export class GrpcTransport {
     };
     const onAbort = () => call.abort(new GrpcStatusError(Status.CANCELLED, "canceled by the caller"));
 
-    let body: Buffer;
     try {
-      for (const [what, value] of [["namespace", scope.namespace], ["lease", scope.lease]] as const) {
+      for (const [what, value] of [
+        ["namespace", scope.namespace],
+        ["lease", scope.lease],
+      ] as const) {
         // gRPC metadata is printable ASCII; anything else would only get a protocol error back.
         if (value && !/^[\x20-\x7e]*$/.test(value)) {
-          throw new GrpcStatusError(Status.INVALID_ARGUMENT, `containerd ${what} ${JSON.stringify(value)} is not valid: use letters, digits, ".", "_" and "-"`);
+          throw new GrpcStatusError(
+            Status.INVALID_ARGUMENT,
+            `containerd ${what} ${JSON.stringify(value)} is not valid: use letters, digits, ".", "_" and "-"`,
+          );
         }
       }
-      body = frame(m.serialize(request));
       ({ connection, stream } = this.#request(this.#headers(m, scope, timeoutMs)));
     } catch (err) {
       // A request we could not even send: a bad message or header is ours, anything else the connection's.
@@ -285,22 +290,30 @@ export class GrpcTransport {
     return undefined;
   }
 
-  unary<Res>(
-    service: string,
-    name: string,
-    request: object,
+  /** A unary call of a generated method: the request is encoded from its fields, the response decoded. */
+  unary<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodUnary<I, O>,
+    request: MessageInitShape<I>,
     scope: CallScope,
     timeoutMs: number,
     options: CallOptions | undefined,
-  ): Promise<Res> {
-    const m = this.#method(service, name);
+  ): Promise<MessageShape<O>> {
+    const m = this.#method(method);
     const signal = options?.signal;
     const timeout = options?.timeoutMs ?? timeoutMs;
     const refused = this.#refuse(m, signal);
     if (refused) return Promise.reject(refused);
-    return new Promise<Res>((resolve, reject) => {
+    let body: Buffer;
+    try {
+      body = frame(toBinary(method.input, create(method.input, request)));
+    } catch (err) {
+      return Promise.reject(
+        this.#error(new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${String(err)}`, { cause: err }), m, timeout, signal),
+      );
+    }
+    return new Promise<MessageShape<O>>((resolve, reject) => {
       let response: Buffer | undefined;
-      const call = this.#start(m, request, scope, timeout, options, {
+      const call = this.#start(m, body, scope, timeout, options, {
         onMessage: (message) => {
           if (response) call.abort(new GrpcStatusError(Status.INTERNAL, "more than one response to a unary call"));
           response = message;
@@ -309,7 +322,7 @@ export class GrpcTransport {
           if (error) return reject(this.#error(error, m, timeout, signal));
           if (!response) return reject(this.#error(new GrpcStatusError(Status.INTERNAL, "no response message"), m, timeout, signal));
           try {
-            resolve(m.deserialize(response) as Res);
+            resolve(fromBinary(method.output, response));
           } catch (err) {
             reject(this.#error(new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`), m, timeout, signal));
           }
@@ -319,23 +332,28 @@ export class GrpcTransport {
   }
 
   /** A server stream as an async iterable; breaking out of the loop or aborting cancels the call. */
-  async *serverStream<Res>(
-    service: string,
-    name: string,
-    request: object,
+  async *serverStream<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodServerStreaming<I, O>,
+    request: MessageInitShape<I>,
     scope: CallScope,
     options: CallOptions | undefined,
-  ): AsyncGenerator<Res, void, undefined> {
-    const m = this.#method(service, name);
+  ): AsyncGenerator<MessageShape<O>, void, undefined> {
+    const m = this.#method(method);
     const signal = options?.signal;
     const timeout = options?.timeoutMs ?? 0;
     const refused = this.#refuse(m, signal);
     if (refused) throw refused;
+    let body: Buffer;
+    try {
+      body = frame(toBinary(method.input, create(method.input, request)));
+    } catch (err) {
+      throw this.#error(new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${String(err)}`, { cause: err }), m, timeout, signal);
+    }
     const queue: Buffer[] = [];
     let done = false;
     let failure: unknown;
     let wake: (() => void) | undefined;
-    const call = this.#start(m, request, scope, timeout, options, {
+    const call = this.#start(m, body, scope, timeout, options, {
       onMessage: (message) => {
         queue.push(message);
         if (queue.length >= STREAM_HIGH_WATER) call.pause();
@@ -352,9 +370,9 @@ export class GrpcTransport {
         const message = queue.shift();
         if (message) {
           if (queue.length === 0) call.resume();
-          let value: Res;
+          let value: MessageShape<O>;
           try {
-            value = m.deserialize(message) as Res;
+            value = fromBinary(method.output, message);
           } catch (err) {
             throw this.#error(new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`), m, timeout, signal);
           }

@@ -46,7 +46,10 @@ describe("containerd client against the real daemon", () => {
     assert.equal(got.runtime?.name, "io.containerd.runc.v2");
     assert.equal(got.spec?.typeUrl, SPEC_TYPE_URL);
     const listed = await env.client.containers.list([`labels."ctrexec.test"==yes`]);
-    assert.deepEqual(listed.map((c) => c.id), [id]);
+    assert.deepEqual(
+      listed.map((c) => c.id),
+      [id],
+    );
     await env.client.containers.delete(id);
   });
 
@@ -113,10 +116,7 @@ describe("containerd client against the real daemon", () => {
       const started = Date.now();
       const late = await env.client.tasks.wait({ containerId: id }, { timeoutMs: 200 }).catch((e: unknown) => e);
       // containerd sometimes answers first with UNKNOWN "context deadline exceeded" (the server's copy of it).
-      assert.ok(
-        late instanceof DeadlineExceededError || (late instanceof UnknownError && /deadline/.test(late.message)),
-        String(late),
-      );
+      assert.ok(late instanceof DeadlineExceededError || (late instanceof UnknownError && /deadline/.test(late.message)), String(late));
       assert.ok(Date.now() - started < 5000);
 
       const ac = new AbortController();
@@ -180,10 +180,7 @@ describe("containerd client lifecycle", () => {
     assert.ok(err instanceof UnavailableError, String(err));
     assert.ok(CtrexecError.is(err));
     assert.equal(err.code, "UNAVAILABLE");
-    assert.match(
-      err.message,
-      /containerd is not reachable at \/run\/ctrexec-test-nonexistent\/containerd\.sock \(no socket at that path\)/,
-    );
+    assert.match(err.message, /containerd is not reachable at \/run\/ctrexec-test-nonexistent\/containerd\.sock \(no socket at that path\)/);
     assert.match(err.message, /Is containerd running\?/);
     assert.ok(Date.now() - started < 3000, "took too long to fail");
   });

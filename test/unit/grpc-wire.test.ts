@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
+  decodeGrpcMessage,
   FrameDecoder,
+  frame,
   GrpcStatusError,
   Status,
-  decodeGrpcMessage,
-  frame,
   statusFromHttp,
   statusFromMetadata,
   statusFromReset,

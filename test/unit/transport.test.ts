@@ -11,13 +11,15 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ContainerdClient } from "../../src/containerd/client.js";
 import { frame } from "../../src/containerd/grpc-wire.js";
-import { codec } from "../../src/containerd/proto.js";
+import { encode } from "../../src/containerd/proto.js";
 import { CanceledError, DeadlineExceededError, InvalidArgumentError, NotFoundError, UnavailableError, UnknownError } from "../../src/errors.js";
+import { EnvelopeSchema } from "../../src/gen/events_pb.js";
+import { VersionResponseSchema } from "../../src/gen/version_pb.js";
 
 type Handler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void;
 
-const versionResponse = codec("containerd.services.version.v1.VersionResponse");
-const envelope = codec("containerd.services.events.v1.Envelope");
+const versionResponse = { encode: (v: { version: string; revision: string }) => encode(VersionResponseSchema, v) };
+const envelope = { encode: (v: { namespace: string; topic: string }) => encode(EnvelopeSchema, v) };
 const GRPC = { ":status": 200, "content-type": "application/grpc" };
 
 function answer(stream: http2.ServerHttp2Stream, body: Buffer, status = 0, message = ""): void {
@@ -158,7 +160,10 @@ describe("gRPC transport (scripted server)", () => {
       calls++;
       answer(stream, frame(versionResponse.encode({ version: "x", revision: "" })));
     };
-    const err = await client.withNamespace("two\nlines").version().catch((e: unknown) => e);
+    const err = await client
+      .withNamespace("two\nlines")
+      .version()
+      .catch((e: unknown) => e);
     assert.ok(err instanceof InvalidArgumentError, String(err));
     assert.match(err.message, /namespace "two\\nlines" is not valid/);
     await assert.rejects(client.withLease("l\u00e9ase").version(), InvalidArgumentError);
@@ -170,7 +175,10 @@ describe("gRPC transport (scripted server)", () => {
     handler = (stream, headers) => answer(stream, frame(versionResponse.encode({ version: String(headers["containerd-namespace"]), revision: "" })));
     const views = Array.from({ length: 200 }, (_, i) => client.withNamespace(`n${i}`));
     const got = await Promise.all(views.map((v) => v.version()));
-    assert.deepEqual(got.map((g) => g.version), views.map((_, i) => `n${i}`));
+    assert.deepEqual(
+      got.map((g) => g.version),
+      views.map((_, i) => `n${i}`),
+    );
   });
 
   it("delivers a server stream in order to a slow reader, and cancels it when the reader stops", async () => {
@@ -187,7 +195,10 @@ describe("gRPC transport (scripted server)", () => {
       if (topics.length % 10 === 0) await new Promise((r) => setTimeout(r, 5));
       if (topics.length === 100) break;
     }
-    assert.deepEqual(topics, Array.from({ length: 100 }, (_, i) => `/t/${i}`));
+    assert.deepEqual(
+      topics,
+      Array.from({ length: 100 }, (_, i) => `/t/${i}`),
+    );
     await closed;
   });
 });

@@ -1,0 +1,193 @@
+import { fromBinary as decode } from "@bufbuild/protobuf";
+import type { Timestamp as PbTimestamp } from "@bufbuild/protobuf/wkt";
+import type { Container } from "../gen/containers_pb.js";
+import type { Info as PbBlobInfo } from "../gen/content_pb.js";
+import type { Envelope as PbEnvelope } from "../gen/events_pb.js";
+import type { Image } from "../gen/images_pb.js";
+import type { Plugin } from "../gen/introspection_pb.js";
+import type { Lease } from "../gen/leases_pb.js";
+import { Kind, type Info as PbSnapshotInfo } from "../gen/snapshots_pb.js";
+import {
+  TaskDeleteSchema,
+  TaskExecAddedSchema,
+  TaskExecStartedSchema,
+  TaskExitSchema,
+  TaskOOMSchema,
+  TaskStartSchema,
+} from "../gen/task_events_pb.js";
+import { type Process, Status } from "../gen/task_types_pb.js";
+import type { DeleteResponse as PbDeleteResponse, WaitResponse } from "../gen/tasks_pb.js";
+import type { Any as PbAny, Descriptor as PbDescriptor, Mount as PbMount } from "../gen/types_pb.js";
+import type {
+  Any,
+  BlobInfo,
+  ContainerRecord,
+  Data,
+  DeleteResponse,
+  Descriptor,
+  Envelope,
+  ExitStatus,
+  ImageRecord,
+  LeaseInfo,
+  Mount,
+  PluginInfo,
+  ProcessState,
+  ProcessStatus,
+  SnapshotInfo,
+  SnapshotKind,
+  TaskEvent,
+  Timestamp,
+} from "./types.js";
+
+/**
+ * Decoded messages (src/gen/) to the client's plain data (types.ts): int64 to number, Timestamps to numbers,
+ * enums to their names, absent messages to null, no `$typeName`. Each function names every field, so a field
+ * added to proto/ fails to compile here until it is handled.
+ */
+
+/** int64 values the client hands out (sizes, offsets, seconds) stay below 2^53. */
+const num = (n: bigint): number => Number(n);
+
+export const timestamp = (t: PbTimestamp | undefined): Timestamp | null => (t ? { seconds: num(t.seconds), nanos: t.nanos } : null);
+
+export const any = (a: PbAny | undefined): Any | null => (a ? { typeUrl: a.typeUrl, value: a.value } : null);
+
+export const mount = (m: PbMount): Mount => ({ type: m.type, source: m.source, target: m.target, options: m.options });
+
+function anyMap(m: { [key: string]: PbAny }): { [key: string]: Any } {
+  const out: { [key: string]: Any } = {};
+  for (const [k, v] of Object.entries(m)) out[k] = { typeUrl: v.typeUrl, value: v.value };
+  return out;
+}
+
+export function container(c: Container): ContainerRecord {
+  return {
+    id: c.id,
+    labels: c.labels,
+    image: c.image,
+    runtime: c.runtime ? { name: c.runtime.name, options: any(c.runtime.options) } : null,
+    spec: any(c.spec),
+    snapshotter: c.snapshotter,
+    snapshotKey: c.snapshotKey,
+    createdAt: timestamp(c.createdAt),
+    updatedAt: timestamp(c.updatedAt),
+    extensions: anyMap(c.extensions),
+  };
+}
+
+// Values a newer containerd may add are not in the generated enum: they read as UNKNOWN.
+const processStatus = (s: Status): ProcessStatus => (Status[s] as ProcessStatus | undefined) ?? "UNKNOWN";
+const snapshotKind = (k: Kind): SnapshotKind => (Kind[k] as SnapshotKind | undefined) ?? "UNKNOWN";
+
+export function processState(p: Process): ProcessState {
+  return {
+    containerId: p.containerId,
+    id: p.id,
+    pid: p.pid,
+    status: processStatus(p.status),
+    stdin: p.stdin,
+    stdout: p.stdout,
+    stderr: p.stderr,
+    terminal: p.terminal,
+    exitStatus: p.exitStatus,
+    exitedAt: timestamp(p.exitedAt),
+  };
+}
+
+export const exitStatus = (w: WaitResponse): ExitStatus => ({ exitStatus: w.exitStatus, exitedAt: timestamp(w.exitedAt) });
+
+export function deleteResponse(d: PbDeleteResponse): DeleteResponse {
+  return { id: d.id, pid: d.pid, exitStatus: d.exitStatus, exitedAt: timestamp(d.exitedAt) };
+}
+
+export function plugin(p: Plugin): PluginInfo {
+  return {
+    type: p.type,
+    id: p.id,
+    requires: p.requires,
+    platforms: p.platforms.map((x) => ({ os: x.os, architecture: x.architecture, variant: x.variant })),
+    exports: p.exports,
+    capabilities: p.capabilities,
+  };
+}
+
+export function snapshotInfo(i: PbSnapshotInfo): SnapshotInfo {
+  return {
+    name: i.name,
+    parent: i.parent,
+    kind: snapshotKind(i.kind),
+    createdAt: timestamp(i.createdAt),
+    updatedAt: timestamp(i.updatedAt),
+    labels: i.labels,
+  };
+}
+
+export function descriptor(d: PbDescriptor): Data<PbDescriptor> {
+  return { mediaType: d.mediaType, digest: d.digest, size: num(d.size), annotations: d.annotations };
+}
+
+/** A descriptor as a request field (its size is int64 on the wire). */
+export function toDescriptor(d: Descriptor) {
+  return { mediaType: d.mediaType, digest: d.digest, size: BigInt(d.size), annotations: d.annotations ?? {} };
+}
+
+export function image(i: Image): ImageRecord {
+  return {
+    name: i.name,
+    labels: i.labels,
+    target: i.target ? descriptor(i.target) : null,
+    createdAt: timestamp(i.createdAt),
+    updatedAt: timestamp(i.updatedAt),
+  };
+}
+
+export function blobInfo(i: PbBlobInfo): BlobInfo {
+  return { digest: i.digest, size: num(i.size), createdAt: timestamp(i.createdAt), updatedAt: timestamp(i.updatedAt), labels: i.labels };
+}
+
+export const lease = (l: Lease): LeaseInfo => ({ id: l.id, createdAt: timestamp(l.createdAt), labels: l.labels });
+
+const EVENT_PREFIX = "containerd.events.";
+
+/** A /tasks/* event's payload by its name (the type URL's last part), or null for a type we do not define. */
+function taskEvent(typeName: string, value: Uint8Array): TaskEvent | null {
+  switch (typeName) {
+    case `${EVENT_PREFIX}TaskStart`: {
+      const e = decode(TaskStartSchema, value);
+      return { type: "TaskStart", containerId: e.containerId, pid: e.pid };
+    }
+    case `${EVENT_PREFIX}TaskExit`: {
+      const e = decode(TaskExitSchema, value);
+      return { type: "TaskExit", containerId: e.containerId, id: e.id, pid: e.pid, exitStatus: e.exitStatus, exitedAt: timestamp(e.exitedAt) };
+    }
+    case `${EVENT_PREFIX}TaskDelete`: {
+      const e = decode(TaskDeleteSchema, value);
+      return { type: "TaskDelete", containerId: e.containerId, id: e.id, pid: e.pid, exitStatus: e.exitStatus, exitedAt: timestamp(e.exitedAt) };
+    }
+    case `${EVENT_PREFIX}TaskOOM`:
+      return { type: "TaskOOM", containerId: decode(TaskOOMSchema, value).containerId };
+    case `${EVENT_PREFIX}TaskExecAdded`: {
+      const e = decode(TaskExecAddedSchema, value);
+      return { type: "TaskExecAdded", containerId: e.containerId, execId: e.execId };
+    }
+    case `${EVENT_PREFIX}TaskExecStarted`: {
+      const e = decode(TaskExecStartedSchema, value);
+      return { type: "TaskExecStarted", containerId: e.containerId, execId: e.execId, pid: e.pid };
+    }
+    default:
+      return null;
+  }
+}
+
+export function envelope(raw: PbEnvelope): Envelope {
+  const typeUrl = raw.event?.typeUrl ?? "";
+  // Event type URLs are the message's full name with no host part, e.g. "containerd.events.TaskExit".
+  const typeName = typeUrl.slice(typeUrl.lastIndexOf("/") + 1);
+  return {
+    timestamp: timestamp(raw.timestamp),
+    namespace: raw.namespace,
+    topic: raw.topic,
+    event: raw.event ? taskEvent(typeName, raw.event.value) : null,
+    eventType: typeName,
+  };
+}
