@@ -18,8 +18,8 @@ import { bindMountable } from "../src/executor/mountables.js";
 import type { ProcessMeta } from "../src/executor/types.js";
 import { resolveImage } from "../src/image/image.js";
 import { imageMountable } from "../src/image/mountables.js";
-import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
 import { DEFAULT_IPAM_DIR } from "../src/network/bridge.js";
+import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
 import { removeRuntimeNamespaceDirs } from "../test/helpers/env.js";
 import { treeEntries, writeOciArchive } from "../test/helpers/oci-image.js";
 
@@ -67,7 +67,9 @@ async function ctrRun(argv: string[], stdout: "ignore" | "count" = "ignore"): Pr
   const t = performance.now();
   let bytes = 0;
   await new Promise<void>((resolve, reject) => {
-    const child = spawn("ctr", ["-n", NS, "run", "--rm", "--rootfs", rootfs, id, ...argv], { stdio: ["ignore", stdout === "count" ? "pipe" : "ignore", "pipe"] });
+    const child = spawn("ctr", ["-n", NS, "run", "--rm", "--rootfs", rootfs, id, ...argv], {
+      stdio: ["ignore", stdout === "count" ? "pipe" : "ignore", "pipe"],
+    });
     child.stdout?.on("data", (d: Buffer) => (bytes += d.length));
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
@@ -81,10 +83,14 @@ async function cliRun(argv: string[]): Promise<number> {
   const bin = new URL("../src/cli/ctrexec.mjs", import.meta.url).pathname;
   const t = performance.now();
   await new Promise<void>((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, "--namespace", NS, "--root", stateDir, "run", "--rm", "--network", "host", "--rootfs", rootfs, ...argv], {
-      stdio: ["ignore", "ignore", "pipe"],
-      env: { ...process.env, CTREXEC_FIFO_ROOT: join(stateDir, "fifo") },
-    });
+    const child = spawn(
+      process.execPath,
+      [bin, "--namespace", NS, "--root", stateDir, "run", "--rm", "--network", "host", "--rootfs", rootfs, ...argv],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+        env: { ...process.env, CTREXEC_FIFO_ROOT: join(stateDir, "fifo") },
+      },
+    );
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`ctrexec run failed (${code}): ${err}`))));
@@ -113,7 +119,9 @@ async function runcRun(argv: string[], stdout: "ignore" | "count" = "ignore"): P
   const t = performance.now();
   let bytes = 0;
   await new Promise<void>((resolve, reject) => {
-    const child = spawn("runc", ["--root", join(stateDir, "runc-state"), "run", "-b", b, id], { stdio: ["ignore", stdout === "count" ? "pipe" : "ignore", "pipe"] });
+    const child = spawn("runc", ["--root", join(stateDir, "runc-state"), "run", "-b", b, id], {
+      stdio: ["ignore", stdout === "count" ? "pipe" : "ignore", "pipe"],
+    });
     child.stdout?.on("data", (d: Buffer) => (bytes += d.length));
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
@@ -150,7 +158,15 @@ function ratio(a: number, b: number | undefined): string {
 function row(name: string, unit: string, c: number, ctr?: number, runc?: number, go?: number, higherIsBetter = false) {
   const fmt = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "-" : `${r1(v)} ${unit}`);
   const rel = (x: number | undefined) => (higherIsBetter ? ratio(x ?? NaN, c) : ratio(c, x));
-  table.push([name, fmt(c), fmt(ctr), fmt(runc), fmt(go), higherIsBetter ? (go ? ratio(c, go) : "-") : rel(go), higherIsBetter ? (ctr ? ratio(c, ctr) : "-") : rel(ctr)]);
+  table.push([
+    name,
+    fmt(c),
+    fmt(ctr),
+    fmt(runc),
+    fmt(go),
+    higherIsBetter ? (go ? ratio(c, go) : "-") : rel(go),
+    higherIsBetter ? (ctr ? ratio(c, ctr) : "-") : rel(ctr),
+  ]);
 }
 
 // ---------------------------------------------------------------- scenarios
@@ -159,28 +175,31 @@ async function seqTrue(): Promise<void> {
   const ex = await newExecutor();
   const events: { name: string; t: number }[] = [];
   const phases: Record<string, number[]> = {};
-  const span = { addEvent: (name: string, _a?: Attributes) => (events.push({ name, t: performance.now() }), span), end: () => {} } as unknown as Span;
+  const span = {
+    addEvent: (name: string, _a?: Attributes) => {
+      events.push({ name, t: performance.now() });
+      return span;
+    },
+    end: () => {},
+  } as unknown as Span;
   const tracer = { startSpan: () => span } as unknown as Tracer;
   const traced = await newExecutor({ tracer });
-  const grouped = await newExecutor({ shimGroup: true });
   const buildkitOrder = await newExecutor({ awaitCleanup: true });
-  const noReuse = await newExecutor({ reuseShims: false });
+  const noReuse = await newExecutor({ shims: "off" });
   const noLauncher = await newExecutor({ shimLauncher: false });
-  const warm = await newExecutor({ warmShims: 2 });
+  const warm = await newExecutor({ shims: { warm: 2 } });
   await timed(warm, { args: ["/bin/true"] });
   // "auto" starts nothing for the first run; the second one grows the pool, one anchor at a time: measure it
   // grown, as the fixed pool.
-  const auto = await newExecutor({ warmShims: "auto" });
+  const auto = await newExecutor({ shims: { warm: "auto" } });
   for (let i = 0; i < 6; i++) await timed(auto, { args: ["/bin/true"] });
   await auto.settled();
   await new Promise((r) => setTimeout(r, 1000));
   const a: number[] = [];
   const w: number[] = [];
-  const g: number[] = [];
   const bo: number[] = [];
   const nr: number[] = [];
   const nl: number[] = [];
-  await timed(grouped, { args: ["/bin/true"] });
   const c: number[] = [];
   const ctr: number[] = [];
   const runc: number[] = [];
@@ -193,7 +212,6 @@ async function seqTrue(): Promise<void> {
     for (let i = 0; i < PER_ROUND; i++) c.push(await timed(ex, { args: ["/bin/true"] }));
     const d = process.cpuUsage(cpu0);
     cpu += d.user + d.system;
-    for (let i = 0; i < PER_ROUND; i++) g.push(await timed(grouped, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) bo.push(await timed(buildkitOrder, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) nr.push(await timed(noReuse, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) nl.push(await timed(noLauncher, { args: ["/bin/true"] }));
@@ -209,16 +227,18 @@ async function seqTrue(): Promise<void> {
     await traced.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } });
     const settledAt = performance.now();
     let prev = t0;
+    const add = (phase: string, ms: number) => {
+      phases[phase] = [...(phases[phase] ?? []), ms];
+    };
     for (const e of events) {
-      (phases[e.name] ??= []).push(e.t - prev);
+      add(e.name, e.t - prev);
       prev = e.t;
     }
-    (phases["run() settled"] ??= []).push(settledAt - prev);
+    add("run() settled", settledAt - prev);
   }
   const noStreams: number[] = [];
   for (let i = 0; i < PER_ROUND * 2; i++) noStreams.push(await timed(ex, { args: ["/bin/true"] }, false));
   await traced.close();
-  await grouped.close();
   await buildkitOrder.close();
   await noReuse.close();
   await noLauncher.close();
@@ -229,7 +249,6 @@ async function seqTrue(): Promise<void> {
   results["seq_true"] = {
     ctrexec: summary(c),
     ctrexec_no_streams: summary(noStreams),
-    ctrexec_shim_group: summary(g),
     ctrexec_await_cleanup: summary(bo),
     ctrexec_no_shim_reuse: summary(nr),
     ctrexec_no_shim_launcher: summary(nl),
@@ -244,15 +263,22 @@ async function seqTrue(): Promise<void> {
   };
   row("run /bin/true (ms)", "ms", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, no stdio (ms)", "ms", median(noStreams), median(ctr), median(runc), haveGo ? median(go) : undefined);
-  row("  same, reuseShims: false (ms)", "ms", median(nr), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  row('  same, shims: "off" (ms)', "ms", median(nr), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, shimLauncher: false (ms)", "ms", median(nl), median(ctr), median(runc), haveGo ? median(go) : undefined);
-  row("  same, shim group (ms)", "ms", median(g), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, 2 warm shims (ms)", "ms", median(w), median(ctr), median(runc), haveGo ? median(go) : undefined);
-  row('  same, warmShims: "auto" (ms)', "ms", median(a), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  row('  same, shims: { warm: "auto" } (ms)', "ms", median(a), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, awaitCleanup (ms)", "ms", median(bo), median(ctr), median(runc), haveGo ? median(go) : undefined);
   table.push(["executor CPU per run", `${r1(cpuPerRun)} ms`, "-", "-", "-", "-", "-"]);
   // The Go column is a library in a running process, so the whole-process comparison is with ctr only.
-  table.push(["CLI run /bin/true, whole process (ms)", `${r1(median(cli))} ms`, `${r1(median(ctr))} ms`, "-", "-", "-", ratio(median(cli), median(ctr))]);
+  table.push([
+    "CLI run /bin/true, whole process (ms)",
+    `${r1(median(cli))} ms`,
+    `${r1(median(ctr))} ms`,
+    "-",
+    "-",
+    "-",
+    ratio(median(cli), median(ctr)),
+  ]);
 }
 
 async function execTrue(): Promise<void> {
@@ -260,7 +286,9 @@ async function execTrue(): Promise<void> {
   const ac = new AbortController();
   let started!: (id: string) => void;
   const s = new Promise<string>((r) => (started = r));
-  const run = ex.run({ root: root(), process: { meta: { args: ["sleep", "600"] } }, signal: ac.signal, onStarted: ({ id }) => started(id) }).catch(() => {});
+  const run = ex
+    .run({ root: root(), process: { meta: { args: ["sleep", "600"] } }, signal: ac.signal, onStarted: ({ id }) => started(id) })
+    .catch(() => {});
   const id = await s;
   const c: number[] = [];
   const ctr: number[] = [];
@@ -277,7 +305,8 @@ async function execTrue(): Promise<void> {
       await exec("ctr", ["-n", NS, "task", "exec", "--exec-id", `e${process.pid}${round}${i}`, id, "/bin/true"]);
       ctr.push(performance.now() - t);
     }
-    if (haveGo) go.push(Number(((await goAnchor("exec", ["-n", String(PER_ROUND * 2), "-warmup", "2"]))["latency"] as { median_ms: number }).median_ms));
+    if (haveGo)
+      go.push(Number(((await goAnchor("exec", ["-n", String(PER_ROUND * 2), "-warmup", "2"]))["latency"] as { median_ms: number }).median_ms));
   }
   ac.abort();
   await run;
@@ -294,7 +323,14 @@ async function cancel(): Promise<void> {
     const ac = new AbortController();
     let started!: () => void;
     const s = new Promise<void>((r) => (started = r));
-    const p = ex.run({ root: root(), process: { meta: { args: ["sleep", "600"] }, stdout: new Discard(), stderr: new Discard() }, signal: ac.signal, onStarted: () => started() }).catch(() => {});
+    const p = ex
+      .run({
+        root: root(),
+        process: { meta: { args: ["sleep", "600"] }, stdout: new Discard(), stderr: new Discard() },
+        signal: ac.signal,
+        onStarted: () => started(),
+      })
+      .catch(() => {});
     await s;
     await new Promise((r) => setTimeout(r, 50));
     const t = performance.now();
@@ -305,7 +341,8 @@ async function cancel(): Promise<void> {
   await one();
   for (let round = 0; round < ROUNDS; round++) {
     for (let i = 0; i < PER_ROUND; i++) c.push(await one());
-    if (haveGo) go.push(Number(((await goAnchor("cancel", ["-n", String(PER_ROUND), "-warmup", "1"]))["cancel_to_return"] as { median_ms: number }).median_ms));
+    if (haveGo)
+      go.push(Number(((await goAnchor("cancel", ["-n", String(PER_ROUND), "-warmup", "1"]))["cancel_to_return"] as { median_ms: number }).median_ms));
   }
   await ex.close();
   results["cancel_to_return"] = { ctrexec: summary(c), go: haveGo ? summary(go) : null };
@@ -336,39 +373,42 @@ async function stdout(src: "head" | "dd"): Promise<void> {
     if (haveGo) go.push(Number((await goAnchor("stdout", ["-n", "1", "-warmup", "0", "-bytes", String(size), "-src", src]))["mib_per_s_median"]));
   }
   await ex.close();
-  results[`stdout_256MiB_${src}`] = { ctrexec_mib_s: summary(c), ctr_mib_s: summary(ctr), runc_mib_s: summary(runc), go_mib_s: haveGo ? summary(go) : null };
+  results[`stdout_256MiB_${src}`] = {
+    ctrexec_mib_s: summary(c),
+    ctr_mib_s: summary(ctr),
+    runc_mib_s: summary(runc),
+    go_mib_s: haveGo ? summary(go) : null,
+  };
   row(`256 MiB stdout, ${src} (MiB/s)`, "MiB/s", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined, true);
 }
 
 async function parallel(conc: number): Promise<void> {
   // The default (shim reuse) in its steady state: the columns alternate for longer than its 10 s idle time, which
   // under continuous load would never pass, so the shims are kept between rounds; a warm-up round founds them.
-  const ex = await newExecutor({ reuseShimsIdleMs: 120_000 });
+  const ex = await newExecutor({ shimIdleMs: 120_000 });
   await Promise.all(Array.from({ length: 2 * conc }, () => ex.run({ root: root(), process: { meta: { args: ["/bin/true"] } } })));
   await ex.settled({ keepReusableShims: true });
   const total = quick ? conc * 4 : conc * 8;
   // Every column saturates the CPUs, so throughput is the machine's CPU per run: measured for each column.
   const cpu: Record<"c" | "l" | "n" | "w" | "ctr" | "go", number[]> = { c: [], l: [], n: [], w: [], ctr: [], go: [] };
-  const noLauncher = await newExecutor({ reuseShimsIdleMs: 120_000, shimLauncher: false });
+  const noLauncher = await newExecutor({ shimIdleMs: 120_000, shimLauncher: false });
   await Promise.all(Array.from({ length: 2 * conc }, () => noLauncher.run({ root: root(), process: { meta: { args: ["/bin/true"] } } })));
   await noLauncher.settled({ keepReusableShims: true });
-  const noReuse = await newExecutor({ reuseShims: false });
-  // Twice the concurrency: a shim is busy until its run's task is deleted (see ExecutorOptions.warmShims).
-  const warm = await newExecutor({ warmShims: 2 * conc });
+  const noReuse = await newExecutor({ shims: "off" });
+  // Twice the concurrency: a shim is busy until its run's task is deleted (see ExecutorOptions.shims).
+  const warm = await newExecutor({ shims: { warm: 2 * conc } });
   await Promise.all(Array.from({ length: conc }, () => warm.run({ root: root(), process: { meta: { args: ["/bin/true"] } } })));
-  // Measure a full pool, not its filling (anchors start one at a time in the background).
-  for (let i = 0; i < 200; i++) {
-    const anchors = (await warm.client.containers.list()).filter((c) => c.id.startsWith("ctrexec-anchor-"));
-    if (anchors.length >= 2 * conc) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  // Measure a full pool, not its filling (anchors start one at a time in the background; settled() waits for them).
+  await warm.settled();
   const rate = async (col: "c" | "l" | "n" | "w" | "ctr", f: () => Promise<unknown>, after?: () => Promise<void>) => {
     let next = 0;
     const t = performance.now();
     const c0 = await busyJiffies();
-    await Promise.all(Array.from({ length: conc }, async () => {
-      while (next++ < total) await f();
-    }));
+    await Promise.all(
+      Array.from({ length: conc }, async () => {
+        while (next++ < total) await f();
+      }),
+    );
     // ctrexec's background deletions are part of its runs' cost.
     await after?.();
     const el = performance.now() - t;
@@ -382,10 +422,34 @@ async function parallel(conc: number): Promise<void> {
   const ctr: number[] = [];
   const go: number[] = [];
   for (let round = 0; round < (quick ? 2 : 3); round++) {
-    c.push(await rate("c", () => ex.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => ex.settled({ keepReusableShims: true })));
-    l.push(await rate("l", () => noLauncher.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => noLauncher.settled({ keepReusableShims: true })));
-    n.push(await rate("n", () => noReuse.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => noReuse.settled()));
-    w.push(await rate("w", () => warm.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }), () => warm.settled()));
+    c.push(
+      await rate(
+        "c",
+        () => ex.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }),
+        () => ex.settled({ keepReusableShims: true }),
+      ),
+    );
+    l.push(
+      await rate(
+        "l",
+        () => noLauncher.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }),
+        () => noLauncher.settled({ keepReusableShims: true }),
+      ),
+    );
+    n.push(
+      await rate(
+        "n",
+        () => noReuse.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }),
+        () => noReuse.settled(),
+      ),
+    );
+    w.push(
+      await rate(
+        "w",
+        () => warm.run({ root: root(), process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } }),
+        () => warm.settled(),
+      ),
+    );
     ctr.push(await rate("ctr", () => ctrRun(["/bin/true"])));
     if (haveGo) {
       const c0 = await busyJiffies();
@@ -404,13 +468,20 @@ async function parallel(conc: number): Promise<void> {
     ctrexec_warm_shims_runs_s: summary(w),
     ctr_runs_s: summary(ctr),
     go_runs_s: haveGo ? summary(go) : null,
-    machine_cpu_ms_per_run: { ctrexec: summary(cpu.c), ctrexec_no_shim_launcher: summary(cpu.l), ctrexec_no_shim_reuse: summary(cpu.n), ctrexec_warm_shims: summary(cpu.w), ctr: summary(cpu.ctr), go: haveGo ? summary(cpu.go) : null },
+    machine_cpu_ms_per_run: {
+      ctrexec: summary(cpu.c),
+      ctrexec_no_shim_launcher: summary(cpu.l),
+      ctrexec_no_shim_reuse: summary(cpu.n),
+      ctrexec_warm_shims: summary(cpu.w),
+      ctr: summary(cpu.ctr),
+      go: haveGo ? summary(cpu.go) : null,
+    },
   };
   row(`${conc}-way parallel, shim reuse in steady state (runs/s)`, "/s", median(c), median(ctr), undefined, haveGo ? median(go) : undefined, true);
   row("  machine CPU per run (ms)", "ms", median(cpu.c), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
   row("  same, shimLauncher: false (runs/s)", "/s", median(l), median(ctr), undefined, haveGo ? median(go) : undefined, true);
   row("  machine CPU per run (ms)", "ms", median(cpu.l), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
-  row("  same, reuseShims: false (runs/s)", "/s", median(n), median(ctr), undefined, haveGo ? median(go) : undefined, true);
+  row('  same, shims: "off" (runs/s)', "/s", median(n), median(ctr), undefined, haveGo ? median(go) : undefined, true);
   row("  machine CPU per run (ms)", "ms", median(cpu.n), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
   row(`  same, ${2 * conc} warm shims (runs/s)`, "/s", median(w), median(ctr), undefined, haveGo ? median(go) : undefined, true);
   row("  machine CPU per run (ms)", "ms", median(cpu.w), median(cpu.ctr), undefined, haveGo ? median(cpu.go) : undefined);
@@ -432,7 +503,11 @@ async function rssPeak32(): Promise<{ before: number; peak: number; started: num
   let startedCount = 0;
   await Promise.all(
     Array.from({ length: 32 }, () =>
-      ex.run({ root: root(), process: { meta: { args: ["sleep", "3"] }, stdout: new Discard(), stderr: new Discard() }, onStarted: () => void startedCount++ }),
+      ex.run({
+        root: root(),
+        process: { meta: { args: ["sleep", "3"] }, stdout: new Discard(), stderr: new Discard() },
+        onStarted: () => void startedCount++,
+      }),
     ),
   );
   clearInterval(timer);
@@ -456,7 +531,13 @@ async function rss32(): Promise<void> {
 
 async function networks(): Promise<void> {
   const confDir = await mkdtemp(join(tmpdir(), "ctrexec-bench-cni-"));
-  const bridge = { configDir: confDir, networkName: `ctrexec-bench-${process.pid % 100000}`, bridge: `ctrb${process.pid % 100000}`, subnet: "10.198.0.0/24", ipMasq: false };
+  const bridge = {
+    configDir: confDir,
+    networkName: `ctrexec-bench-${process.pid % 100000}`,
+    bridge: `ctrb${process.pid % 100000}`,
+    subnet: "10.198.0.0/24",
+    ipMasq: false,
+  };
   const out: Record<string, unknown> = {};
   for (const [name, opts, mode] of [
     ["none", {}, "none"],
@@ -495,7 +576,10 @@ async function imageRoot(): Promise<void> {
     for (let i = 0; i < PER_ROUND; i++) dir.push(await timed(ex, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) {
       const t = performance.now();
-      await ex.run({ root: { source: imageMountable(ex.client, image) }, process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() } });
+      await ex.run({
+        root: { source: imageMountable(ex.client, image) },
+        process: { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() },
+      });
       img.push(performance.now() - t);
     }
     for (let i = 0; i < PER_ROUND; i++) {
@@ -533,7 +617,7 @@ async function main(): Promise<void> {
     // A fresh process for the RSS scenario: node dist/bench/main.js --rss-child NAMESPACE STATE_DIR
     stateDir = args[2]!;
     rootfs = await ensureDefaultRootfs(stateDir);
-    process.stdout.write(JSON.stringify(await rssPeak32()) + "\n");
+    process.stdout.write(`${JSON.stringify(await rssPeak32())}\n`);
     return;
   }
   stateDir = await mkdtemp(join(tmpdir(), "ctrexec-bench-"));
@@ -558,18 +642,34 @@ async function main(): Promise<void> {
       const snaps = await ex.client.snapshots.list("overlayfs").catch(() => []);
       if (snaps.length === 0) break;
       const parents = new Set(snaps.map((x) => x.parent));
-      for (const x of snaps.filter((x) => !parents.has(x.name))) await ex.client.snapshots.remove({ snapshotter: "overlayfs", key: x.name }).catch(() => {});
+      for (const x of snaps.filter((x) => !parents.has(x.name)))
+        await ex.client.snapshots.remove({ snapshotter: "overlayfs", key: x.name }).catch(() => {});
     }
-    if (await ex.client.namespaces.delete(NS).then(() => true, () => false)) await removeRuntimeNamespaceDirs(NS);
+    if (
+      await ex.client.namespaces.delete(NS).then(
+        () => true,
+        () => false,
+      )
+    )
+      await removeRuntimeNamespaceDirs(NS);
     await ex.close();
     if (haveGo) await exec(GO_ANCHOR, ["clean", "-namespace", NS]).catch(() => {});
     await rm(stateDir, { recursive: true, force: true });
   }
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => (r[i] ?? "").length)));
-  process.stdout.write(table.map((r) => r.map((c, i) => c.padEnd(widths[i]! + 2)).join("").trimEnd()).join("\n") + "\n");
+  process.stdout.write(
+    `${table
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]! + 2))
+          .join("")
+          .trimEnd(),
+      )
+      .join("\n")}\n`,
+  );
   const json = JSON.stringify({ date: new Date().toISOString(), quick, goAnchor: haveGo, results, rss_mb_after_scenario: rssAfter }, null, 2);
-  if (jsonOut) await writeFile(jsonOut, json + "\n");
-  else process.stdout.write(json + "\n");
+  if (jsonOut) await writeFile(jsonOut, `${json}\n`);
+  else process.stdout.write(`${json}\n`);
 }
 
 await main();

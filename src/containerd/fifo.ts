@@ -17,10 +17,7 @@ export function fifoImplementation(): "native" | "spawn" {
 const execFileAsync = promisify(execFile);
 
 /** Creates a FIFO at each path (mode 0600 unless given). Fails if any path exists. */
-export async function makeFifos(
-  paths: readonly string[],
-  options: { mode?: number; implementation?: "native" | "spawn" } = {},
-): Promise<void> {
+export async function makeFifos(paths: readonly string[], options: { mode?: number; implementation?: "native" | "spawn" } = {}): Promise<void> {
   const mode = options.mode ?? 0o600;
   const impl = options.implementation ?? fifoImplementation();
   const addon = impl === "native" ? nativeAddon() : null;
@@ -40,5 +37,5 @@ export async function makeFifos(
  */
 export function growPipe(fd: number, bytes: number): number {
   const got = nativeAddon()?.setPipeSize?.(fd, bytes) ?? -1;
-  return got > 0 ? got : 0;
+  return Math.max(got, 0);
 }

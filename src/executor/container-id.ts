@@ -13,7 +13,7 @@ export function validateContainerId(id: string): void {
   if (id === "") throw new InvalidArgumentError("container id must not be empty", { field: "id" });
   if (id.length > MAX_ID_LENGTH || !ID_RE.test(id)) {
     throw new InvalidArgumentError(
-      `invalid container id ${JSON.stringify(id.length > 100 ? id.slice(0, 100) + "…" : id)}: use at most ` +
+      `invalid container id ${JSON.stringify(id.length > 100 ? `${id.slice(0, 100)}…` : id)}: use at most ` +
         `${MAX_ID_LENGTH} letters and digits, optionally joined by single '.', '_' or '-'`,
       { field: "id" },
     );

@@ -1,5 +1,5 @@
 import type { ContainerdClient } from "../containerd/client.js";
-import { CLEANUP_RPC_MS } from "../containerd/run-task.js";
+import { CLEANUP_RPC_MS } from "../containerd/task-cleanup.js";
 import { ContainerExitedError, CtrexecError, NotFoundError } from "../errors.js";
 
 /**

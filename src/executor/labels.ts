@@ -11,7 +11,7 @@ export const LABEL = {
   state: "ctrexec.state-dir",
   fifo: "ctrexec.fifo-root",
   runDir: "ctrexec.run-dir",
-  /** The run started its shim and, once exited, keeps it for the next runs (shim-reuse.ts). */
+  /** The run started its shim and, once exited, keeps it for the next runs (shims/reuse.ts). */
   shimFounder: "ctrexec.shim-founder",
 } as const;
 
@@ -25,7 +25,7 @@ export function runLabels(options: {
   runDir: string;
 }): Record<string, string> {
   let command = JSON.stringify(options.args);
-  if (command.length > MAX_LABEL) command = command.slice(0, MAX_LABEL - 1) + "…";
+  if (command.length > MAX_LABEL) command = `${command.slice(0, MAX_LABEL - 1)}…`;
   return {
     [LABEL.owner]: ownerId(),
     [LABEL.started]: new Date().toISOString(),

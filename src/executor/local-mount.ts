@@ -20,7 +20,7 @@ export function compactLowerdirs(options: readonly string[]): { options: string[
   const dirs = options[i]!.slice("lowerdir=".length).split(":");
   if (dirs.length < 2 || !dirs.every((d) => d.startsWith("/"))) return { options: [...options] };
   let common = dirname(dirs[0]!);
-  while (common !== "/" && !dirs.every((d) => d.startsWith(common + "/"))) common = dirname(common);
+  while (common !== "/" && !dirs.every((d) => d.startsWith(`${common}/`))) common = dirname(common);
   if (common === "/") return { options: [...options] };
   const out = [...options];
   out[i] = `lowerdir=${dirs.map((d) => d.slice(common.length + 1)).join(":")}`;

@@ -4,10 +4,10 @@ import { rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
-import { isExecutable } from "../containerd/shim-launcher.js";
 import { removeTree } from "../fs/remove-tree.js";
 import type { Logger } from "../util/logger.js";
 import { fileIdentity, processStartTime } from "../util/owner.js";
+import { isExecutable } from "./shims/launcher.js";
 
 const run = promisify(execFile);
 
@@ -94,7 +94,9 @@ function parentPid(pid: number): number | undefined {
 /** Whether a process runs as this process's user (real and effective uid): shims run as containerd's. */
 function sameUser(pid: number): boolean {
   try {
-    const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("Uid:"));
+    const line = readFileSync(`/proc/${pid}/status`, "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("Uid:"));
     const [real, effective] = line?.slice(4).trim().split(/\s+/) ?? [];
     const uid = String(process.getuid?.() ?? -1);
     return real === uid && effective === uid;
@@ -185,7 +187,9 @@ export function parseShimCommand(cmdline: string): { namespace: string; id: stri
     if ((a === "-namespace" || a === "-id" || a === "-address") && i + 1 < argv.length && !flags.has(a)) flags.set(a, argv[++i]!);
     else return undefined;
   }
-  const namespace = flags.get("-namespace"), id = flags.get("-id"), address = flags.get("-address");
+  const namespace = flags.get("-namespace"),
+    id = flags.get("-id"),
+    address = flags.get("-address");
   if (!namespace || !id || !address) return undefined;
   return { namespace, id, address };
 }
@@ -251,9 +255,15 @@ function isGone(shim: ShimProcess): boolean {
 /** Whether something accepts connections on a unix socket (then the file is not a dead shim's to remove). */
 function listening(socket: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const c = connect(socket, () => (c.destroy(), resolve(true)));
+    const c = connect(socket, () => {
+      c.destroy();
+      resolve(true);
+    });
     c.on("error", () => resolve(false));
-    c.setTimeout(1000, () => (c.destroy(), resolve(true)));
+    c.setTimeout(1000, () => {
+      c.destroy();
+      resolve(true);
+    });
   });
 }
 

@@ -3,7 +3,7 @@ import { existsSync, renameSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import type { ContainerdClient } from "../containerd/client.js";
-import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../containerd/run-task.js";
+import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../containerd/task-cleanup.js";
 import { jsonAny, SPEC_TYPE_URL } from "../containerd/types.js";
 import { AlreadyExistsError, NotFoundError, type PruneFailure, PruneIncompleteError, UnknownError } from "../errors.js";
 import { removeTree } from "../fs/remove-tree.js";
@@ -22,7 +22,6 @@ export interface PruneOptions {
   logger?: Logger;
   runtime?: string;
 }
-
 
 /**
  * Removes what runs of dead ctrexec processes left in this namespace: their tasks (resumed, killed, deleted),
@@ -117,7 +116,9 @@ export async function prune(options: PruneOptions): Promise<string[]> {
   if (containers !== undefined) {
     const candidates = new Set([...deadOwners, ...deadRunIds]);
     const runtime = options.runtime ?? "io.containerd.runc.v2";
-    const looked = await attempt("orphaned shims", () => pruneOrphanShims(client, runtime, candidates, logger, removed, failures, taskNotGone).then(() => true));
+    const looked = await attempt("orphaned shims", () =>
+      pruneOrphanShims(client, runtime, candidates, logger, removed, failures, taskNotGone).then(() => true),
+    );
     // Not known whether one of them still has a shim (and a container): their run dirs stay.
     if (!looked) for (const id of candidates) taskNotGone.add(id);
   }
@@ -156,7 +157,8 @@ export async function prune(options: PruneOptions): Promise<string[]> {
   for (const lease of (await attempt("leases (listing them)", () => client.leases.list())) ?? []) {
     const owner = lease.labels[LABEL.owner];
     if (!owner || ownerAlive(owner) !== false) continue;
-    if ((await attempt(`lease ${lease.id}`, () => client.leases.delete(lease.id, { sync: true }).then(() => true))) === true) removed.push(`lease ${lease.id}`);
+    if ((await attempt(`lease ${lease.id}`, () => client.leases.delete(lease.id, { sync: true }).then(() => true))) === true)
+      removed.push(`lease ${lease.id}`);
   }
 
   // A FIFO dir belongs to a live run while its container exists, or (the FIFOs are made while containerd
@@ -248,7 +250,7 @@ export function runDirOf(runs: string, label: string | undefined): string | unde
  * Stops the shims of this namespace that host no task containerd knows of and were started for `candidates`:
  * ids prune knows to be a dead owner's (a record it found with a dead owner, a run dir naming a dead owner;
  * the run dir is made before the container, and a shim is started only for a container, so a shim of ours has
- * one until prune removes it; shim-pool anchors have none, and an orphaned anchor's shim stays). Never an id
+ * one until prune removes it; warm shims' anchors have none, and an orphaned anchor's shim stays). Never an id
  * read from a process: see orphan-shims.ts. A shim another task of the namespace lives in (shim groups) is
  * left alone, as is any shim of a live or unknown owner. An id whose shim could not be stopped goes into
  * `notGone`: a container it started may still run.

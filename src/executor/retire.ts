@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ContainerdClient } from "../containerd/client.js";
-import { deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/run-task.js";
+import { deleteContainerRecord, deleteExecProcess, deleteTask } from "../containerd/task-cleanup.js";
 import { CanceledError, NotFoundError } from "../errors.js";
-import { LABEL } from "./labels.js";
 import { type Logger, silentLogger } from "../util/logger.js";
+import { LABEL } from "./labels.js";
 
 const RETRY_EVERY_MS = 2000;
 
@@ -11,8 +11,7 @@ const RETRY_EVERY_MS = 2000;
  * Deletes the containerd side of finished runs (task, then container record) off the caller's path, and
  * keeps retrying the ones containerd would not let go of. A run hands its container over only once its
  * process has exited and everything the caller can see (streams, mounts, stubs) is released: what is left is
- * bookkeeping in containerd and runc (task state, cgroup, shim), which takes ~20 ms per run and needs no
- * caller. `drain()` waits for all of it.
+ * bookkeeping in containerd and runc (task state, cgroup, shim), which no caller needs to wait for. `drain()` waits for all of it.
  */
 export class Retirements {
   readonly #client: ContainerdClient;
@@ -71,7 +70,10 @@ export class Retirements {
    * `taskDone` runs once the task deletion was tried, with whether it worked.
    */
   retire(id: string, taskDone?: (gone: boolean) => void, gate?: Promise<void>): void {
-    if (this.#pending.has(id)) return taskDone?.(false);
+    if (this.#pending.has(id)) {
+      taskDone?.(false);
+      return;
+    }
     this.#add(
       id,
       (async () => {

@@ -19,7 +19,7 @@ import { MountStubsCleaner } from "./mount-stubs.js";
  * Runs without stubs of their own enter only when the root has a registry (someone's stubs may be their mount
  * points): they check after looking for their own stubs, and a run writes its registry entry before anything
  * of it runs, so a stub that exists by then was made for a run that is registered. Entries of dead owners do
- * not count. Left open: a process stalled for longer than another run's creation (~40 ms) between its last
+ * not count. Left open: a process stalled for longer than another run's whole creation between its last
  * check and removing a stub.
  *
  * The file operations are synchronous, as everywhere on a run's path (run-dirs.ts): small local files.

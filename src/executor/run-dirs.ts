@@ -55,8 +55,8 @@ export interface RunDirHooks {
  * first.
  *
  * The common path is synchronous, as are the other small file operations on a run's way to its container
- * (user lookup, resolv.conf, cwd): each takes microseconds, while a thread-pool round trip takes 0.3–0.6 ms
- * on a busy machine (the worker's wake-up), and a run makes a dozen of them (docs/performance.md).
+ * (user lookup, resolv.conf, cwd): each is far cheaper than a thread-pool round trip (the worker's wake-up),
+ * and a run makes a dozen of them (docs/performance.md has the figures).
  */
 export async function createRunDir(stateDir: string, namespace: string, id: string, hooks?: RunDirHooks): Promise<string> {
   const runs = runsDir(stateDir, namespace);

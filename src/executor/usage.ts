@@ -4,7 +4,7 @@ import type { ResourceUsage } from "./types.js";
 
 /*
  * cgroupfs files are made by the kernel when read and never wait on a disk, so they are read synchronously:
- * four reads on the run's path after the exit cost ~1 ms as sixteen thread-pool round trips, ~40 µs like this.
+ * four reads on the run's path after the exit would otherwise be sixteen thread-pool round trips.
  */
 
 /** cgroup v2 (one unified tree) or v1 (a tree per controller), as seen from this process. */

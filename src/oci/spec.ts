@@ -1,10 +1,11 @@
 import { posix } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import { DEFAULT_PATH, defaultSpec } from "./defaults.js";
-import { DEFAULT_HOSTNAME, validateHostname } from "./hosts.js";
 import type { HostFeatures } from "./host-features.js";
+import { DEFAULT_HOSTNAME } from "./hosts.js";
 import { defaultSeccompProfile } from "./seccomp.js";
 import type { Device, Mount, Resources, Rlimit, Spec } from "./types.js";
+import { validateArgs, validateCgroupParent, validateConsoleSize, validateContainerHostname, validateMounts } from "./validate.js";
 
 export type SecurityMode = "sandbox" | "insecure";
 
@@ -71,8 +72,22 @@ export interface SpecInput {
 export type SpecOpt = (spec: Spec) => void;
 
 export const ULIMIT_NAMES: readonly string[] = [
-  "as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio",
-  "rttime", "sigpending", "stack",
+  "as",
+  "core",
+  "cpu",
+  "data",
+  "fsize",
+  "locks",
+  "memlock",
+  "msgqueue",
+  "nice",
+  "nofile",
+  "nproc",
+  "rss",
+  "rtprio",
+  "rttime",
+  "sigpending",
+  "stack",
 ];
 
 /** RLIMIT_INFINITY as the uint64 runc expects; serializeSpec writes it exactly. */
@@ -96,8 +111,7 @@ export const withRootfsReadonly: SpecOpt = (s) => {
 export const withCgroupParent =
   (parent: string, id: string): SpecOpt =>
   (s) => {
-    linux(s).cgroupsPath =
-      parent.includes(".slice") && parent.endsWith(":") ? parent + id : posix.join("/", parent, "ctrexec", id);
+    linux(s).cgroupsPath = parent.includes(".slice") && parent.endsWith(":") ? parent + id : posix.join("/", parent, "ctrexec", id);
   };
 
 export const withoutMount =
@@ -134,10 +148,9 @@ export const withSandbox =
     }
     if (apparmorProfile) {
       if (!host.apparmor) {
-        throw new InvalidArgumentError(
-          `AppArmor is not supported on this host, but the profile '${apparmorProfile}' was specified`,
-          { field: "apparmorProfile" },
-        );
+        throw new InvalidArgumentError(`AppArmor is not supported on this host, but the profile '${apparmorProfile}' was specified`, {
+          field: "apparmorProfile",
+        });
       }
       proc(s).apparmorProfile = apparmorProfile;
     }
@@ -218,9 +231,7 @@ export const withUlimits =
     }
     validateUlimits(ulimits);
     const value = (n: number) => (n === -1 ? RLIM_INFINITY : n);
-    proc(s).rlimits = ulimits.map(
-      (u): Rlimit => ({ type: `RLIMIT_${u.name.toUpperCase()}`, soft: value(u.soft), hard: value(u.hard) }),
-    );
+    proc(s).rlimits = ulimits.map((u): Rlimit => ({ type: `RLIMIT_${u.name.toUpperCase()}`, soft: value(u.soft), hard: value(u.hard) }));
   };
 
 function checkPositive(field: string, v: number | undefined, allowMinusOne = false): void {
@@ -242,24 +253,34 @@ export const withResources =
     checkPositive("cpuQuota", r.cpuQuota);
     checkPositive("cpuPeriod", r.cpuPeriod);
     checkPositive("pidsLimit", r.pidsLimit);
-    for (const [field, v] of [["cpusetCpus", r.cpusetCpus], ["cpusetMems", r.cpusetMems]] as const) {
+    for (const [field, v] of [
+      ["cpusetCpus", r.cpusetCpus],
+      ["cpusetMems", r.cpusetMems],
+    ] as const) {
       if (v !== undefined && v !== "" && !CPUSET_RE.test(v)) {
         throw new InvalidArgumentError(`resources.${field}: ${JSON.stringify(v)} is not a CPU/node list like 0-2,4`, {
           field: `resources.${field}`,
         });
       }
     }
-    const res: Resources = (linux(s).resources ??= {});
-    if (r.memory) (res.memory ??= {}).limit = r.memory;
-    if (r.memorySwap) (res.memory ??= {}).swap = r.memorySwap;
-    if (r.cpuShares) (res.cpu ??= {}).shares = r.cpuShares;
-    if (r.cpuQuota || r.cpuPeriod) {
-      const cpu = (res.cpu ??= {});
-      if (r.cpuQuota) cpu.quota = r.cpuQuota;
-      if (r.cpuPeriod) cpu.period = r.cpuPeriod;
-    }
-    if (r.cpusetCpus) (res.cpu ??= {}).cpus = r.cpusetCpus;
-    if (r.cpusetMems) (res.cpu ??= {}).mems = r.cpusetMems;
+    const l = linux(s);
+    l.resources ??= {};
+    const res: Resources = l.resources;
+    const memory = () => {
+      res.memory ??= {};
+      return res.memory;
+    };
+    const cpu = () => {
+      res.cpu ??= {};
+      return res.cpu;
+    };
+    if (r.memory) memory().limit = r.memory;
+    if (r.memorySwap) memory().swap = r.memorySwap;
+    if (r.cpuShares) cpu().shares = r.cpuShares;
+    if (r.cpuQuota) cpu().quota = r.cpuQuota;
+    if (r.cpuPeriod) cpu().period = r.cpuPeriod;
+    if (r.cpusetCpus) cpu().cpus = r.cpusetCpus;
+    if (r.cpusetMems) cpu().mems = r.cpusetMems;
     if (r.pidsLimit) res.pids = { limit: r.pidsLimit };
   };
 
@@ -294,11 +315,7 @@ export const withTraceSocket =
   (hostPath: string): SpecOpt =>
   (s) => {
     proc(s).env = mergeEnv(
-      [
-        "OTEL_TRACES_EXPORTER=otlp",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=unix:///dev/otel-grpc.sock",
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc",
-      ],
+      ["OTEL_TRACES_EXPORTER=otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=unix:///dev/otel-grpc.sock", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc"],
       proc(s).env ?? [],
     );
     s.mounts = [...(s.mounts ?? []), { destination: "/dev/otel-grpc.sock", type: "bind", source: hostPath, options: ["ro", "rbind"] }];
@@ -317,7 +334,7 @@ export const withNetwork =
 /** Is `p` the directory `dir` or inside it, by path components (not a string prefix: /sysroot is not /sys). */
 export function isUnder(p: string, dir: string): boolean {
   const a = posix.normalize(p);
-  return a === dir || a.startsWith(dir + "/");
+  return a === dir || a.startsWith(`${dir}/`);
 }
 
 /** BuildKit's rootless conversion, matching /sys by path component (§9.1, §12.19). */
@@ -327,84 +344,6 @@ export const withRootless: SpecOpt = (s) => {
   delete l.resources;
   l.cgroupsPath = "";
 };
-
-/** The kernel's limit on a UTS hostname (HOST_NAME_MAX): runc's sethostname fails beyond it, after the container exists. */
-export const HOSTNAME_MAX_BYTES = 64;
-
-/** A container's hostname: what /etc/hosts may carry (hosts.ts), and at most 64 bytes. */
-export function validateContainerHostname(hostname: string): void {
-  validateHostname(hostname);
-  const bytes = Buffer.byteLength(hostname);
-  if (bytes > HOSTNAME_MAX_BYTES) {
-    throw new InvalidArgumentError(
-      `hostname ${JSON.stringify(hostname.slice(0, 20))}… is ${bytes} bytes: the kernel takes at most ${HOSTNAME_MAX_BYTES}; choose a shorter one`,
-      { field: "hostname" },
-    );
-  }
-}
-
-/** A terminal size: whole rows and columns from 1 to 65535 (the kernel's winsize holds unsigned shorts). */
-export function validateConsoleSize(size: { rows: number; cols: number } | undefined, field = "consoleSize"): void {
-  if (size === undefined) return;
-  for (const k of ["rows", "cols"] as const) {
-    const v = size[k];
-    if (!Number.isInteger(v) || v < 1 || v > 0xffff) {
-      throw new InvalidArgumentError(`${field}.${k} must be a whole number from 1 to 65535, not ${JSON.stringify(v)}`, { field });
-    }
-  }
-}
-
-/**
- * A parent cgroup: absolute or relative (runc takes it under its own cgroup root either way), or systemd's
- * `slice:prefix:` form, but never climbing out with `..` (today's join would clamp it, silently), and no NUL.
- */
-export function validateCgroupParent(parent: string | undefined, field = "cgroupParent"): void {
-  if (parent === undefined || parent === "") return;
-  if (parent.includes("\0")) throw new InvalidArgumentError(`${field} must not contain NUL bytes`, { field });
-  if (parent.split(/[/:]/).includes("..")) {
-    throw new InvalidArgumentError(`${field} ${JSON.stringify(parent)} must not contain ".." components: name the cgroup itself`, { field });
-  }
-}
-
-/**
- * A mount's fields reach runc or mount(2) as C strings, where a NUL would cut them short: refused. `dest` names
- * the mount (containerd-style mounts from a Mountable have no destination of their own).
- */
-export function validateMountStrings(dest: string, mounts: readonly { type?: string; source?: string; options?: readonly string[] }[]): void {
-  for (const m of mounts) {
-    for (const v of [m.type ?? "", m.source ?? "", ...(m.options ?? [])]) {
-      if (v.includes("\0")) {
-        throw new InvalidArgumentError(`mount ${JSON.stringify(dest)}: its type, source and options must not contain NUL bytes`, { field: "mounts" });
-      }
-    }
-  }
-}
-
-function validateMounts(mounts: readonly Mount[]): void {
-  for (const m of mounts) {
-    if (m.destination.includes("\0")) {
-      throw new InvalidArgumentError(`mount destination ${JSON.stringify(m.destination)} must not contain NUL bytes`, { field: "mounts" });
-    }
-    validateMountStrings(m.destination, [m]);
-    if (!m.destination.startsWith("/")) {
-      throw new InvalidArgumentError(`mount destination ${JSON.stringify(m.destination)} must be an absolute path`, {
-        field: "mounts",
-      });
-    }
-    if (m.destination.split("/").includes("..")) {
-      throw new InvalidArgumentError(`mount destination ${JSON.stringify(m.destination)} must not contain ".."`, {
-        field: "mounts",
-      });
-    }
-  }
-}
-
-function validateArgs(args: readonly string[], env: readonly string[]): void {
-  if (args.length === 0) throw new InvalidArgumentError("no command given: args is empty", { field: "args" });
-  for (const a of [...args, ...env]) {
-    if (a.includes("\0")) throw new InvalidArgumentError("args and env must not contain NUL bytes", { field: "args" });
-  }
-}
 
 /**
  * The OCI spec of a run, as BuildKit's GenerateSpec builds it (reference §5), from containerd's defaults and a
@@ -467,3 +406,11 @@ export function generateSpec(input: SpecInput, host: HostFeatures): Spec {
   for (const o of opts) o(spec);
   return spec;
 }
+
+export {
+  HOSTNAME_MAX_BYTES,
+  validateCgroupParent,
+  validateConsoleSize,
+  validateContainerHostname,
+  validateMountStrings,
+} from "./validate.js";

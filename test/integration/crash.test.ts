@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { constants as fsc, existsSync, readdirSync, readFileSync } from "node:fs";
-import { chmod, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync, constants as fsc, readdirSync, readFileSync } from "node:fs";
+import { chmod, type FileHandle, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { after, afterEach, before, describe, it } from "node:test";
 import { DEFAULT_IPAM_DIR, DEFAULT_NETWORK_NAME } from "../../src/network/bridge.js";
 import { createTestEnv, type TestEnv } from "../helpers/env.js";
 
@@ -57,7 +57,7 @@ describe("crash of a bridge-network run, then prune (CLI)", () => {
 
   /** Lets a paused wrapper go on, if it is still there (containerd kills what it ran for a caller that died). */
   async function letGo(dir: string): Promise<void> {
-    let fh;
+    let fh: FileHandle;
     try {
       fh = await open(join(dir, "go"), fsc.O_WRONLY | fsc.O_NONBLOCK);
     } catch (err) {
@@ -110,7 +110,10 @@ describe("crash of a bridge-network run, then prune (CLI)", () => {
     const ids = [...new Set(names.map((f) => f.replace(/\.json(\..*\.tmp)?$/, "")))];
     const veths: string[] = [];
     for (const id of ids) {
-      const out = await run("nsenter", [`--net=${join(dir, id)}`, "ip", "-j", "link", "show", "eth0"]).then((r) => r.stdout, () => "[]");
+      const out = await run("nsenter", [`--net=${join(dir, id)}`, "ip", "-j", "link", "show", "eth0"]).then(
+        (r) => r.stdout,
+        () => "[]",
+      );
       for (const l of JSON.parse(out) as { link_index?: number }[]) {
         if (l.link_index === undefined) continue;
         const name = readdirSync("/sys/class/net").find((i) => readFileSync(`/sys/class/net/${i}/ifindex`, "utf8").trim() === String(l.link_index));
@@ -142,7 +145,11 @@ describe("crash of a bridge-network run, then prune (CLI)", () => {
     const why = `prune said:\n${pruned.stdout}`;
     assert.deepEqual(await readdir(join(e.stateDir, "net", e.namespace)).catch(() => []), [], `network namespace files or records left; ${why}`);
     assert.deepEqual(reservationsOf(made.ids), [], `IPAM reservations left; ${why}`);
-    assert.deepEqual(made.veths.filter((v) => readdirSync("/sys/class/net").includes(v)), [], `veths left; ${why}`);
+    assert.deepEqual(
+      made.veths.filter((v) => readdirSync("/sys/class/net").includes(v)),
+      [],
+      `veths left; ${why}`,
+    );
     assert.deepEqual(await readdir(join(e.stateDir, "runs", e.namespace)).catch(() => []), [], `run dirs left; ${why}`);
     // Containers, tasks, FIFO dirs, mounts under the state dir (the netns mounts too), shims, bundles, runc state.
     await e.assertNoLeaks();
@@ -150,7 +157,8 @@ describe("crash of a bridge-network run, then prune (CLI)", () => {
 
   /** One crash: the CLI runs until `reachedWhen` resolves, is SIGKILLed, `thenLetGo` runs, then prune. */
   async function crashAt(moment: string, setUp: (dir: string) => Promise<{ env: Record<string, string>; script: string }>): Promise<void> {
-    const e = (env = await createTestEnv(`crash-${++n}`));
+    env = await createTestEnv(`crash-${++n}`);
+    const e = env;
     const dir = await mkdtemp(join(wrappers, `${moment}-`));
     for (const f of ["reached", "go"]) await run("mkfifo", [join(dir, f)]);
     const { env: extraEnv, script } = await setUp(dir);

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { after, afterEach, before, describe, it } from "node:test";
 import type { Attributes, Span, Tracer } from "@opentelemetry/api";
+import { ContainerdClient } from "../../src/containerd/client.js";
 import {
   AlreadyExistsError,
   CanceledError,
@@ -18,14 +19,13 @@ import {
   StartError,
   UnavailableError,
 } from "../../src/errors.js";
-import { ContainerdClient } from "../../src/containerd/client.js";
 import { ContainerdExecutor, type ExecutorOptions } from "../../src/executor/executor.js";
 import { bindMountable, tmpfsMountable } from "../../src/executor/mountables.js";
 import type { ProcessInfo, ProcessMeta, RunRequest, WinSize } from "../../src/executor/types.js";
+import { parseMountinfo } from "../../src/fs/mountinfo.js";
 import { Channel } from "../../src/util/channel.js";
 import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
 import { Collect, HashSink, repeatedDigest } from "../helpers/streams.js";
-import { parseMountinfo } from "../../src/fs/mountinfo.js";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -46,7 +46,14 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
     return env.executor.run({
       root: { source: bindMountable(env.rootfs) },
       ...req,
-      process: { meta, stdin: stdin ?? null, stdout: stdout ?? null, stderr: stderr ?? null, ...(resize ? { resize } : {}), ...(signals ? { signals } : {}) },
+      process: {
+        meta,
+        stdin: stdin ?? null,
+        stdout: stdout ?? null,
+        stderr: stderr ?? null,
+        ...(resize ? { resize } : {}),
+        ...(signals ? { signals } : {}),
+      },
     });
   };
   const sh = (script: string, meta: Partial<ProcessMeta> = {}, extra: Partial<RunRequest> & Partial<ProcessInfo> = {}) =>
@@ -141,7 +148,9 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         console.log(JSON.stringify({ before, after: process.memoryUsage().rss }));
         await ex.close();`;
       const out = await new Promise<string>((resolve, reject) =>
-        execFile(process.execPath, ["--expose-gc", "--input-type=module", "-e", script], (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout))),
+        execFile(process.execPath, ["--expose-gc", "--input-type=module", "-e", script], (err, stdout, stderr) =>
+          err ? reject(new Error(stderr)) : resolve(stdout),
+        ),
       );
       const { before, after } = JSON.parse(out) as { before: number; after: number };
       // Untrimmed, glibc keeps ~30-40 MB of freed chunks; trimmed, a few MB remain.
@@ -165,10 +174,7 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       const stdout = new Collect();
       const stderr = new Collect();
       const resize = new Channel<WinSize>();
-      const done = run(
-        { args: ["sh"], tty: true, consoleSize: { rows: 40, cols: 100 } },
-        { stdin, stdout, stderr, resize, onStarted: () => {} },
-      );
+      const done = run({ args: ["sh"], tty: true, consoleSize: { rows: 40, cols: 100 } }, { stdin, stdout, stderr, resize, onStarted: () => {} });
       stdin.write("stty size\n");
       await delay(300);
       resize.push({ rows: 60, cols: 120 });
@@ -186,10 +192,14 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
   describe("signals and cancellation", () => {
     it("forwards signals to the process (trap in sh)", async () => {
       const signals = new Channel<NodeJS.Signals | number>();
-      const err = await sh('trap "exit 99" HUP; while true; do sleep 0.1; done', {}, {
-        signals,
-        onStarted: () => void delay(300).then(() => signals.push("SIGHUP")),
-      }).catch((e: unknown) => e);
+      const err = await sh(
+        'trap "exit 99" HUP; while true; do sleep 0.1; done',
+        {},
+        {
+          signals,
+          onStarted: () => void delay(300).then(() => signals.push("SIGHUP")),
+        },
+      ).catch((e: unknown) => e);
       signals.close();
       assert.ok(err instanceof ExitError && err.exitCode === 99, String(err));
     });
@@ -198,13 +208,18 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       const ac = new AbortController();
       const reason = new Error("user canceled");
       let canceledAt = 0;
-      const err = await sh("sleep 60", {}, {
-        signal: ac.signal,
-        onStarted: () => void delay(100).then(() => {
-          canceledAt = Date.now();
-          ac.abort(reason);
-        }),
-      }).catch((e: unknown) => e);
+      const err = await sh(
+        "sleep 60",
+        {},
+        {
+          signal: ac.signal,
+          onStarted: () =>
+            void delay(100).then(() => {
+              canceledAt = Date.now();
+              ac.abort(reason);
+            }),
+        },
+      ).catch((e: unknown) => e);
       assert.ok(err instanceof ExitError, String(err));
       assert.equal(err.exitCode, 137);
       assert.equal(err.cause, reason);
@@ -214,11 +229,15 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
     it("cancels a paused run and still removes everything", async () => {
       const ac = new AbortController();
       const id = env.uniqueId("paused");
-      const err = await sh("sleep 60", {}, {
-        id,
-        signal: ac.signal,
-        onStarted: () => void env.client.tasks.pause(id).then(() => ac.abort(new Error("stop"))),
-      }).catch((e: unknown) => e);
+      const err = await sh(
+        "sleep 60",
+        {},
+        {
+          id,
+          signal: ac.signal,
+          onStarted: () => void env.client.tasks.pause(id).then(() => ac.abort(new Error("stop"))),
+        },
+      ).catch((e: unknown) => e);
       // Either the kernel delivers SIGKILL to the frozen process (137), or the kill times out; cleanup must
       // resume, kill and delete the task either way (afterEach checks nothing is left).
       assert.ok(
@@ -229,9 +248,7 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
 
     it("cancels before start without creating anything", async () => {
       let started = 0;
-      const err = await sh("true", {}, { signal: AbortSignal.abort(new Error("early")), onStarted: () => started++ }).catch(
-        (e: unknown) => e,
-      );
+      const err = await sh("true", {}, { signal: AbortSignal.abort(new Error("early")), onStarted: () => started++ }).catch((e: unknown) => e);
       assert.ok(err instanceof CanceledError, String(err));
       assert.equal((err.cause as Error).message, "early");
       assert.equal(started, 0);
@@ -262,6 +279,7 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         assert.equal(await ex({ args: ["id"], user: "1:1" }), "uid=1(daemon) gid=1(daemon) groups=1(daemon)");
         assert.equal(await ex({ args: ["pwd"], cwd: "/tmp" }), "/tmp");
         assert.match(await ex({ args: ["sh", "-c", "echo $FROM_RUN $A"], env: ["A=2"] }), /^1 2$/);
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a template
         assert.equal(await ex({ args: ["sh", "-c", "echo ${FROM_RUN:-unset}"], env: ["FROM_RUN"] }), "unset");
         assert.equal(await ex({ args: ["ps", "-o", "pid,comm"] }).then((o) => /^\s*1 sleep$/m.test(o)), true);
       } finally {
@@ -379,7 +397,15 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         let started!: () => void;
         const running = new Promise<void>((r) => (started = r));
         const id = env.uniqueId("many");
-        const main = ex.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "60"] } }, signal: ac.signal, onStarted: () => started() }).catch((e: unknown) => e);
+        const main = ex
+          .run({
+            id,
+            root: { source: bindMountable(env.rootfs) },
+            process: { meta: { args: ["sleep", "60"] } },
+            signal: ac.signal,
+            onStarted: () => started(),
+          })
+          .catch((e: unknown) => e);
         await running;
         most = 0;
         const outs = await Promise.all(
@@ -389,7 +415,10 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
             return stdout.text;
           }),
         );
-        assert.deepEqual(outs, Array.from({ length: 40 }, (_, i) => `${i}\n`));
+        assert.deepEqual(
+          outs,
+          Array.from({ length: 40 }, (_, i) => `${i}\n`),
+        );
         assert.ok(most > 1 && most <= 8, `${most} exec Starts were in flight at once`);
         ac.abort();
         assert.ok((await main) instanceof ExitError);
@@ -437,7 +466,10 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       const before = await rootfsEntries();
       await assert.rejects(sh("true", {}, { id: "a/b" }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "id");
       await assert.rejects(sh("true", {}, { id: "x".repeat(300) }), InvalidArgumentError);
-      await assert.rejects(sh("true", { network: "nosuchnet" }), (e: unknown) => e instanceof InvalidArgumentError && /unknown network mode nosuchnet/.test(e.message));
+      await assert.rejects(
+        sh("true", { network: "nosuchnet" }),
+        (e: unknown) => e instanceof InvalidArgumentError && /unknown network mode nosuchnet/.test(e.message),
+      );
       await assert.rejects(sh("true", { user: "nosuchuser", cwd: "/created/by/mistake" }), {
         message: "unable to find user nosuchuser: no matching entries in passwd file",
       });
@@ -482,12 +514,16 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
     });
 
     it("mounts binds and tmpfs, and removes the mount stubs after the run", async () => {
-      const out = await output("echo hi > /scratch/f && cat /scratch/f && ls /data >/dev/null && grep ' /scratch ' /proc/mounts", {}, {
-        mounts: [
-          { source: tmpfsMountable({ size: 1 << 20 }), dest: "/scratch" },
-          { source: bindMountable(env.stateDir), dest: "/data/state", readonly: true },
-        ],
-      });
+      const out = await output(
+        "echo hi > /scratch/f && cat /scratch/f && ls /data >/dev/null && grep ' /scratch ' /proc/mounts",
+        {},
+        {
+          mounts: [
+            { source: tmpfsMountable({ size: 1 << 20 }), dest: "/scratch" },
+            { source: bindMountable(env.stateDir), dest: "/data/state", readonly: true },
+          ],
+        },
+      );
       assert.match(out, /^hi\ntmpfs \/scratch tmpfs \S*size=1024k/);
       assert.equal(existsSync(join(env.rootfs, "scratch")), false, "tmpfs mount stub left");
       assert.equal(existsSync(join(env.rootfs, "data")), false, "bind mount stub parents left");
@@ -503,11 +539,20 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         const mounts = [{ source: bindMountable(src), dest: "/shared/in", readonly: true }];
         let started!: () => void;
         const first = new Promise<void>((r) => (started = r));
-        const short = env.executor.run({ root: { source: bindMountable(env.rootfs) }, mounts, process: { meta: { args: ["sleep", "1"] } }, onStarted: () => started() });
+        const short = env.executor.run({
+          root: { source: bindMountable(env.rootfs) },
+          mounts,
+          process: { meta: { args: ["sleep", "1"] } },
+          onStarted: () => started(),
+        });
         await first;
         const out = new Collect();
         // Starts while the first run holds the stub; reads its mount after the first run ended.
-        const long = other.run({ root: { source: bindMountable(env.rootfs) }, mounts, process: { meta: { args: ["sh", "-c", "sleep 2; cat /shared/in/marker"] }, stdout: out } });
+        const long = other.run({
+          root: { source: bindMountable(env.rootfs) },
+          mounts,
+          process: { meta: { args: ["sh", "-c", "sleep 2; cat /shared/in/marker"] }, stdout: out },
+        });
         await short;
         assert.equal(existsSync(join(env.rootfs, "shared/in")), true, "the stub was removed under the other run");
         await long;
@@ -526,7 +571,10 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       await writeFile(join(src, "top"), "not visible\n");
       await symlink("../../../../../../etc", join(src, "escape"));
       try {
-        assert.equal(await output("ls /m; cat /m/f", {}, { mounts: [{ source: bindMountable(src), dest: "/m", selector: "sub/dir" }] }), "f\ninside\n");
+        assert.equal(
+          await output("ls /m; cat /m/f", {}, { mounts: [{ source: bindMountable(src), dest: "/m", selector: "sub/dir" }] }),
+          "f\ninside\n",
+        );
         // A selector whose symlink points out of the source stays inside it (here: <src>/etc, which is missing).
         await assert.rejects(
           sh("true", {}, { mounts: [{ source: bindMountable(src), dest: "/m", selector: "escape" }] }),
@@ -549,7 +597,9 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         lowers.push(d);
       }
       await writeFile(join(lowers[59]!, "deep"), "from the last lower\n");
-      const overlay = { mount: async () => ({ mounts: [{ type: "overlay", source: "overlay", options: [`lowerdir=${lowers.join(":")}`] }], release: async () => {} }) };
+      const overlay = {
+        mount: async () => ({ mounts: [{ type: "overlay", source: "overlay", options: [`lowerdir=${lowers.join(":")}`] }], release: async () => {} }),
+      };
       try {
         assert.ok(`lowerdir=${lowers.join(":")}`.length >= 3584);
         assert.equal(await output("cat /ov/deep", {}, { mounts: [{ source: overlay, dest: "/ov", readonly: true }] }), "from the last lower\n");
@@ -574,9 +624,13 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
 
   describe("roots", () => {
     it("keeps extra mounts writable under a read-only root", async () => {
-      const out = await output("echo ok > /scratch/f && cat /scratch/f", { readonlyRootfs: true }, {
-        mounts: [{ source: tmpfsMountable(), dest: "/scratch" }],
-      });
+      const out = await output(
+        "echo ok > /scratch/f && cat /scratch/f",
+        { readonlyRootfs: true },
+        {
+          mounts: [{ source: tmpfsMountable(), dest: "/scratch" }],
+        },
+      );
       assert.equal(out, "ok\n");
     });
 
@@ -618,9 +672,16 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
           const stdout = new Collect();
           await ex.run({ process: { meta: { args: ["sh", "-c", "echo kept > /tmp/f && cat /tmp/f"] }, stdout } });
           assert.equal(stdout.text, "kept\n");
-          assert.ok(said.some((m) => /using a tmpfs/.test(m)), "the tmpfs fallback was not taken");
+          assert.ok(
+            said.some((m) => /using a tmpfs/.test(m)),
+            "the tmpfs fallback was not taken",
+          );
           await ex.settled();
-          assert.deepEqual(mountsUnder(state).filter((m) => m !== state), [], "mounts left under the state dir");
+          assert.deepEqual(
+            mountsUnder(state).filter((m) => m !== state),
+            [],
+            "mounts left under the state dir",
+          );
           assert.equal(existsSync(join(state, "rootfs/busybox-v2/tmp/f")), false);
         } finally {
           await ex.close();
@@ -662,7 +723,10 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       assert.equal(existsSync(join(env.rootfs, "data")), false, "the mount stub is removed before run() settles");
       assert.equal(await readFile(join(mount, "f"), "utf8"), "hi\n");
       await env.executor.settled();
-      assert.deepEqual((await env.client.containers.list()).map((c) => c.id), []);
+      assert.deepEqual(
+        (await env.client.containers.list()).map((c) => c.id),
+        [],
+      );
       await rm(mount, { recursive: true });
     });
 
@@ -689,7 +753,10 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
           const owner = await readFile(join(runDir, "owner"), "utf8");
           const fifos = join(env.fifoRoot, env.namespace);
           const fifoDirs = await readdir(fifos);
-          await assert.rejects(other.run({ id: bg.id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } }), AlreadyExistsError);
+          await assert.rejects(
+            other.run({ id: bg.id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } }),
+            AlreadyExistsError,
+          );
           // The refused run made nothing and left the live run's state alone (it used to remove its run dir).
           assert.equal(await readFile(join(runDir, "owner"), "utf8"), owner);
           assert.deepEqual(await readdir(fifos), fifoDirs);
@@ -705,7 +772,13 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
 
     it("with awaitCleanup, settles only after the task and the container are deleted", async () => {
       const events: string[] = [];
-      const span = { addEvent: (name: string) => (events.push(name), span), end: () => {} } as unknown as Span;
+      const span = {
+        addEvent: (name: string) => {
+          events.push(name);
+          return span;
+        },
+        end: () => {},
+      } as unknown as Span;
       const { ContainerdExecutor } = await import("../../src/executor/executor.js");
       await using ex = await ContainerdExecutor.create({
         namespace: env.namespace,
@@ -715,7 +788,10 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         tracer: { startSpan: () => span } as unknown as Tracer,
       });
       await ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } });
-      assert.deepEqual((await env.client.containers.list()).map((c) => c.id), []);
+      assert.deepEqual(
+        (await env.client.containers.list()).map((c) => c.id),
+        [],
+      );
       assert.deepEqual(events.slice(-2), ["Task deleted", "Container deleted"]);
     });
 
@@ -735,11 +811,20 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
         assert.equal(r.exitCode, 0);
         await ex.settled();
         // The record stays while the task does, so that prune could still find both.
-        assert.deepEqual((await client.containers.list()).map((c) => c.id), [id]);
+        assert.deepEqual(
+          (await client.containers.list()).map((c) => c.id),
+          [id],
+        );
         await assert.rejects(ex.exec(id, { meta: { args: ["true"] } }), NotFoundError);
         for (let i = 0; i < 50 && (await client.containers.list()).length > 0; i++) await delay(100);
-        assert.deepEqual((await client.containers.list()).map((c) => c.id), []);
-        assert.deepEqual((await client.tasks.list()).map((t) => t.id), []);
+        assert.deepEqual(
+          (await client.containers.list()).map((c) => c.id),
+          [],
+        );
+        assert.deepEqual(
+          (await client.tasks.list()).map((t) => t.id),
+          [],
+        );
       } finally {
         await ex.close();
         await client.close();
@@ -769,10 +854,21 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       const run = () => ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } });
       try {
         await assert.rejects(run(), DeadlineExceededError);
-        assert.deepEqual((await client.containers.list()).map((c) => c.id), [], "the record made despite the deadline is left");
+        assert.deepEqual(
+          (await client.containers.list()).map((c) => c.id),
+          [],
+          "the record made despite the deadline is left",
+        );
         await assert.rejects(run(), UnavailableError);
-        assert.deepEqual((await client.tasks.list()).map((t) => t.id), [], "the task made despite the error is left");
-        assert.deepEqual((await client.containers.list()).map((c) => c.id), []);
+        assert.deepEqual(
+          (await client.tasks.list()).map((t) => t.id),
+          [],
+          "the task made despite the error is left",
+        );
+        assert.deepEqual(
+          (await client.containers.list()).map((c) => c.id),
+          [],
+        );
         assert.equal((await run()).exitCode, 0);
         faults = { record: 0, task: 0 };
       } finally {
@@ -785,17 +881,28 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
     it("close() waits for the background deletions", async () => {
       const { ContainerdExecutor } = await import("../../src/executor/executor.js");
       const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot });
-      await Promise.all(Array.from({ length: 4 }, () => ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } })));
+      await Promise.all(
+        Array.from({ length: 4 }, () => ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } })),
+      );
       await ex.close();
-      assert.deepEqual((await env.client.containers.list()).map((c) => c.id), []);
-      assert.deepEqual((await env.client.tasks.list()).map((t) => t.id), []);
+      assert.deepEqual(
+        (await env.client.containers.list()).map((c) => c.id),
+        [],
+      );
+      assert.deepEqual(
+        (await env.client.tasks.list()).map((t) => t.id),
+        [],
+      );
     });
   });
 
   describe("mounts on the host", () => {
     it("fails a root whose mount cannot be made with the kernel's reason, leaving no mount or dir", async () => {
       const missing = {
-        mount: async () => ({ mounts: [{ type: "bind", source: join(env.stateDir, "no-such-dir"), options: ["rbind", "ro"] }], release: async () => {} }),
+        mount: async () => ({
+          mounts: [{ type: "bind", source: join(env.stateDir, "no-such-dir"), options: ["rbind", "ro"] }],
+          release: async () => {},
+        }),
       };
       const err = await sh("true", {}, { root: { source: missing } }).catch((e: unknown) => e);
       assert.ok(err instanceof Error && /failed to mount .*: ENOENT/.test(err.message), String(err));
@@ -809,9 +916,11 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
 
   describe("resources", () => {
     it("reports an OOM kill", async () => {
-      const err = await sh("dd if=/dev/zero of=/dev/null bs=64M count=1", { resources: { memory: 16 * 1024 * 1024 } }, { stderr: new Collect() }).catch(
-        (e: unknown) => e,
-      );
+      const err = await sh(
+        "dd if=/dev/zero of=/dev/null bs=64M count=1",
+        { resources: { memory: 16 * 1024 * 1024 } },
+        { stderr: new Collect() },
+      ).catch((e: unknown) => e);
       assert.ok(err instanceof ExitError, String(err));
       assert.equal(err.exitCode, 137);
       assert.equal(err.oomKilled, true);
@@ -827,14 +936,21 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
   describe("concurrency and tracing", () => {
     it("runs 20 at once with distinct outputs", async () => {
       const outs = await Promise.all(Array.from({ length: 20 }, (_, i) => output(`echo run-${i}`)));
-      assert.deepEqual(outs, Array.from({ length: 20 }, (_, i) => `run-${i}\n`));
+      assert.deepEqual(
+        outs,
+        Array.from({ length: 20 }, (_, i) => `run-${i}\n`),
+      );
     });
 
     it("emits span events in order", async () => {
       const events: string[] = [];
       const attrs: Attributes[] = [];
       const span = {
-        addEvent: (name: string, a?: Attributes) => (events.push(name), attrs.push(a ?? {}), span),
+        addEvent: (name: string, a?: Attributes) => {
+          events.push(name);
+          attrs.push(a ?? {});
+          return span;
+        },
         end: () => {},
       } as unknown as Span;
       const tracer = { startSpan: () => span } as unknown as Tracer;
@@ -842,15 +958,27 @@ describe("ContainerdExecutor behaviour (real containerd)", () => {
       await using ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, tracer });
       await ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } });
       const bk = new Set(["Container created", "Container started", "Container exited", "Container start failed"]);
-      assert.deepEqual(events.filter((e) => bk.has(e)), ["Container created", "Container started", "Container exited"]);
+      assert.deepEqual(
+        events.filter((e) => bk.has(e)),
+        ["Container created", "Container started", "Container exited"],
+      );
       assert.deepEqual(attrs[events.indexOf("Container exited")], { "exit.code": 0 });
       assert.deepEqual(events, [
-        "Environment prepared", "Spec generated", "Container record created", "IO created", "Container created",
-        "Container started", "Container exited", "Task handed over for deletion",
+        "Environment prepared",
+        "Spec generated",
+        "Container record created",
+        "IO created",
+        "Container created",
+        "Container started",
+        "Container exited",
+        "Task handed over for deletion",
       ]);
       events.length = 0;
       await ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["bogus"] } } }).catch(() => {});
-      assert.deepEqual(events.filter((e) => bk.has(e)), ["Container start failed"]);
+      assert.deepEqual(
+        events.filter((e) => bk.has(e)),
+        ["Container start failed"],
+      );
     });
   });
 
@@ -891,7 +1019,13 @@ describe("run outcome, early validation and typed race errors (real containerd)"
 
   it("keeps a successful run's result when a mount's release fails, and logs the failure with its step", async () => {
     const { lines, logger } = capture();
-    const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", logger });
+    const ex = await ContainerdExecutor.create({
+      namespace: env.namespace,
+      root: env.stateDir,
+      fifoRoot: env.fifoRoot,
+      defaultNetwork: "host",
+      logger,
+    });
     let released = 0;
     const failing = {
       mount: async () => ({
@@ -903,7 +1037,11 @@ describe("run outcome, early validation and typed race errors (real containerd)"
       }),
     };
     try {
-      const r = await ex.run({ root: { source: bindMountable(env.rootfs) }, mounts: [{ source: failing, dest: "/scratch" }], process: { meta: { args: ["true"] } } });
+      const r = await ex.run({
+        root: { source: bindMountable(env.rootfs) },
+        mounts: [{ source: failing, dest: "/scratch" }],
+        process: { meta: { args: ["true"] } },
+      });
       assert.equal(r.exitCode, 0);
       assert.equal(released, 1);
       const logged = lines.find((l) => l.msg.includes("release mount /scratch"));
@@ -971,7 +1109,9 @@ describe("run outcome, early validation and typed race errors (real containerd)"
       const id = env.uniqueId("race");
       let started!: () => void;
       const running = new Promise<void>((r) => (started = r));
-      const done = ex.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] } }, onStarted: () => started() }).catch((e: unknown) => e);
+      const done = ex
+        .run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] } }, onStarted: () => started() })
+        .catch((e: unknown) => e);
       await running;
       const err = await ex.exec(id, { meta: { args: ["true"] } }).catch((e: unknown) => e);
       assert.ok(err instanceof ContainerExitedError, `${String(err)} (${(err as Error)?.constructor?.name})`);
@@ -1004,7 +1144,9 @@ describe("run outcome, early validation and typed race errors (real containerd)"
     const b = await executorOn(clientB);
     try {
       assert.equal((await a.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } })).exitCode, 0);
-      const err = await b.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } }, signal: ac.signal }).catch((e: unknown) => e);
+      const err = await b
+        .run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } }, signal: ac.signal })
+        .catch((e: unknown) => e);
       assert.ok(ac.signal.aborted, "the run never waited for the earlier records");
       assert.ok(err instanceof CanceledError, `${String(err)} (${(err as Error)?.constructor?.name})`);
       assert.equal((err.cause as Error).message, "the caller gave up");
@@ -1017,7 +1159,13 @@ describe("run outcome, early validation and typed race errors (real containerd)"
   });
 
   it("lets the caller's signal end a run's wait for a kept founder with its id (the founder waits for its borrower)", async () => {
-    const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", reuseShimsIdleMs: 60_000 });
+    const ex = await ContainerdExecutor.create({
+      namespace: env.namespace,
+      root: env.stateDir,
+      fifoRoot: env.fifoRoot,
+      defaultNetwork: "host",
+      shimIdleMs: 60_000,
+    });
     const root = { source: bindMountable(env.rootfs) };
     const stopBorrower = new AbortController();
     try {
@@ -1025,7 +1173,9 @@ describe("run outcome, early validation and typed race errors (real containerd)"
       const founder = await ex.run({ root, process: { meta: { args: ["true"] } } });
       let started!: () => void;
       const running = new Promise<void>((r) => (started = r));
-      const borrower = ex.run({ root, process: { meta: { args: ["sleep", "20"] } }, signal: stopBorrower.signal, onStarted: () => started() }).catch((e: unknown) => e);
+      const borrower = ex
+        .run({ root, process: { meta: { args: ["sleep", "20"] } }, signal: stopBorrower.signal, onStarted: () => started() })
+        .catch((e: unknown) => e);
       await running;
       // The founder's id again: its records go only after the borrower, which the caller need not wait for.
       const ac = new AbortController();

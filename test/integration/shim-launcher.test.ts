@@ -5,13 +5,14 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { builtShimLauncher } from "../../src/containerd/shim-launcher.js";
+import { fileURLToPath } from "node:url";
 import { InvalidArgumentError } from "../../src/errors.js";
 import { ContainerdExecutor } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
+import { builtShimLauncher } from "../../src/executor/shims/launcher.js";
 import type { Logger } from "../../src/util/logger.js";
-import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
 import { mountsUnder, parentPid } from "../helpers/env.js";
+import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
 
 const CONTAINERD = "/run/containerd/containerd.sock";
 const bundleOf = (ns: string, id: string) => `/run/containerd/io.containerd.runtime.v2.task/${ns}/${id}`;
@@ -93,7 +94,10 @@ describe("the shim launcher (native/shim-launcher.c)", { skip: launcher ? false 
       root: { source: bindMountable(env.rootfs) },
       process: { meta: { args: ["sleep", "0.5"] } },
       onStarted: ({ id }) => {
-        founder = { config: readFileSync(join(bundleOf(env.namespace, id), "config.json"), "utf8"), address: readFileSync(join(bundleOf(env.namespace, id), "address"), "utf8") };
+        founder = {
+          config: readFileSync(join(bundleOf(env.namespace, id), "config.json"), "utf8"),
+          address: readFileSync(join(bundleOf(env.namespace, id), "address"), "utf8"),
+        };
       },
     });
     assert.match(founder.address, /^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
@@ -117,7 +121,11 @@ describe("the shim launcher (native/shim-launcher.c)", { skip: launcher ? false 
       ["an escaped group value", specWith(`{"io.containerd.runc.v2.group":"\\u00${liveGroup.charCodeAt(0).toString(16)}${liveGroup.slice(1)}"}`)],
       ["two annotations objects", `{"annotations":{"io.containerd.runc.v2.group":"${liveGroup}"},"x":{"annotations":{}}}`],
       ["a group that is a path", specWith(`{"io.containerd.runc.v2.group":"../${liveGroup}"}`)],
-      ["an address that filepath.Join would clean", specWith(`{"io.containerd.runc.v2.group":"${liveGroup}"}`), { address: "/run/containerd//containerd.sock" }],
+      [
+        "an address that filepath.Join would clean",
+        specWith(`{"io.containerd.runc.v2.group":"${liveGroup}"}`),
+        { address: "/run/containerd//containerd.sock" },
+      ],
     ];
     // A live group is answered, unless its key is given twice (Go's decoder would keep the last one).
     const live = launch(bundle("t0", specWith(`{"io.containerd.runc.v2.group":"${liveGroup}"}`)), env.namespace, "t0", "start", { path: fakePath });
@@ -227,13 +235,31 @@ describe("runs through the shim launcher", { skip: launcher ? false : "build/ctr
     for (const r of runs) assert.equal(r.binary, launcher);
     // Sequential runs share a reused shim: the launcher's start found it.
     assert.ok(new Set(runs.map((r) => r.shim)).size < runs.length, `shims ${runs.map((r) => r.shim).join(", ")}`);
-    const failed = await env.executor.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sh", "-c", "exit 7"] } } }).catch((e: unknown) => e);
+    const failed = await env.executor
+      .run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sh", "-c", "exit 7"] } } })
+      .catch((e: unknown) => e);
     assert.equal((failed as { exitCode?: number }).exitCode, 7);
     await env.assertClean();
   });
 
+  // The launcher's module is inlined in the CLI bundle, one directory level above where it is compiled to.
+  it("is found by the CLI bundle as by the library", () => {
+    const cli = fileURLToPath(new URL("../../src/cli/ctrexec.mjs", import.meta.url));
+    const env0 = { ...process.env };
+    delete env0["CTREXEC_SHIM_LAUNCHER"];
+    const r = spawnSync(process.execPath, [cli, "--namespace", env.namespace, "info", "--format", "json"], { encoding: "utf8", env: env0 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { runtime: { shimLauncher: string | null } }).runtime.shimLauncher, launcher);
+  });
+
   it("can be turned off, and then containerd runs its own shim binary", async () => {
-    const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", shimLauncher: false });
+    const ex = await ContainerdExecutor.create({
+      namespace: env.namespace,
+      root: env.stateDir,
+      fifoRoot: env.fifoRoot,
+      defaultNetwork: "host",
+      shimLauncher: false,
+    });
     try {
       const r = await runtimeOfRun(ex);
       assert.notEqual(r.binary, launcher);
@@ -255,7 +281,14 @@ describe("runs through the shim launcher", { skip: launcher ? false : "build/ctr
     chmodSync(copy, 0o755);
     const warnings: string[] = [];
     const logger: Logger = { debug() {}, info() {}, warn: (m: string) => void warnings.push(m), error() {} };
-    const ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host", shimLauncher: copy, logger });
+    const ex = await ContainerdExecutor.create({
+      namespace: env.namespace,
+      root: env.stateDir,
+      fifoRoot: env.fifoRoot,
+      defaultNetwork: "host",
+      shimLauncher: copy,
+      logger,
+    });
     try {
       await body({ ex, dir, copy, warnings });
     } finally {
@@ -292,7 +325,13 @@ describe("runs through the shim launcher", { skip: launcher ? false : "build/ctr
       [launcher!, "io.containerd.runsc.v1"],
     ] as const) {
       await assert.rejects(
-        ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, shimLauncher, ...(runtime ? { runtime } : {}) }),
+        ContainerdExecutor.create({
+          namespace: env.namespace,
+          root: env.stateDir,
+          fifoRoot: env.fifoRoot,
+          shimLauncher,
+          ...(runtime ? { runtime } : {}),
+        }),
         (e: unknown) => e instanceof InvalidArgumentError && (e as InvalidArgumentError).field === "shimLauncher",
       );
     }

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import type { ContainerdClient } from "../../src/containerd/client.js";
 import type { ProcessIO } from "../../src/containerd/io.js";
 import { CanceledError, UnknownError } from "../../src/errors.js";
-import { runProcess, signalNumber } from "../../src/executor/run-process.js";
+import { runProcess, signalNumber } from "../../src/executor/run/process.js";
 import { silentLogger } from "../../src/util/logger.js";
 import { startSpan } from "../../src/util/tracing.js";
 
@@ -105,7 +105,10 @@ describe("runProcess", () => {
     const { client, calls } = fakeClient({ wait: () => new Promise(() => {}) });
     await assert.rejects(runProcess({ ...base, client, io: fakeIO().io, signal: AbortSignal.abort() }), CanceledError);
     assert.deepEqual(calls, []);
-    const failing = fakeClient({ wait: () => new Promise(() => {}), start: () => Promise.reject(new UnknownError('OCI runtime exec failed: exec: "x": executable file not found in $PATH')) });
+    const failing = fakeClient({
+      wait: () => new Promise(() => {}),
+      start: () => Promise.reject(new UnknownError('OCI runtime exec failed: exec: "x": executable file not found in $PATH')),
+    });
     const { io, calls: ioCalls } = fakeIO();
     await assert.rejects(runProcess({ ...base, client: failing.client, io, command: "x" }), { name: "StartError", reason: "not-found" });
     assert.deepEqual(ioCalls, ["cancel"]);

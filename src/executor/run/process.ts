@@ -1,13 +1,13 @@
 import { constants } from "node:os";
-import type { ContainerdClient } from "../containerd/client.js";
-import type { ProcessIO } from "../containerd/io.js";
-import type { ExitStatus, ProcessRef } from "../containerd/types.js";
-import { CanceledError, DeadlineExceededError, InvalidArgumentError, UNKNOWN_EXIT_STATUS } from "../errors.js";
-import type { Logger } from "../util/logger.js";
-import type { Span } from "../util/tracing.js";
-import { waitSurvivingRestarts } from "../containerd/wait.js";
-import { toStartError } from "./start-error.js";
-import type { WinSize } from "./types.js";
+import type { ContainerdClient } from "../../containerd/client.js";
+import type { ProcessIO } from "../../containerd/io.js";
+import type { ExitStatus, ProcessRef } from "../../containerd/types.js";
+import { waitSurvivingRestarts } from "../../containerd/wait.js";
+import { CanceledError, DeadlineExceededError, InvalidArgumentError, UNKNOWN_EXIT_STATUS } from "../../errors.js";
+import type { Logger } from "../../util/logger.js";
+import type { Span } from "../../util/tracing.js";
+import { toStartError } from "../start-error.js";
+import type { WinSize } from "../types.js";
 
 /** How long a SIGKILLed process may take to be reported gone before we give up on it (BuildKit: 10 s). */
 export const KILL_TIMEOUT_MS = 10_000;
@@ -135,7 +135,7 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
   }
   io.closeStdinWhenDone(() => client.tasks.closeIO(ref, { timeoutMs: RPC_MS }));
 
-  // Only for callers that send resizes or signals (aborting makes a DOMException, ~40 µs a run otherwise).
+  // Only for callers that send resizes or signals (aborting makes a DOMException, whose stack capture every run would pay).
   const events = o.resize || o.signals ? new AbortController() : undefined;
   if (o.tty && o.initialSize && !isInit) {
     client.tasks

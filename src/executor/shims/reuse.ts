@@ -1,33 +1,19 @@
-import { uniqueShimGroupName } from "./shim-group.js";
+import { LABEL } from "../labels.js";
+import { uniqueShimGroupName } from "./group-name.js";
+import { OWN_SHIM } from "./none.js";
+import type { LeaseRequest, Retirement, ShimLease, ShimPolicy } from "./policy.js";
 
-/** What a run gets: the shim group for its spec, and the calls that tell the relay how the run ended. */
-export interface ReuseLease {
-  /** Put in the run's spec as the runc v2 shim's group annotation. */
-  readonly group: string;
-  /** The run starts the group's shim, and keeps its stopped task for the next runs once it exits. */
-  readonly founder: boolean;
-  /**
-   * The run's process exited and its task goes to be deleted in the background. The deletion must wait for
-   * `gate` (undefined: start now), and call `taskDone` once the task deletion was tried (`gone`: it worked).
-   */
-  handOver(id: string): { gate: Promise<void> | undefined; taskDone: (gone: boolean) => void };
-  /**
-   * The run ends without handing its task over (it never had one, or deleted it itself). `shimAsked`: it got
-   * as far as Tasks.Create, so what went wrong may be the shim's. `taskGone`: its task is known deleted (or
-   * was never made); a shim that may still host it is never lent again. Idempotent.
-   */
-  end(shimAsked: boolean, taskGone: boolean): void;
-}
-
-export interface ShimReuseOptions {
+export interface ReuseOptions {
   /** A shim no run has used for this long is let go. */
-  idleMs?: number | undefined;
+  idleMs: number;
   /** A shim is not lent again once its founder exited this long ago (its stopped container goes then). */
   maxAgeMs?: number | undefined;
 }
 
-export const REUSE_IDLE_MS = 10_000;
 const REUSE_MAX_AGE_MS = 120_000;
+const FOUNDER_LABELS = Object.freeze({ [LABEL.shimFounder]: "true" });
+const NO_LABELS = Object.freeze({});
+const nothingToWaitFor: Retirement = { gate: undefined, taskDone: () => {} };
 
 interface Group {
   readonly name: string;
@@ -42,25 +28,30 @@ interface Group {
 }
 
 /**
- * The next run reuses a finished run's shim (the default for long-lived executors). Every run's spec names a
- * shim group. A run that started a new shim (its group's founder) keeps its task, stopped, when its process
- * exits, instead of deleting it: the runc v2 shim lives as long as it hosts a task, so the next run that names
- * the group skips the shim start. Later runs in the group (borrowers) are deleted as usual once they exit,
- * and the founder, which the shim has hosted from the start, is deleted last: when the group has been idle for
- * `idleMs`, its founder exited `maxAgeMs` ago, a borrower failed, or at `flush()`.
+ * The next run reuses a finished run's shim (`shims: "reuse"`, the default). Every run's spec names a shim
+ * group. A run that started a new shim (its group's founder, marked by a label for prune and `ps`) keeps its
+ * task, stopped, when its process exits, instead of deleting it: the runc v2 shim lives as long as it hosts a
+ * task, so the next run that names the group skips the shim start. Later runs in the group (borrowers) are
+ * deleted as usual once they exit, and the founder, which the shim has hosted from the start, is deleted last:
+ * when the group has been idle for `idleMs`, its founder exited `maxAgeMs` ago, a borrower failed, or at
+ * `flush()`.
  *
  * A group is lent to one run at a time, so a shim never hosts two live runs: its crash ends one run, as
  * without reuse. It is free again once the borrower's task is deleted, not at its exit: had the shim died
  * meanwhile, the borrower ran in a fresh shim of the group, which exits with the borrower's deletion, and must
  * not be shutting down while the next run's task is created in it.
  *
- * Unlike warm shims (`shim-pool.ts`) nothing is started ahead and nothing extra runs: what stays between runs
- * is the founder's stopped task and its shim. A process that exits without `close()` lets them go from
- * `beforeExit`; one that is killed leaves them to `prune`, as it leaves its runs in progress.
+ * Unlike warm shims (warm.ts) nothing is started ahead and nothing extra runs: what stays between runs is the
+ * founder's stopped task and its shim. A process that exits without `close()` lets them go from `beforeExit`;
+ * one that is killed leaves them to `prune`, as it leaves its runs in progress.
  *
- * Pure policy: the executor does the deleting, and passes its deletions through `handOver`'s gate.
+ * Pure policy: the executor does the deleting, and passes its deletions through `retire`'s gate.
  */
-export class ShimReuse {
+export function reuseShims(options: ReuseOptions): ShimPolicy {
+  return new ShimReuse(options);
+}
+
+class ShimReuse implements ShimPolicy {
   readonly #idleMs: number;
   readonly #maxAgeMs: number;
   readonly #prefix = `${uniqueShimGroupName()}-r`;
@@ -71,21 +62,17 @@ export class ShimReuse {
   #next = 0;
   #closed = false;
 
-  constructor(options: ShimReuseOptions = {}) {
-    this.#idleMs = options.idleMs ?? REUSE_IDLE_MS;
+  constructor(options: ReuseOptions) {
+    this.#idleMs = options.idleMs;
     this.#maxAgeMs = options.maxAgeMs ?? REUSE_MAX_AGE_MS;
   }
 
-  /** Shims kept for reuse (each with its founder's stopped task). */
-  get size(): number {
-    return this.#founders.size;
-  }
-
   /**
-   * A lease for one run: a free group, or a new one that the run founds. A run whose id the caller chose does
-   * not found one (`found` false: no lease without a free group), so that no kept record blocks its id.
+   * A free group, or a new one that the run founds. A run whose id the caller chose founds none, so that no kept
+   * record blocks its id: without a free group it starts a shim of its own. After close, nothing is shared.
    */
-  take(found = true): ReuseLease | undefined {
+  lease(request: LeaseRequest): ShimLease {
+    if (this.#closed) return OWN_SHIM;
     // The most recently used first, so that groups beyond what the runs need go idle and are let go.
     for (let g = this.#free.pop(); g; g = this.#free.pop()) {
       clearTimeout(g.timer);
@@ -96,7 +83,7 @@ export class ShimReuse {
       g.lent = true;
       return this.#borrow(g);
     }
-    return found ? this.#found(`${this.#prefix}${this.#next++}`) : undefined;
+    return request.callerChoseId ? OWN_SHIM : this.#found(`${this.#prefix}${this.#next++}`);
   }
 
   /** Lets every kept shim go (those lent, once their run is done). New runs found new groups. */
@@ -110,18 +97,26 @@ export class ShimReuse {
     if (g) this.#letGo(g);
   }
 
-  /** Lets every shim go, and keeps none from now on. */
-  close(): void {
-    this.#closed = true;
-    this.flush();
+  /** Nothing runs in the background here: the founders' deletions are the executor's. */
+  settled(): Promise<void> {
+    return Promise.resolve();
   }
 
-  #found(name: string): ReuseLease {
+  /** Lets every shim go, and keeps none from now on. */
+  close(): Promise<void> {
+    this.#closed = true;
+    this.flush();
+    return Promise.resolve();
+  }
+
+  #found(name: string): ShimLease {
+    let ended = false;
     return {
       group: name,
-      founder: true,
-      handOver: (id) => {
-        if (this.#closed) return { gate: undefined, taskDone: () => {} };
+      labels: FOUNDER_LABELS,
+      retire: (id) => {
+        if (ended || this.#closed) return nothingToWaitFor;
+        ended = true;
         const g: Group = { name, bornAt: Date.now(), releaseFounder: undefined, lent: false, letGo: false, timer: undefined };
         const gate = new Promise<void>((resolve) => {
           g.releaseFounder = () => {
@@ -136,23 +131,26 @@ export class ShimReuse {
         this.#park(g);
         return { gate, taskDone: () => {} };
       },
-      end: () => {},
+      // A founder that does not hand its task over keeps nothing: its shim goes with its task.
+      end: () => {
+        ended = true;
+      },
     };
   }
 
-  #borrow(g: Group): ReuseLease {
+  #borrow(g: Group): ShimLease {
     let ended = false;
     return {
       group: g.name,
-      founder: false,
-      handOver: () => {
-        if (ended) return { gate: undefined, taskDone: () => {} };
+      labels: NO_LABELS,
+      retire: () => {
+        if (ended) return nothingToWaitFor;
         ended = true;
         // A task containerd would not delete may mean a shim in trouble: start afresh.
         const taskDone = (gone: boolean) => g.lent && this.#giveBack(g, !gone);
         return { gate: undefined, taskDone };
       },
-      end: (shimAsked, taskGone) => {
+      end: ({ shimAsked, taskGone }) => {
         if (ended) return;
         ended = true;
         // A run that failed in its shim (task creation, the wait) may have failed because of it, and one whose
@@ -194,7 +192,7 @@ export class ShimReuse {
 }
 
 /**
- * Reuse instances that keep founders. The idle timers do not hold the process open; when its event loop runs
+ * Reuse policies that keep founders. The idle timers do not hold the process open; when its event loop runs
  * dry, the founders are let go, and their deletion (RPCs in flight) holds it open until they are gone.
  */
 const exitHook = new (class extends Set<ShimReuse> {

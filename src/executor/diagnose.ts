@@ -1,0 +1,101 @@
+import { execFile } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { promisify } from "node:util";
+import type { ContainerdClient } from "../containerd/client.js";
+import { fifoImplementation } from "../containerd/fifo.js";
+import { DEFAULT_RUNTIME } from "../containerd/task-cleanup.js";
+import { autoNetworkMode } from "../network/auto.js";
+import { DEFAULT_PLUGIN_DIRS } from "../network/cni.js";
+import { detectHostFeatures } from "../oci/host-features.js";
+import { defaultRootfsPath } from "../rootfs/default-rootfs.js";
+import { DEFAULT_FIFO_ROOT, DEFAULT_STATE_DIR } from "./options.js";
+import { chooseShimLauncher } from "./shims/launcher.js";
+
+/** What diagnoseHost looks at; each default is the executor's. */
+export interface DiagnoseOptions {
+  /** The containerd to ask (its address and namespace are reported). */
+  client: ContainerdClient;
+  /** Default /var/lib/ctrexec. */
+  stateDir?: string;
+  /** Default /run/ctrexec/fifo. */
+  fifoRoot?: string;
+  /** Default io.containerd.runc.v2. */
+  runtime?: string;
+  /** As ExecutorOptions.shimLauncher: a path, false for none, absent for the executor's choice. */
+  shimLauncher?: string | false;
+}
+
+/** The setup an executor would run on, as `ctrexec info` shows it. */
+export interface HostDiagnosis {
+  containerd:
+    | { reachable: true; address: string; version: string; revision: string; snapshotters: string[] }
+    | { reachable: false; address: string; error: string };
+  namespace: string;
+  /** The runtime, runc's version ("not found" without runc), and the shim launcher tasks would go through (null: none). */
+  runtime: { name: string; runc: string; shimLauncher: string | null };
+  cgroup: { version: 1 | 2; namespaces: boolean };
+  security: { seccomp: boolean; apparmor: boolean; selinux: boolean; userNamespace: boolean };
+  /** The mode `network: "default"` picks, the built-in providers, and the CNI plugins the bridge needs. */
+  network: { default: "bridge" | "host"; providers: string[]; cniPluginDir: string | null; cniPlugins: string[] };
+  defaultRootfs: { path: string; built: boolean };
+  stateDir: string;
+  fifoRoot: string;
+  /** How FIFOs are made: the native addon, or spawning mkfifo(1) where it could not be built. */
+  fifo: "native" | "spawn";
+  kernel: string;
+  arch: string;
+}
+
+/** The CNI plugins the built-in bridge network uses. */
+const BRIDGE_PLUGINS = ["bridge", "host-local", "loopback", "firewall", "portmap"];
+const RUNC_VERSION_TIMEOUT_MS = 5000;
+
+async function runcVersion(): Promise<string> {
+  try {
+    const { stdout } = await promisify(execFile)("runc", ["--version"], { timeout: RUNC_VERSION_TIMEOUT_MS });
+    return stdout.split("\n")[0]?.replace(/^runc version /, "") ?? "";
+  } catch {
+    return "not found";
+  }
+}
+
+async function containerdFacts(client: ContainerdClient): Promise<HostDiagnosis["containerd"]> {
+  try {
+    const v = await client.version();
+    const plugins = await client.introspection.plugins([`type=="io.containerd.snapshotter.v1"`]).catch(() => []);
+    return { reachable: true, address: client.address, version: v.version, revision: v.revision, snapshotters: plugins.map((p) => p.id) };
+  } catch (err) {
+    return { reachable: false, address: client.address, error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/**
+ * What ctrexec runs on: containerd (reachable, version, snapshotters), runtime and shim launcher, cgroups,
+ * security features, networking, the default rootfs and the state directories. Never throws for an
+ * unreachable containerd: that is part of the diagnosis.
+ */
+export async function diagnoseHost(options: DiagnoseOptions): Promise<HostDiagnosis> {
+  const { client } = options;
+  const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
+  const runtime = options.runtime ?? DEFAULT_RUNTIME;
+  const [containerd, runc, defaultNetwork] = await Promise.all([containerdFacts(client), runcVersion(), autoNetworkMode()]);
+  const host = detectHostFeatures();
+  const cniDir = DEFAULT_PLUGIN_DIRS.find((d) => existsSync(d));
+  const cniPlugins = cniDir ? readdirSync(cniDir).filter((f) => BRIDGE_PLUGINS.includes(f)) : [];
+  const rootfs = defaultRootfsPath(stateDir);
+  const containerdVersion = containerd.reachable ? containerd.version : "";
+  return {
+    containerd,
+    namespace: client.namespace,
+    runtime: { name: runtime, runc, shimLauncher: chooseShimLauncher(options.shimLauncher, runtime, containerdVersion) ?? null },
+    cgroup: { version: existsSync("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1, namespaces: host.cgroupNamespaces },
+    security: { seccomp: host.seccomp, apparmor: host.apparmor, selinux: host.selinux, userNamespace: host.inUserNamespace },
+    network: { default: defaultNetwork, providers: ["host", "none", "bridge"], cniPluginDir: cniDir ?? null, cniPlugins },
+    defaultRootfs: { path: rootfs, built: existsSync(`${rootfs}/bin/busybox`) },
+    stateDir,
+    fifoRoot: options.fifoRoot ?? DEFAULT_FIFO_ROOT,
+    fifo: fifoImplementation(),
+    kernel: host.kernelRelease,
+    arch: host.arch,
+  };
+}
