@@ -1,59 +1,192 @@
-/** ctrexec: run processes in containers through containerd. */
+/**
+ * ctrexec: run processes in containers through containerd. This is the stable public API (docs/api.md).
+ * The layers below it are reachable as `ctrexec/containerd` and `ctrexec/oci`: lower-level, and they may change
+ * between minor versions.
+ *
+ * One statement per module, in path order; docs/api.md lists the same exports by what they are for.
+ */
+
 export {
+  /** Something of that name exists already (e.g. a container id in use). */
   AlreadyExistsError,
+  /** The caller's abort signal ended the operation. */
   CanceledError,
+  /** `exec` into a run whose process is gone. */
+  ContainerExitedError,
+  /** The base class; `code` is stable, `CtrexecError.is(err)` also recognises errors of another copy of ctrexec. */
   CtrexecError,
+  /** A deadline passed. */
   DeadlineExceededError,
+  /** The stable codes of CtrexecError. */
   type ErrorCode,
+  /** A process exited with a code that does not count as success. */
   ExitError,
+  /** The system is not in a state that allows the operation. */
   FailedPreconditionError,
+  /** Bad input; `field` names the offending option. */
   InvalidArgumentError,
+  /** Something named does not exist (a container, an image, a snapshot). */
   NotFoundError,
+  /** One thing prune could not remove, and why. */
   type PruneFailure,
+  /** prune removed what it could but something is left; says what and why. */
   PruneIncompleteError,
-  UnavailableError,
+  /** The runtime could not start the process; `reason` tells a missing command from a non-executable one. */
+  StartError,
+  /** StartError's reason: "not-found", "not-executable" or "other". */
+  type StartFailure,
+  /** containerd's exit status for "could not be determined" (255). */
   UNKNOWN_EXIT_STATUS,
+  /** containerd cannot be reached. */
+  UnavailableError,
+  /** Anything else, in the daemon's or runtime's own words. */
   UnknownError,
 } from "./errors.js";
 export {
-  type CallOptions,
-  ContainerdClient,
-  type ContainerdClientOptions,
-  DEFAULT_ADDRESS,
-  DEFAULT_NAMESPACE,
-} from "./containerd/client.js";
-export type * from "./containerd/types.js";
-export { jsonAny, PROCESS_TYPE_URL, SPEC_TYPE_URL } from "./containerd/types.js";
-export { type IOConfig, ProcessIO, type ProcessIOOptions, type ProcessStreams } from "./containerd/io.js";
-export { DEFAULT_RUNTIME, deleteTask, runTask, type RunTaskOptions } from "./containerd/run-task.js";
-export { defaultSpec } from "./oci/defaults.js";
-export type * as oci from "./oci/types.js";
-export { defaultRootfsPath, ensureDefaultRootfs } from "./rootfs/default-rootfs.js";
-export { type Logger, type LogLevel, silentLogger, stderrLogger } from "./util/logger.js";
-export { ContainerExitedError, StartError, type StartFailure } from "./errors.js";
+  /** Options of diagnoseHost. */
+  type DiagnoseOptions,
+  /** The setup an executor would run on: containerd, runtime and shim launcher, cgroups, security, network, dirs. */
+  diagnoseHost,
+  /** What diagnoseHost reports. */
+  type HostDiagnosis,
+} from "./executor/diagnose.js";
 export {
+  /** Runs processes in containers through containerd with BuildKit's semantics: `create`, `run`, `exec`, `close`. */
   ContainerdExecutor,
-  DEFAULT_FIFO_ROOT,
-  DEFAULT_STATE_DIR,
-  type ExecutorOptions,
 } from "./executor/executor.js";
-export type * from "./executor/types.js";
-export { bindMountable, tmpfsMountable } from "./executor/mountables.js";
-export type { NetworkHandle, NetworkProvider } from "./network/types.js";
-export { hostNetwork, noneNetwork } from "./network/basic.js";
-export type { LinuxResources, SecurityMode, Ulimit } from "./oci/spec.js";
-export type { DnsConfig } from "./oci/resolv-conf.js";
-export type { HostIP } from "./oci/hosts.js";
 export {
-  chainIds,
+  /** One run by container id; NotFoundError when ctrexec did not make it. */
+  getRun,
+  /** The runs in a namespace made by any ctrexec process, with their state and labels. */
+  listRuns,
+  /** A run as listRuns and getRun describe it. */
+  type RunInfo,
+} from "./executor/list-runs.js";
+export {
+  /** A host directory (or file), bind-mounted. */
+  bindMountable,
+  /** A fresh tmpfs, optionally of a given size. */
+  tmpfsMountable,
+} from "./executor/mountables.js";
+export {
+  /** Where FIFO directories go unless given `fifoRoot`: /run/ctrexec/fifo. */
+  DEFAULT_FIFO_ROOT,
+  /** The state dir an executor uses unless given `root`: /var/lib/ctrexec. */
+  DEFAULT_STATE_DIR,
+  /** Options of `ContainerdExecutor.create`. */
+  type ExecutorOptions,
+  /** How runs share containerd's shims: "reuse" (default), "off", or { warm: n | "auto" }. */
+  type ShimsOption,
+} from "./executor/options.js";
+export {
+  /** Options of prune: client, state dir, FIFO root. */
+  type PruneOptions,
+  /** Removes what runs of dead ctrexec processes left in a namespace; returns what it removed. */
+  prune,
+} from "./executor/prune.js";
+export type {
+  /** Options of `exec`: abort signal, start callback. */
+  ExecOptions,
+  /** Something that can be mounted: a host directory, a tmpfs, an image, a snapshot, or your own. */
+  Mountable,
+  /** What a Mountable hands out: containerd-style mounts and how to give them back. */
+  MountRef,
+  /** A mount in the container: a Mountable at a destination, optionally read-only or a sub-path. */
+  MountSpec,
+  /** "default", "host", "none", "bridge", or a mode of your own network provider. */
+  NetworkMode,
+  /** A process and its streams, terminal resizes and signals. */
+  ProcessInfo,
+  /** What runs: args, env, cwd, user, terminal, limits, network, security, valid exit codes. */
+  ProcessMeta,
+  /** How the run a mount was lent to ended, passed to MountRef.release. */
+  ReleaseOutcome,
+  /** CPU time, peak memory and pids of a run's cgroup. */
+  ResourceUsage,
+  /** The container's root: a Mountable, optionally read-only. */
+  RootSpec,
+  /** A run: its process, root, mounts, id, labels and abort signal. */
+  RunRequest,
+  /** What a run ended with: its id, exit code and resource usage. */
+  RunResult,
+  /** A terminal size in rows and columns. */
+  WinSize,
+} from "./executor/types.js";
+export {
+  /** The snapshotter images are unpacked with unless told otherwise: overlayfs. */
   DEFAULT_SNAPSHOTTER,
+  /** The parts of an image's config a run uses. */
   type ImageConfig,
+  /** A resolved image: name, manifest, config, layers and their chain IDs. */
   type ResolvedImage,
+  /** Looks an image up in containerd's store (for this host's platform): its manifest, config and layers. */
   resolveImage,
+  /** Makes sure each of an image's layers is unpacked as a committed snapshot; returns the top chain ID. */
   unpackImage,
+  /** Applies an image's config to a ProcessMeta: env under the caller's, cwd and user unless given, entrypoint + cmd. */
   withImageDefaults,
 } from "./image/image.js";
-export { imageMountable, type SnapshotMountOptions, snapshotMountable } from "./image/mountables.js";
-export { BridgeProvider, type BridgeOptions, defaultBridgeConfig } from "./network/bridge.js";
-export { CniError } from "./network/cni.js";
-export { generateSpec, type SpecInput } from "./oci/spec.js";
+export {
+  /** An image from containerd's store: unpacked if needed, a fresh snapshot per run. */
+  imageMountable,
+  /** Snapshotter, and whether and under what name to commit the run's changes. */
+  type SnapshotMountOptions,
+  /** A committed snapshot, e.g. an earlier run's commit: a fresh snapshot on it per run. */
+  snapshotMountable,
+} from "./image/mountables.js";
+export {
+  /** The host's network stack. */
+  hostNetwork,
+  /** A new network namespace with only loopback. */
+  noneNetwork,
+} from "./network/basic.js";
+export type {
+  /** The built-in CNI bridge network's options (ExecutorOptions.bridge). */
+  BridgeOptions,
+} from "./network/bridge.js";
+export {
+  /** A CNI plugin failed while setting up or tearing down a run's bridge network. */
+  CniError,
+} from "./network/cni.js";
+export type {
+  /** One run's network namespace, and how to give it back. */
+  NetworkHandle,
+  /** Makes a network namespace for each run. */
+  NetworkProvider,
+} from "./network/types.js";
+export type {
+  /** An extra /etc/hosts line of a run. */
+  HostIP,
+} from "./oci/hosts.js";
+export type {
+  /** /etc/resolv.conf settings of an executor's runs. */
+  DnsConfig,
+} from "./oci/resolv-conf.js";
+export type {
+  /** Resource limits of a run (memory, CPU, cpuset, pids). */
+  LinuxResources,
+  /** Where a NetworkHandle's namespace comes from: the host's, a fresh one, or one at a path. */
+  NetworkNamespace,
+  /** "sandbox" (default: BuildKit's confinement) or "insecure" (privileged). */
+  SecurityMode,
+  /** One rlimit of a run, e.g. { name: "nofile", soft: 1024, hard: 2048 }. */
+  Ulimit,
+} from "./oci/spec.js";
+export {
+  /** Where the default rootfs lives under a state dir. */
+  defaultRootfsPath,
+  /** Builds the default rootfs if needed and returns its path. */
+  ensureDefaultRootfs,
+} from "./rootfs/default-rootfs.js";
+export {
+  /** Structured fields of a log line. */
+  type LogFields,
+  /** The logger interface an executor takes: debug, info, warn, error. */
+  type Logger,
+  /** "debug", "info", "warn", "error" or "silent". */
+  type LogLevel,
+  /** A logger that drops everything (the default). */
+  silentLogger,
+  /** A logger that writes one line per record to stderr, at or above a level. */
+  stderrLogger,
+} from "./util/logger.js";

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError } from "../index.js";
 
 /** One option of a command: `--name`, optionally `-s`, taking a value or not, once or repeatedly. */
 export interface OptionSpec {
@@ -54,7 +54,7 @@ export function parseOptions(argv: readonly string[], specs: readonly OptionSpec
         } else set(spec, undefined);
         continue;
       }
-      let value: string | undefined = eq >= 0 ? a.slice(eq + 1) : argv[++i];
+      const value: string | undefined = eq >= 0 ? a.slice(eq + 1) : argv[++i];
       if (value === undefined) throw bad(`flag needs an argument: --${name}`);
       set(spec, value);
       continue;

@@ -1,9 +1,16 @@
+import { accessSync, constants as fsc, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
-import { ContainerdClient } from "../containerd/client.js";
-import { isExecutable } from "../containerd/shim-launcher.js";
-import { InvalidArgumentError } from "../errors.js";
-import { ContainerdExecutor, DEFAULT_FIFO_ROOT, DEFAULT_STATE_DIR, type ExecutorOptions } from "../executor/executor.js";
-import { isLogLevel, type Logger, type LogLevel, stderrLogger } from "../util/logger.js";
+import { ContainerdClient } from "../containerd/index.js";
+import {
+  ContainerdExecutor,
+  DEFAULT_FIFO_ROOT,
+  DEFAULT_STATE_DIR,
+  type ExecutorOptions,
+  InvalidArgumentError,
+  type Logger,
+  type LogLevel,
+  stderrLogger,
+} from "../index.js";
 import type { OptionSpec, Parsed } from "./args.js";
 
 /** Options every command takes (before or after its name). */
@@ -25,9 +32,27 @@ export interface Context {
   stderr: NodeJS.WritableStream;
 }
 
+/** The levels --log-level takes ("silent" is the default, not a choice). */
+const CLI_LOG_LEVELS: readonly string[] = ["debug", "info", "warn", "error"] satisfies LogLevel[];
+
+function isCliLogLevel(value: string): value is Exclude<LogLevel, "silent"> {
+  return CLI_LOG_LEVELS.includes(value);
+}
+
+/** A regular file this process may execute (root passes access(X_OK) for any file with an x bit). */
+function isExecutableFile(path: string): boolean {
+  try {
+    accessSync(path, fsc.X_OK);
+    const st = statSync(path);
+    return st.isFile() && (st.mode & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
 export function contextFrom(parsed: Parsed, inherited?: Context): Context {
   const level = parsed.values.get("log-level");
-  if (level !== undefined && (!isLogLevel(level) || level === "silent")) {
+  if (level !== undefined && !isCliLogLevel(level)) {
     throw new InvalidArgumentError(`invalid argument ${JSON.stringify(level)} for "--log-level": use debug, info, warn or error`, {
       field: "--log-level",
     });
@@ -37,7 +62,7 @@ export function contextFrom(parsed: Parsed, inherited?: Context): Context {
     namespace: parsed.values.get("namespace") ?? inherited?.namespace,
     root: parsed.values.get("root") ?? inherited?.root ?? process.env["CTREXEC_ROOT"] ?? DEFAULT_STATE_DIR,
     fifoRoot: inherited?.fifoRoot ?? process.env["CTREXEC_FIFO_ROOT"] ?? DEFAULT_FIFO_ROOT,
-    logger: level ? stderrLogger(level as LogLevel) : (inherited?.logger ?? stderrLogger("silent")),
+    logger: level ? stderrLogger(level) : (inherited?.logger ?? stderrLogger("silent")),
     stdout: inherited?.stdout ?? process.stdout,
     stderr: inherited?.stderr ?? process.stderr,
   };
@@ -55,8 +80,10 @@ export function shimLauncherFromEnv(): { shimLauncher?: string | false } {
   const v = process.env["CTREXEC_SHIM_LAUNCHER"];
   if (!v) return {};
   if (["off", "0", "false", "no"].includes(v.toLowerCase())) return { shimLauncher: false };
-  if (!isAbsolute(v) || !isExecutable(v)) {
-    throw new InvalidArgumentError(`CTREXEC_SHIM_LAUNCHER=${v}: use "off" or the absolute path of an executable file`, { field: "CTREXEC_SHIM_LAUNCHER" });
+  if (!isAbsolute(v) || !isExecutableFile(v)) {
+    throw new InvalidArgumentError(`CTREXEC_SHIM_LAUNCHER=${v}: use "off" or the absolute path of an executable file`, {
+      field: "CTREXEC_SHIM_LAUNCHER",
+    });
   }
   return { shimLauncher: v };
 }
@@ -70,7 +97,7 @@ export function openExecutor(ctx: Context, extra: Partial<ExecutorOptions> = {})
     fifoRoot: ctx.fifoRoot,
     logger: ctx.logger,
     // One run per process: a shim kept for a next run would only be deleted at exit.
-    reuseShims: false,
+    shims: "off",
     ...extra,
   });
 }

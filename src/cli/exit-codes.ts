@@ -1,4 +1,4 @@
-import { CtrexecError, ExitError, StartError } from "../errors.js";
+import { CtrexecError, ExitError, StartError } from "../index.js";
 
 /** ctrexec itself failed (bad flag, containerd unreachable, invalid input), as docker's 125. */
 export const EXIT_OWN_FAILURE = 125;
@@ -9,7 +9,10 @@ export const EXIT_NOT_FOUND = 127;
 export function exitCodeFor(err: unknown): { code: number; print: boolean } {
   if (err instanceof ExitError) return { code: err.exitCode, print: false };
   if (err instanceof StartError) {
-    return { code: err.reason === "not-found" ? EXIT_NOT_FOUND : err.reason === "not-executable" ? EXIT_CANNOT_EXECUTE : EXIT_OWN_FAILURE, print: true };
+    return {
+      code: err.reason === "not-found" ? EXIT_NOT_FOUND : err.reason === "not-executable" ? EXIT_CANNOT_EXECUTE : EXIT_OWN_FAILURE,
+      print: true,
+    };
   }
   return { code: EXIT_OWN_FAILURE, print: true };
 }

@@ -1,8 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
-import { InvalidArgumentError } from "../errors.js";
-import type { HostIP } from "../oci/hosts.js";
-import { ULIMIT_NAMES, type Ulimit } from "../oci/spec.js";
+import { type HostIP, InvalidArgumentError, type Ulimit } from "../index.js";
+import { ULIMIT_NAMES } from "../oci/index.js";
 
 /** Errors that name the flag, e.g. `invalid argument "x" for "--memory": ...` (docker's wording). */
 export function flagError(flag: string, value: string, why: string): InvalidArgumentError {

@@ -3,12 +3,12 @@
  * own, 128+n for a signal, 125 when ctrexec failed, 126/127 when the command cannot run / was not found.
  */
 import { type OptionSpec, optionsHelp, parseOptions } from "./args.js";
-import { execCommand, EXEC_HELP } from "./commands/exec.js";
+import { EXEC_HELP, execCommand } from "./commands/exec.js";
 import { infoCommand } from "./commands/info.js";
-import { imagesCommand, killCommand, psCommand, pruneCommand, snapshotsCommand } from "./commands/manage.js";
+import { imagesCommand, killCommand, pruneCommand, psCommand, snapshotsCommand } from "./commands/manage.js";
 import { runCommand } from "./commands/run.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "./context.js";
-import { errorLine, EXIT_OWN_FAILURE } from "./exit-codes.js";
+import { EXIT_OWN_FAILURE, errorLine } from "./exit-codes.js";
 import { VERSION } from "./version.js";
 
 const MAIN_OPTIONS: OptionSpec[] = [...GLOBAL_OPTIONS, { name: "version", kind: "flag", help: "print ctrexec's version" }];
@@ -45,7 +45,10 @@ type Command = (argv: string[], ctx: Context) => Promise<number>;
 const versionCommand: Command = async (argv, parent) => {
   const p = parseOptions(argv, GLOBAL_OPTIONS, "version");
   const ctx = contextFrom(p, parent);
-  if (p.flags.has("help")) return void ctx.stdout.write("Usage: ctrexec version\n\nPrint the versions of ctrexec and of the containerd it talks to.\n"), 0;
+  if (p.flags.has("help")) {
+    ctx.stdout.write("Usage: ctrexec version\n\nPrint the versions of ctrexec and of the containerd it talks to.\n");
+    return 0;
+  }
   await using client = openClient(ctx);
   const server = await client.version();
   ctx.stdout.write(`ctrexec ${VERSION}\ncontainerd ${server.version} (${server.revision}) at ${client.address}\n`);
@@ -68,10 +71,16 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const p = parseOptions(argv, MAIN_OPTIONS, "ctrexec");
     const ctx = contextFrom(p);
-    if (p.flags.has("version")) return void ctx.stdout.write(`ctrexec ${VERSION}\n`), 0;
+    if (p.flags.has("version")) {
+      ctx.stdout.write(`ctrexec ${VERSION}\n`);
+      return 0;
+    }
     const [name, ...rest] = p.rest;
     if (p.flags.has("help") || name === "help") {
-      if (name === "exec" || rest[0] === "exec") return void ctx.stdout.write(EXEC_HELP), 0;
+      if (name === "exec" || rest[0] === "exec") {
+        ctx.stdout.write(EXEC_HELP);
+        return 0;
+      }
       ctx.stdout.write(USAGE);
       return 0;
     }
@@ -86,7 +95,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     return await command(rest, ctx);
   } catch (err) {
-    process.stderr.write(errorLine(err) + "\n");
+    process.stderr.write(`${errorLine(err)}\n`);
     return EXIT_OWN_FAILURE;
   }
 }

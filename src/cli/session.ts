@@ -1,5 +1,4 @@
-import type { ContainerdExecutor } from "../executor/executor.js";
-import type { ProcessInfo, ProcessMeta } from "../executor/types.js";
+import type { ContainerdExecutor, ProcessInfo, ProcessMeta } from "../index.js";
 import type { Context } from "./context.js";
 import { errorLine, exitCodeFor } from "./exit-codes.js";
 import { forwardSignals, openTerminal } from "./terminal.js";
@@ -37,7 +36,7 @@ export async function withProcessSession(
     );
   } catch (err) {
     const { code, print } = exitCodeFor(err);
-    if (print) ctx.stderr.write(errorLine(err) + "\n");
+    if (print) ctx.stderr.write(`${errorLine(err)}\n`);
     return code;
   } finally {
     forwarding.stop();

@@ -1,5 +1,29 @@
-import type { WinSize } from "../executor/types.js";
-import { Channel } from "../util/channel.js";
+import { PassThrough } from "node:stream";
+import type { WinSize } from "../index.js";
+
+/**
+ * Items pushed until close(), for one consumer to iterate (an object-mode stream buffers them meanwhile). Built on
+ * node:stream because the CLI uses only the package's public entry points, not its internal util/channel.ts.
+ */
+interface Queue<T> {
+  push(value: T): void;
+  close(): void;
+  items: AsyncIterable<T>;
+}
+
+function queue<T>(): Queue<T> {
+  const stream = new PassThrough({ objectMode: true });
+  const open = () => !stream.writableEnded && !stream.destroyed;
+  return {
+    push: (value) => {
+      if (open()) stream.write(value);
+    },
+    close: () => {
+      if (open()) stream.end();
+    },
+    items: stream,
+  };
+}
 
 export interface TerminalSession {
   consoleSize: WinSize | undefined;
@@ -16,7 +40,7 @@ export function openTerminal(tty: boolean, interactive: boolean): TerminalSessio
   if (!tty) return { consoleSize: undefined, resize: undefined, restore: () => {} };
   const out = process.stdout;
   const size = (): WinSize | undefined => (out.isTTY && out.rows && out.columns ? { rows: out.rows, cols: out.columns } : undefined);
-  const resize = new Channel<WinSize>();
+  const resize = queue<WinSize>();
   const onResize = () => {
     const s = size();
     if (s) resize.push(s);
@@ -35,14 +59,14 @@ export function openTerminal(tty: boolean, interactive: boolean): TerminalSessio
     process.off("exit", restore);
   };
   process.on("exit", restore);
-  return { consoleSize: size(), resize, restore };
+  return { consoleSize: size(), resize: resize.items, restore };
 }
 
 /** Signals ctrexec forwards to the process (docker's sig-proxy); a third SIGINT cancels the run. */
 export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
 
 export function forwardSignals(onThirdInterrupt: () => void): { signals: AsyncIterable<NodeJS.Signals>; stop(): void } {
-  const ch = new Channel<NodeJS.Signals>();
+  const ch = queue<NodeJS.Signals>();
   let interrupts = 0;
   const handlers = FORWARDED_SIGNALS.map((sig) => {
     const h = () => {
@@ -53,7 +77,7 @@ export function forwardSignals(onThirdInterrupt: () => void): { signals: AsyncIt
     return [sig, h] as const;
   });
   return {
-    signals: ch,
+    signals: ch.items,
     stop: () => {
       for (const [sig, h] of handlers) process.off(sig, h);
       ch.close();

@@ -84,7 +84,22 @@ describe("ctrexec CLI end to end (real binary, real containerd)", () => {
   it("sets env from -e, bare -e and --env-file", async () => {
     const file = join(hostDir, "env");
     await writeFile(file, "# comment\nFROM_FILE=f\n");
-    const r = await ctrexec(["run", "--rootfs", env.rootfs, "--network", "none", "-e", "A=1", "-e", "PATH", "--env-file", file, "sh", "-c", "echo $A $FROM_FILE $PATH"]);
+    const r = await ctrexec([
+      "run",
+      "--rootfs",
+      env.rootfs,
+      "--network",
+      "none",
+      "-e",
+      "A=1",
+      "-e",
+      "PATH",
+      "--env-file",
+      file,
+      "sh",
+      "-c",
+      "echo $A $FROM_FILE $PATH",
+    ]);
     assert.equal(r.stdout, `1 f ${process.env["PATH"]}\n`);
   });
 
@@ -163,12 +178,12 @@ describe("ctrexec CLI end to end (real binary, real containerd)", () => {
   it("runs a TTY under a real terminal: prompt, size, resize, and the terminal restored", async () => {
     const sock = `ctrexec-test-${process.pid}`;
     const tmux = (...args: string[]) =>
-      new Promise<string>((resolve, reject) =>
-        execFile("tmux", ["-L", sock, ...args], (err, stdout) => (err ? reject(err) : resolve(stdout))),
-      );
+      new Promise<string>((resolve, reject) => execFile("tmux", ["-L", sock, ...args], (err, stdout) => (err ? reject(err) : resolve(stdout))));
     const before = join(hostDir, "stty-before");
     const afterFile = join(hostDir, "stty-after");
-    const cmd = [process.execPath, bin, ...globals(), "run", "-t", "-i", "--network", "none", "--rootfs", env.rootfs, "sh"].map((a) => `'${a}'`).join(" ");
+    const cmd = [process.execPath, bin, ...globals(), "run", "-t", "-i", "--network", "none", "--rootfs", env.rootfs, "sh"]
+      .map((a) => `'${a}'`)
+      .join(" ");
     const script = `stty -g > ${before}; CTREXEC_FIFO_ROOT=${env.fifoRoot} ${cmd}; echo EXITED:$?; stty -g > ${afterFile}; sleep 60`;
     await tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", "sh", "-c", script);
     const screen = () => tmux("capture-pane", "-p", "-t", "t");

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 
 const cli = fileURLToPath(new URL("../../src/cli/ctrexec.mjs", import.meta.url));
 
@@ -39,7 +39,9 @@ describe("ctrexec CLI basics", () => {
   });
 
   it("CTREXEC_SHIM_LAUNCHER turns the launcher off, and a bad value is an input error (125)", async () => {
-    const off = JSON.parse((await ctrexec(["info", "--format", "json"], { CTREXEC_SHIM_LAUNCHER: "off" })).stdout) as { runtime: { shimLauncher: string | null } };
+    const off = JSON.parse((await ctrexec(["info", "--format", "json"], { CTREXEC_SHIM_LAUNCHER: "off" })).stdout) as {
+      runtime: { shimLauncher: string | null };
+    };
     assert.equal(off.runtime.shimLauncher, null);
     const bad = await ctrexec(["run", "--rm", "true"], { CTREXEC_SHIM_LAUNCHER: "build/ctrexec-shim" });
     assert.equal(bad.code, 125);

@@ -2,13 +2,13 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { runTask } from "../../src/containerd/run-task.js";
 import { EnvFiles } from "../../src/executor/env-files.js";
-import { detectHostFeatures } from "../../src/oci/host-features.js";
 import { capabilityMask } from "../../src/oci/capabilities.js";
+import { detectHostFeatures } from "../../src/oci/host-features.js";
 import { tmpfsMount } from "../../src/oci/mounts.js";
 import { generateSpec, type SpecInput } from "../../src/oci/spec.js";
 import { createTestEnv, type TestEnv } from "../helpers/env.js";
+import { runTask } from "../helpers/run-task.js";
 import { Collect } from "../helpers/streams.js";
 
 describe("the generated spec does what it says, in real containers", () => {
@@ -80,10 +80,9 @@ describe("the generated spec does what it says, in real containers", () => {
   });
 
   it("applies a memory limit to the container's cgroup", async () => {
-    const r = await run(
-      "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
-      { resources: { memory: 64 * 1024 * 1024 } },
-    );
+    const r = await run("cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes", {
+      resources: { memory: 64 * 1024 * 1024 },
+    });
     assert.equal(r.code, 0, r.err);
     assert.equal(r.out.trim(), "67108864");
   });

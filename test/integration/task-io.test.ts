@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
-import { runTask } from "../../src/containerd/run-task.js";
 import type { ProcessStreams } from "../../src/containerd/io.js";
 import { CanceledError } from "../../src/errors.js";
 import { defaultSpec } from "../../src/oci/defaults.js";
 import { createTestEnv, type TestEnv } from "../helpers/env.js";
+import { runTask } from "../helpers/run-task.js";
 import { Collect, HashSink, repeatedDigest } from "../helpers/streams.js";
 
 describe("a task run with the client and the IO layer", () => {
@@ -97,9 +97,7 @@ describe("a task run with the client and the IO layer", () => {
   it("kills a canceled run and cleans up everything", async () => {
     const ac = new AbortController();
     const started = Date.now();
-    const err = await run(["sleep", "60"], {}, ac.signal, () => setTimeout(() => ac.abort(new Error("stop")), 100)).catch(
-      (e: unknown) => e,
-    );
+    const err = await run(["sleep", "60"], {}, ac.signal, () => setTimeout(() => ac.abort(new Error("stop")), 100)).catch((e: unknown) => e);
     assert.ok(err instanceof CanceledError, String(err));
     assert.equal((err.cause as Error).message, "stop");
     assert.ok(Date.now() - started < 5000, "cancel took too long");
@@ -107,9 +105,7 @@ describe("a task run with the client and the IO layer", () => {
   });
 
   it("leaves nothing when the task cannot be created", async () => {
-    const err = await run(["/bin/does-not-exist"], { stdout: new Collect(), stderr: new Collect() }).catch(
-      (e: unknown) => e,
-    );
+    const err = await run(["/bin/does-not-exist"], { stdout: new Collect(), stderr: new Collect() }).catch((e: unknown) => e);
     assert.ok(err instanceof Error);
     assert.match(err.message, /does-not-exist/);
     await env.assertNoLeaks();

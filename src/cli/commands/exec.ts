@@ -1,5 +1,4 @@
-import { InvalidArgumentError } from "../../errors.js";
-import type { ProcessMeta } from "../../executor/types.js";
+import { InvalidArgumentError, type ProcessMeta } from "../../index.js";
 import { type OptionSpec, optionsHelp, parseOptions } from "../args.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openExecutor } from "../context.js";
 import { envFromFlags } from "../flags.js";
@@ -39,7 +38,8 @@ export async function execCommand(argv: string[], parent: Context): Promise<numb
   const id = rest[0];
   rest = rest.slice(1);
   if (rest[0] === "--") rest = rest.slice(1);
-  if (!id || rest.length === 0) throw new InvalidArgumentError(`"ctrexec exec" requires an ID and a command. See 'ctrexec exec --help'.`, { field: "argv" });
+  if (!id || rest.length === 0)
+    throw new InvalidArgumentError(`"ctrexec exec" requires an ID and a command. See 'ctrexec exec --help'.`, { field: "argv" });
   const env = await envFromFlags(p.lists.get("env-file") ?? [], p.lists.get("env") ?? []);
   const meta: ProcessMeta = { args: rest, env, tty: p.flags.has("tty") };
   const user = p.values.get("user");

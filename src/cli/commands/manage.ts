@@ -1,12 +1,9 @@
 import { realpath } from "node:fs/promises";
 import { constants } from "node:os";
-import { NotFoundError, PruneIncompleteError } from "../../errors.js";
-import { LABEL, ownerAlive } from "../../executor/labels.js";
-import { prune } from "../../executor/prune.js";
+import { getRun, InvalidArgumentError, listRuns, PruneIncompleteError, prune } from "../../index.js";
 import { type OptionSpec, optionsHelp, parseOptions } from "../args.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "../context.js";
 import { flagError } from "../flags.js";
-import { InvalidArgumentError } from "../../errors.js";
 
 const FORMAT: OptionSpec = { name: "format", kind: "value", arg: "FORMAT", help: "table (default) or json" };
 
@@ -27,7 +24,14 @@ function age(iso: string | undefined): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join("").trimEnd()).join("\n") + "\n";
+  return `${rows
+    .map((r) =>
+      r
+        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3)))
+        .join("")
+        .trimEnd(),
+    )
+    .join("\n")}\n`;
 }
 
 const PS_OPTIONS: OptionSpec[] = [FORMAT, ...GLOBAL_OPTIONS];
@@ -48,38 +52,16 @@ Examples:
 export async function psCommand(argv: string[], parent: Context): Promise<number> {
   const p = parseOptions(argv, PS_OPTIONS, "ps");
   const ctx = contextFrom(p, parent);
-  if (p.flags.has("help")) return void ctx.stdout.write(PS_HELP), 0;
+  if (p.flags.has("help")) {
+    ctx.stdout.write(PS_HELP);
+    return 0;
+  }
   if (p.rest.length) throw new InvalidArgumentError(`"ctrexec ps" takes no arguments`, { field: "argv" });
   const fmt = format(p.values.get("format"));
   await using client = openClient(ctx);
-  const [containers, tasks] = await Promise.all([client.containers.list(), client.tasks.list()]);
-  const byId = new Map(tasks.map((t) => [t.id, t]));
-  const runs = containers
-    .filter((c) => c.labels[LABEL.owner])
-    .map((c) => {
-      const t = byId.get(c.id);
-      const owner = c.labels[LABEL.owner]!;
-      let command: unknown = c.labels[LABEL.command] ?? "";
-      try {
-        command = JSON.parse(String(command));
-      } catch {
-        // truncated label: keep the text
-      }
-      const status = (t?.status ?? "none").toLowerCase();
-      const alive = ownerAlive(owner) ?? null;
-      return {
-        id: c.id,
-        pid: t?.pid ?? 0,
-        status,
-        command,
-        created: c.labels[LABEL.started] ?? "",
-        owner,
-        ownerAlive: alive,
-        // Finished, and kept by its live owner so that the next runs reuse its shim (deleted within minutes).
-        keptForShimReuse: status === "stopped" && alive !== false && c.labels[LABEL.shimFounder] === "true",
-      };
-    });
-  if (fmt === "json") ctx.stdout.write(JSON.stringify(runs, null, 2) + "\n");
+  // The fields ps has always printed; the labels stay out of its output.
+  const runs = (await listRuns(client)).map(({ labels: _, ...run }) => run);
+  if (fmt === "json") ctx.stdout.write(`${JSON.stringify(runs, null, 2)}\n`);
   else {
     const rows = [["ID", "PID", "STATUS", "AGE", "COMMAND"]];
     for (const r of runs) {
@@ -118,19 +100,15 @@ export function parseSignalName(value: string): number {
 export async function killCommand(argv: string[], parent: Context): Promise<number> {
   const p = parseOptions(argv, KILL_OPTIONS, "kill");
   const ctx = contextFrom(p, parent);
-  if (p.flags.has("help")) return void ctx.stdout.write(KILL_HELP), 0;
+  if (p.flags.has("help")) {
+    ctx.stdout.write(KILL_HELP);
+    return 0;
+  }
   const [id, ...extra] = p.rest;
   if (!id || extra.length) throw new InvalidArgumentError(`"ctrexec kill" requires exactly one ID`, { field: "argv" });
   const signal = parseSignalName(p.values.get("signal") ?? "SIGKILL");
   await using client = openClient(ctx);
-  let record;
-  try {
-    record = await client.containers.get(id);
-  } catch (err) {
-    if (err instanceof NotFoundError) throw new NotFoundError(`container ${id} not found`, { cause: err });
-    throw err;
-  }
-  if (!record.labels[LABEL.owner]) throw new NotFoundError(`container ${id} not found (not a ctrexec run)`);
+  await getRun(client, id);
   await client.tasks.kill({ containerId: id, signal });
   ctx.stdout.write(`${id}\n`);
   return 0;
@@ -155,7 +133,10 @@ Examples:
 export async function pruneCommand(argv: string[], parent: Context): Promise<number> {
   const p = parseOptions(argv, PRUNE_OPTIONS, "prune");
   const ctx = contextFrom(p, parent);
-  if (p.flags.has("help")) return void ctx.stdout.write(PRUNE_HELP), 0;
+  if (p.flags.has("help")) {
+    ctx.stdout.write(PRUNE_HELP);
+    return 0;
+  }
   if (p.rest.length) throw new InvalidArgumentError(`"ctrexec prune" takes no arguments`, { field: "argv" });
   // By its real path, as the executor uses it: mountinfo, which prune compares with, shows real paths.
   const root = await realpath(ctx.root).catch(() => ctx.root);
@@ -186,7 +167,10 @@ ${optionsHelp(IMAGES_OPTIONS)}
 export async function imagesCommand(argv: string[], parent: Context): Promise<number> {
   const p = parseOptions(argv, IMAGES_OPTIONS, "images");
   const ctx = contextFrom(p, parent);
-  if (p.flags.has("help")) return void ctx.stdout.write(IMAGES_HELP), 0;
+  if (p.flags.has("help")) {
+    ctx.stdout.write(IMAGES_HELP);
+    return 0;
+  }
   if (p.rest.length) throw new InvalidArgumentError(`"ctrexec images" takes no arguments`, { field: "argv" });
   const fmt = format(p.values.get("format"));
   await using client = openClient(ctx);
@@ -196,12 +180,16 @@ export async function imagesCommand(argv: string[], parent: Context): Promise<nu
     mediaType: i.target?.mediaType ?? "",
     created: i.createdAt ? new Date(i.createdAt.seconds * 1000).toISOString() : "",
   }));
-  if (fmt === "json") ctx.stdout.write(JSON.stringify(images, null, 2) + "\n");
-  else ctx.stdout.write(table([["NAME", "DIGEST", "CREATED"], ...images.map((i) => [i.name, i.digest.slice(0, 19), age(i.created) + " ago"])]));
+  if (fmt === "json") ctx.stdout.write(`${JSON.stringify(images, null, 2)}\n`);
+  else ctx.stdout.write(table([["NAME", "DIGEST", "CREATED"], ...images.map((i) => [i.name, i.digest.slice(0, 19), `${age(i.created)} ago`])]));
   return 0;
 }
 
-const SNAPSHOTS_OPTIONS: OptionSpec[] = [FORMAT, { name: "snapshotter", kind: "value", arg: "NAME", help: "snapshotter (default overlayfs)" }, ...GLOBAL_OPTIONS];
+const SNAPSHOTS_OPTIONS: OptionSpec[] = [
+  FORMAT,
+  { name: "snapshotter", kind: "value", arg: "NAME", help: "snapshotter (default overlayfs)" },
+  ...GLOBAL_OPTIONS,
+];
 export const SNAPSHOTS_HELP = `Usage: ctrexec snapshots ls [--format table|json]
        ctrexec snapshots rm NAME [NAME...]
 
@@ -219,7 +207,10 @@ Examples:
 export async function snapshotsCommand(argv: string[], parent: Context): Promise<number> {
   const p = parseOptions(argv, SNAPSHOTS_OPTIONS, "snapshots");
   const ctx = contextFrom(p, parent);
-  if (p.flags.has("help")) return void ctx.stdout.write(SNAPSHOTS_HELP), 0;
+  if (p.flags.has("help")) {
+    ctx.stdout.write(SNAPSHOTS_HELP);
+    return 0;
+  }
   const [sub, ...names] = p.rest;
   const snapshotter = p.values.get("snapshotter") ?? "overlayfs";
   await using client = openClient(ctx);
@@ -227,7 +218,7 @@ export async function snapshotsCommand(argv: string[], parent: Context): Promise
     if (names.length) throw new InvalidArgumentError(`"ctrexec snapshots ls" takes no names`, { field: "argv" });
     const fmt = format(p.values.get("format"));
     const snaps = (await client.snapshots.list(snapshotter)).map((s) => ({ name: s.name, kind: s.kind.toLowerCase(), parent: s.parent }));
-    if (fmt === "json") ctx.stdout.write(JSON.stringify(snaps, null, 2) + "\n");
+    if (fmt === "json") ctx.stdout.write(`${JSON.stringify(snaps, null, 2)}\n`);
     else ctx.stdout.write(table([["NAME", "KIND", "PARENT"], ...snaps.map((s) => [s.name, s.kind, s.parent])]));
     return 0;
   }

@@ -1,9 +1,18 @@
-import { InvalidArgumentError } from "../../errors.js";
-import { bindMountable, tmpfsMountable } from "../../executor/mountables.js";
-import type { MountSpec, ProcessMeta, RootSpec } from "../../executor/types.js";
-import type { HostIP } from "../../oci/hosts.js";
-import type { LinuxResources } from "../../oci/spec.js";
-import { type OptionSpec, optionsHelp, parseOptions, type Parsed } from "../args.js";
+import {
+  bindMountable,
+  type HostIP,
+  InvalidArgumentError,
+  imageMountable,
+  type LinuxResources,
+  type MountSpec,
+  type ProcessMeta,
+  type RootSpec,
+  resolveImage,
+  snapshotMountable,
+  tmpfsMountable,
+  withImageDefaults,
+} from "../../index.js";
+import { type OptionSpec, optionsHelp, type Parsed, parseOptions } from "../args.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openExecutor } from "../context.js";
 import {
   envFromFlags,
@@ -19,8 +28,6 @@ import {
   parseUlimit,
   parseVolume,
 } from "../flags.js";
-import { resolveImage, withImageDefaults } from "../../image/image.js";
-import { imageMountable, snapshotMountable } from "../../image/mountables.js";
 import { withProcessSession } from "../session.js";
 
 const OPTIONS: OptionSpec[] = [
@@ -111,7 +118,8 @@ export async function buildRun(argv: string[], parent: Context) {
   const ctx = contextFrom(p, parent);
   if (p.flags.has("help")) return { help: true as const, ctx };
   const rootFlags = ["rootfs", "image", "snapshot"].filter((f) => p.values.has(f));
-  if (rootFlags.length > 1) throw new InvalidArgumentError(`--${rootFlags.join(" and --")} cannot be used together: pick one root`, { field: `--${rootFlags[1]}` });
+  if (rootFlags.length > 1)
+    throw new InvalidArgumentError(`--${rootFlags.join(" and --")} cannot be used together: pick one root`, { field: `--${rootFlags[1]}` });
   const image = p.values.get("image");
   const snapshot = p.values.get("snapshot");
   const commit = p.values.get("commit");

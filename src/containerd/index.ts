@@ -1,0 +1,50 @@
+/**
+ * `ctrexec/containerd`: the lower layer the executor is built on — a typed containerd client, the FIFO-based
+ * process IO and the bounded task cleanup. Lower-level and less stable than the main entry `ctrexec`: names and
+ * shapes here may change between minor versions. Most callers want `ContainerdExecutor` instead.
+ */
+
+export {
+  /** Options of each call: deadline, abort signal. */
+  type CallOptions,
+  /** A typed containerd client over one HTTP/2 connection to the socket; errors are ctrexec's typed errors. */
+  ContainerdClient,
+  /** Options of `new ContainerdClient()`: address, namespace, default deadline, lease. */
+  type ContainerdClientOptions,
+  /** The default containerd socket (unless $CONTAINERD_ADDRESS is set). */
+  DEFAULT_ADDRESS,
+  /** The default containerd namespace (unless $CONTAINERD_NAMESPACE is set): "ctrexec". */
+  DEFAULT_NAMESPACE,
+} from "./client.js";
+export {
+  /** The FIFO paths a ProcessIO hands to Tasks.Create / Tasks.Exec. */
+  type IOConfig,
+  /** Where a process's FIFOs will be, decided before they exist (`ProcessIO.plan`). */
+  type PlannedIO,
+  /** One process's FIFOs: created, connected to the caller's streams, drained and closed in the right order. */
+  ProcessIO,
+  /** Options of `ProcessIO.create`: the streams, the FIFO root and the process's name. */
+  type ProcessIOOptions,
+  /** The caller's stdin, stdout and stderr for a process, and whether it has a terminal. */
+  type ProcessStreams,
+} from "./io.js";
+export {
+  /** The runc v2 runtime name containers get by default. */
+  DEFAULT_RUNTIME,
+  /** Deletes a container record, bounded; one already gone counts as deleted. */
+  deleteContainerRecord,
+  /** Deletes an exec process, bounded; one already gone counts as deleted. */
+  deleteExecProcess,
+  /** Deletes a task whatever its state (resumed, killed and waited for first), bounded. */
+  deleteTask,
+} from "./task-cleanup.js";
+/** containerd's request, response and event types, as the client takes and returns them. */
+export type * from "./types.js";
+export {
+  /** Wraps a JSON value as a protobuf Any (containerd's spec and process fields). */
+  jsonAny,
+  /** The Any type URL of an OCI process (Tasks.Exec's spec). */
+  PROCESS_TYPE_URL,
+  /** The Any type URL of an OCI runtime spec (Containers.Create's spec). */
+  SPEC_TYPE_URL,
+} from "./types.js";
