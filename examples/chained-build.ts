@@ -37,17 +37,25 @@ async function step(name: string, root: Mountable, script: string, mounts: Mount
 
 try {
   // 1. Sources: a small site in a markdown-ish format.
-  await step("sources", imageMountable(client, image, { commit: steps[0]! }), `
+  await step(
+    "sources",
+    imageMountable(client, image, { commit: steps[0]! }),
+    `
     mkdir -p /src/pages
     printf '# Home\\nWelcome to the *ctrexec* demo site.\\n' > /src/pages/index.txt
-    printf '# About\\nBuilt in three chained container steps.\\n' > /src/pages/about.txt`);
+    printf '# About\\nBuilt in three chained container steps.\\n' > /src/pages/about.txt`,
+  );
   // 2. Build: each page to HTML, on the first step's snapshot.
-  await step("html", snapshotMountable(client, steps[0]!, { commit: steps[1]! }), `
+  await step(
+    "html",
+    snapshotMountable(client, steps[0]!, { commit: steps[1]! }),
+    `
     mkdir -p /build
     for f in /src/pages/*.txt; do
       n=$(basename "$f" .txt)
       sed -e 's|^# \\(.*\\)|<h1>\\1</h1>|' -e 's|\\*\\([^*]*\\)\\*|<em>\\1</em>|g' -e '/^<h1>/!s|.*|<p>&</p>|' "$f" > "/build/$n.html"
-    done`);
+    done`,
+  );
   // 3. Package: a tarball and its checksum, copied out through a bind mount.
   const out = resolve(outDir);
   await mkdir(out, { recursive: true });

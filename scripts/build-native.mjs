@@ -3,7 +3,7 @@
 // (native/shim-launcher.c, a program containerd runs) when a source is newer than its binary. Runs as
 // the package's install script too, so it never fails: without the addon ctrexec falls back to mkfifo(1), and
 // without the launcher containerd runs its own shim binary; either only costs speed (src/containerd/fifo.ts,
-// src/containerd/shim-launcher.ts).
+// src/executor/shims/launcher.ts).
 import { spawnSync } from "node:child_process";
 import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -11,7 +11,9 @@ import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const addon = join(root, "build/Release/ctrexec_fifo.node");
-const sources = ["native/fifo.c", "native/mount.c", "native/safe-fs.c", "native/remove-tree.c", "native/errno-error.h", "binding.gyp"].map((f) => join(root, f));
+const sources = ["native/fifo.c", "native/mount.c", "native/safe-fs.c", "native/remove-tree.c", "native/errno-error.h", "binding.gyp"].map((f) =>
+  join(root, f),
+);
 
 if (!existsSync(addon) || sources.some((f) => statSync(addon).mtimeMs < statSync(f).mtimeMs)) {
   // Build against the headers of the node that runs us; never download headers (CI has no network for that).
@@ -20,9 +22,7 @@ if (!existsSync(addon) || sources.some((f) => statSync(addon).mtimeMs < statSync
   if (existsSync(join(nodedir, "include/node/node_api.h"))) args.push(`--nodedir=${nodedir}`);
   const local = join(root, "node_modules/node-gyp/bin/node-gyp.js");
   const gyp = existsSync(local) ? local : process.env.npm_config_node_gyp;
-  const status = gyp
-    ? spawnSync(process.execPath, [gyp, ...args], { cwd: root, stdio: ["ignore", "ignore", "inherit"] }).status
-    : 1;
+  const status = gyp ? spawnSync(process.execPath, [gyp, ...args], { cwd: root, stdio: ["ignore", "ignore", "inherit"] }).status : 1;
   if (status !== 0) {
     console.error("ctrexec: the native mkfifo addon did not build; FIFOs will be made with mkfifo(1), which is slower");
   }

@@ -9,9 +9,10 @@ const tsc = join(root, "node_modules/typescript/bin/tsc");
 const status = spawnSync(process.execPath, [tsc, "-p", "tsconfig.json"], { cwd: root, stdio: "inherit" }).status;
 if (status !== 0) process.exit(status ?? 1);
 
-// The CLI as one file: loading ~80 modules one by one is ~30 ms of every `ctrexec` invocation (Node 20 has no
-// compile cache). It sits next to bin.js, so the paths its modules resolve from their own URL (proto/, the
-// addon, package.json) stay the same. The modules' `require` of CommonJS packages needs one at the top.
+// The CLI as one file: every `ctrexec` invocation would otherwise load its ~80 modules one by one, and Node 20 has
+// no compile cache (docs/performance.md has the start-up figures). It sits next to bin.js, so the paths its
+// modules resolve from their own URL (the addon, build/ctrexec-shim, package.json) stay the same. The modules' `require` of
+// CommonJS packages needs one at the top.
 const esbuild = await import(pathToFileURL(join(root, "node_modules/esbuild/lib/main.js")).href);
 await esbuild.build({
   entryPoints: [join(root, "dist/src/cli/bin.js")],

@@ -34,7 +34,9 @@ export async function ensureCwd(rootfs: string, cwd: string, uid: number, gid: n
   }
   // Exists (even as a file: the runtime's chdir will say so); nothing is done to it.
   if (plan.exists) return plan.path;
-  const parts = relative(rootfs, plan.path).split("/").filter((c) => c !== "");
+  const parts = relative(rootfs, plan.path)
+    .split("/")
+    .filter((c) => c !== "");
   try {
     withFd(openRoot(rootfs), (rootFd) => {
       // The deepest existing ancestor, resolved inside the root now (the plan may be stale already).

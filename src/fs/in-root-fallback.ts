@@ -40,7 +40,7 @@ function components(path: string): string[] {
     const c = parts[i]!;
     if (c === "") continue;
     const trailing = parts.slice(i + 1).every((x) => x === "") && i < parts.length - 1;
-    out.push(trailing && c !== "." && c !== ".." ? c + "/" : c);
+    out.push(trailing && c !== "." && c !== ".." ? `${c}/` : c);
   }
   return out;
 }
@@ -109,7 +109,7 @@ export function openat2(rootFd: number, path: string, flags: number, _mode: numb
         const parts = components(target);
         // The link's own trailing slash, or the one after it, demands a directory of what it points to.
         const end = parts[parts.length - 1];
-        if (mustDir && end !== undefined && !end.endsWith("/") && end !== "." && end !== "..") parts[parts.length - 1] = end + "/";
+        if (mustDir && end !== undefined && !end.endsWith("/") && end !== "." && end !== "..") parts[parts.length - 1] = `${end}/`;
         queue.unshift(...parts);
         continue;
       }

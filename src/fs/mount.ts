@@ -1,6 +1,5 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import type { Mount } from "../containerd/types.js";
 import { nativeAddon } from "../util/native.js";
 
 const run = promisify(execFile);
@@ -59,6 +58,13 @@ const FLAG_OPTIONS: Record<string, [number, boolean]> = {
   sync: [MS.SYNCHRONOUS, true],
 };
 
+/** What mountAt needs of a mount: the shape of containerd's Mount, declared here so that fs/ stays free of containerd. */
+export interface MountSource {
+  type: string;
+  source: string;
+  options: readonly string[];
+}
+
 /** Propagation options need mount(8)'s separate call; we never pass them, but fall back if someone does. */
 const PROPAGATION = /^r?(shared|slave|private|unbindable)$/;
 
@@ -80,7 +86,7 @@ export function parseMountOptions(options: readonly string[]): { flags: number; 
  * mount(8). `cwd` (relative overlay lowerdirs, see local-mount.ts) always goes through mount(8), since mount(2)
  * would resolve them against this process's working directory.
  */
-export async function mountAt(m: Mount, target: string, cwd?: string): Promise<void> {
+export async function mountAt(m: MountSource, target: string, cwd?: string): Promise<void> {
   const addon = nativeAddon();
   const isBind = m.type === "bind" || m.type === "rbind";
   const recursive = m.type === "rbind" || m.options.includes("rbind");

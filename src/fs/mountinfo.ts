@@ -65,5 +65,5 @@ export function readMountinfo(path = "/proc/self/mountinfo"): MountInfo[] {
 
 /** Mount points at or below `dir` (a path without a trailing slash), in mountinfo's order. */
 export function mountPointsUnder(dir: string, mounts: readonly MountInfo[] = readMountinfo()): string[] {
-  return mounts.map((m) => m.mountPoint).filter((m) => m === dir || m.startsWith(dir + "/"));
+  return mounts.map((m) => m.mountPoint).filter((m) => m === dir || m.startsWith(`${dir}/`));
 }

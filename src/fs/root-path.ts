@@ -1,8 +1,8 @@
 import { closeSync, readlinkSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
-import { fdKind } from "./in-root-fallback.js";
 import { fdPath, isErrno, O, openAt, openRoot } from "./in-root.js";
+import { fdKind } from "./in-root-fallback.js";
 
 /** Symlinks followed while resolving one path, as in continuity's fs.RootPath and runc's securejoin. */
 export const MAX_SYMLINKS = 255;
@@ -36,8 +36,9 @@ interface Opened {
 
 /**
  * `resolveInRoot`, also telling whether the resolved path exists (saves the caller another look). Synchronous:
- * a lookup takes microseconds, a thread-pool round trip 0.3–0.6 ms on a busy machine, and runs resolve several
- * paths on their way to the container (docs/architecture.md, the executor, step 4).
+ * a lookup is far cheaper than a round trip through libuv's thread pool, which waits behind other work on a busy
+ * machine, and runs resolve several paths on their way to the container (docs/architecture.md, the executor,
+ * step 4; docs/performance.md has the figures).
  *
  * Looked up fd-relative, one component at a time: each name is opened O_PATH|O_NOFOLLOW in its parent's fd and
  * a symlink's target is read in that same directory, so the kernel never follows anything. A container that
@@ -119,5 +120,5 @@ export function resolveInRootDetailed(root: string, path: string): { path: strin
 export function isInside(root: string, hostPath: string): boolean {
   const base = resolve(root);
   const p = resolve(hostPath);
-  return p === base || p.startsWith(base.endsWith("/") ? base : base + "/");
+  return p === base || p.startsWith(base.endsWith("/") ? base : `${base}/`);
 }

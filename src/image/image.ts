@@ -42,7 +42,9 @@ interface Platform {
 }
 
 function hostPlatform(): { os: string; architecture: string } {
-  const arch = ({ x64: "amd64", arm64: "arm64", arm: "arm", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" } as Record<string, string>)[process.arch];
+  const arch = ({ x64: "amd64", arm64: "arm64", arm: "arm", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" } as Record<string, string>)[
+    process.arch
+  ];
   return { os: "linux", architecture: arch ?? process.arch };
 }
 
@@ -61,9 +63,12 @@ async function readJson<T>(client: ContainerdClient, d: Descriptor): Promise<T> 
     return JSON.parse((await client.content.read(d.digest)).toString("utf8")) as T;
   } catch (err) {
     if (err instanceof NotFoundError) {
-      throw new FailedPreconditionError(`content ${d.digest} of the image is missing from containerd's content store: pull or import the image again`, {
-        cause: err,
-      });
+      throw new FailedPreconditionError(
+        `content ${d.digest} of the image is missing from containerd's content store: pull or import the image again`,
+        {
+          cause: err,
+        },
+      );
     }
     throw err;
   }
@@ -71,10 +76,7 @@ async function readJson<T>(client: ContainerdClient, d: Descriptor): Promise<T> 
 
 /** Looks an image up by name and resolves it for this host's platform. */
 export async function resolveImage(client: ContainerdClient, ref: string): Promise<ResolvedImage> {
-  let record;
-  try {
-    record = await client.images.get(ref);
-  } catch (err) {
+  const record = await client.images.get(ref).catch((err: unknown) => {
     if (err instanceof NotFoundError) {
       throw new NotFoundError(
         `image ${ref} not found in namespace ${client.namespace}: import it first, e.g. ctr -n ${client.namespace} images import IMAGE.tar`,
@@ -82,7 +84,7 @@ export async function resolveImage(client: ContainerdClient, ref: string): Promi
       );
     }
     throw err;
-  }
+  });
   if (!record.target) throw new FailedPreconditionError(`image ${ref} has no target`);
   let manifestDesc: Descriptor = record.target;
   const want = hostPlatform();

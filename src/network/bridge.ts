@@ -1,12 +1,12 @@
-import { randomBytes } from "node:crypto";
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { CanceledError, InvalidArgumentError } from "../errors.js";
-import { ownerAlive, ownerId } from "../util/owner.js";
 import { type Logger, silentLogger } from "../util/logger.js";
-import { cniAdd, cniDel, type CniNetworkConfig, DEFAULT_PLUGIN_DIRS, findPlugin, loadNetworkConfig, validateConfig } from "./cni.js";
+import { ownerAlive, ownerId } from "../util/owner.js";
+import { type CniNetworkConfig, cniAdd, cniDel, DEFAULT_PLUGIN_DIRS, findPlugin, loadNetworkConfig, validateConfig } from "./cni.js";
 import { createNetns, destroyNetns } from "./netns.js";
 import type { NetworkHandle, NetworkProvider } from "./types.js";
 
@@ -42,7 +42,8 @@ export interface BridgeOptions {
 /** The built-in network: a bridge with host-local IPAM, then the firewall plugin. */
 export function defaultBridgeConfig(o: { name?: string; bridge?: string; subnet?: string; ipMasq?: boolean; dataDir?: string }): CniNetworkConfig {
   const subnet = o.subnet ?? DEFAULT_SUBNET;
-  if (!/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(subnet)) throw new InvalidArgumentError(`bad subnet ${JSON.stringify(subnet)}: expected an IPv4 CIDR`, { field: "subnet" });
+  if (!/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(subnet))
+    throw new InvalidArgumentError(`bad subnet ${JSON.stringify(subnet)}: expected an IPv4 CIDR`, { field: "subnet" });
   return {
     cniVersion: "1.0.0",
     name: o.name ?? DEFAULT_NETWORK_NAME,
@@ -110,7 +111,10 @@ async function writeRecord(path: string, record: NetnsRecord): Promise<void> {
 
 /** Whether a network namespace is mounted on `path` (not only the empty file createNetns starts from). */
 async function isNetnsMount(path: string): Promise<boolean> {
-  return statfs(path).then((s) => s.type === NSFS_MAGIC, () => false);
+  return statfs(path).then(
+    (s) => s.type === NSFS_MAGIC,
+    () => false,
+  );
 }
 
 /**
@@ -245,7 +249,12 @@ export class BridgeProvider implements NetworkProvider {
     })();
   }
 
-  async create(options: { id: string; hostname: string; signal?: AbortSignal | undefined; privileged?: boolean }): Promise<NetworkHandle & { address?: string; gateway?: string }> {
+  async create(options: {
+    id: string;
+    hostname: string;
+    signal?: AbortSignal | undefined;
+    privileged?: boolean;
+  }): Promise<NetworkHandle & { address?: string; gateway?: string }> {
     if (this.#closed) throw new CanceledError("the bridge network provider is closed");
     const ns = this.#idle.pop() ?? (await this.#make());
     this.#inUse++;
@@ -325,7 +334,16 @@ export async function pruneNetns(stateDir: string, namespace: string, logger: Lo
     if (record && ownerAlive(record.owner) !== false) continue;
     if (!record) {
       // Only older versions made a namespace before its record: one of those may be between the two.
-      if (!names.includes(id) || Date.now() - (await stat(path).then((s) => s.mtimeMs, () => 0)) < 60_000) continue;
+      if (
+        !names.includes(id) ||
+        Date.now() -
+          (await stat(path).then(
+            (s) => s.mtimeMs,
+            () => 0,
+          )) <
+          60_000
+      )
+        continue;
     } else {
       // A namespace file without the namespace mounted on it (creation cut short) is no netns for the plugins.
       const mounted = await isNetnsMount(path);

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
-import { access, readdir, readFile } from "node:fs/promises";
 import { constants as fsc } from "node:fs";
+import { access, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError, InvalidArgumentError, UnknownError } from "../errors.js";
 
@@ -34,7 +34,8 @@ Object.defineProperty(CniError.prototype, "name", { value: "CniError", configura
 export const DEFAULT_PLUGIN_DIRS: readonly string[] = ["/usr/lib/cni", "/opt/cni/bin"];
 
 export async function findPlugin(type: string, dirs: readonly string[]): Promise<string> {
-  if (!/^[A-Za-z0-9_.-]+$/.test(type)) throw new InvalidArgumentError(`CNI plugin type ${JSON.stringify(type)} is not a plugin name`, { field: "network" });
+  if (!/^[A-Za-z0-9_.-]+$/.test(type))
+    throw new InvalidArgumentError(`CNI plugin type ${JSON.stringify(type)} is not a plugin name`, { field: "network" });
   for (const d of dirs) {
     const p = join(d, type);
     try {
@@ -86,14 +87,11 @@ export async function loadNetworkConfig(dir: string, name: string): Promise<CniN
   return undefined;
 }
 
-function invoke(
-  pluginPath: string,
-  command: "ADD" | "DEL",
-  conf: Record<string, unknown>,
-  rt: CniRuntime,
-): Promise<Record<string, unknown>> {
+function invoke(pluginPath: string, command: "ADD" | "DEL", conf: Record<string, unknown>, rt: CniRuntime): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const cniArgs = Object.entries(rt.args ?? {}).map(([k, v]) => `${k}=${v}`).join(";");
+    const cniArgs = Object.entries(rt.args ?? {})
+      .map(([k, v]) => `${k}=${v}`)
+      .join(";");
     const child = spawn(pluginPath, [], {
       env: {
         PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -110,7 +108,9 @@ function invoke(
     const err: Buffer[] = [];
     child.stdout.on("data", (d: Buffer) => out.push(d));
     child.stderr.on("data", (d: Buffer) => err.push(d));
-    child.on("error", (e) => reject(new CniError(String(conf["type"]), `CNI plugin ${pluginPath} could not run: ${e.message}`, undefined, { cause: e })));
+    child.on("error", (e) =>
+      reject(new CniError(String(conf["type"]), `CNI plugin ${pluginPath} could not run: ${e.message}`, undefined, { cause: e })),
+    );
     child.on("close", (code) => {
       const text = Buffer.concat(out).toString("utf8").trim();
       let parsed: Record<string, unknown> = {};

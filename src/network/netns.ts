@@ -9,7 +9,8 @@ const run = promisify(execFile);
 /**
  * A named network namespace: an empty file with the namespace's nsfs bind-mounted on it (what `ip netns add`
  * does under /run/netns, here under our state dir). Node cannot unshare a namespace for a path itself without
- * poisoning one of its threads, so util-linux's unshare(1) makes it (~3 ms; off the run's path with the pool).
+ * poisoning one of its threads, so util-linux's unshare(1) makes it: a process spawn, which the bridge provider's
+ * pool of ready namespaces keeps off the run's path.
  */
 export async function createNetns(path: string): Promise<void> {
   const fh = await open(path, "wx", 0o600);

@@ -32,13 +32,7 @@ export const DEFAULT_MASKED_PATHS: readonly string[] = [
   "/proc/scsi",
 ];
 
-export const DEFAULT_READONLY_PATHS: readonly string[] = [
-  "/proc/bus",
-  "/proc/fs",
-  "/proc/irq",
-  "/proc/sys",
-  "/proc/sysrq-trigger",
-];
+export const DEFAULT_READONLY_PATHS: readonly string[] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /** containerd's default mounts, in order. `/run` is last: BuildKit (and so ctrexec's executor) removes it. */
 export function defaultMounts(): Mount[] {

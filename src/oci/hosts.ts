@@ -14,10 +14,9 @@ const HOSTNAME_RE = /^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$/;
 /** A hostname check strict enough that nothing can be smuggled into /etc/hosts or the UTS name. */
 export function validateHostname(name: string, field = "hostname"): void {
   if (!HOSTNAME_RE.test(name)) {
-    throw new InvalidArgumentError(
-      `invalid ${field} ${JSON.stringify(name)}: use letters, digits, '.', '-' and '_' (at most 253 characters)`,
-      { field },
-    );
+    throw new InvalidArgumentError(`invalid ${field} ${JSON.stringify(name)}: use letters, digits, '.', '-' and '_' (at most 253 characters)`, {
+      field,
+    });
   }
 }
 

@@ -1,5 +1,5 @@
-import type { Seccomp, SeccompSyscall } from "./types.js";
 import { ARCH_SYSCALLS, BASE_SYSCALLS, CAPABILITY_SYSCALLS, PERSONALITY_VALUES } from "./seccomp-data.js";
+import type { Seccomp, SeccompSyscall } from "./types.js";
 
 const ARCHITECTURES: Readonly<Record<string, string[]>> = {
   x64: ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],

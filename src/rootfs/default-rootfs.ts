@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { constants as fsc, existsSync } from "node:fs";
+import { existsSync, constants as fsc } from "node:fs";
 import { access, chmod, chown, copyFile, mkdir, mkdtemp, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";

@@ -35,7 +35,7 @@ export function stderrLogger(level: LogLevel, write: (line: string) => void = (l
           line += ` ${k}=${/[\s"]/.test(s ?? "") ? JSON.stringify(s) : s}`;
         }
       }
-      write(line + "\n");
+      write(`${line}\n`);
     };
   return { debug: make("debug"), info: make("info"), warn: make("warn"), error: make("error") };
 }

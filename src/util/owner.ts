@@ -111,7 +111,7 @@ function selfFacts(): SelfFacts {
     timeNs: fileIdentity("/proc/self/ns/time") ?? "-",
     procNs,
     // Only root is sure to: /proc's hidepid hides other users' processes from the rest.
-    procSeesAll: procNs !== undefined && procNs.endsWith(`:${INIT_PID_NS_INO}`) && process.getuid?.() === 0,
+    procSeesAll: procNs?.endsWith(`:${INIT_PID_NS_INO}`) === true && process.getuid?.() === 0,
   };
   return facts;
 }

@@ -4,8 +4,9 @@ import type { Attributes, Span, SpanContext, Tracer } from "@opentelemetry/api";
 const INVALID_CONTEXT: SpanContext = { traceId: "0".repeat(32), spanId: "0".repeat(16), traceFlags: 0 };
 
 /**
- * What runs without a tracer get. Written here rather than taken from @opentelemetry/api's `trace`, whose
- * import costs a CLI invocation ~11 ms; the package stays a type-only dependency.
+ * What runs without a tracer get. Written here rather than taken from @opentelemetry/api's `trace`: the
+ * package is an optional peer dependency, imported for its types only, so that neither a library user without
+ * tracing nor every CLI invocation loads it.
  */
 class NonRecordingSpan implements Span {
   spanContext(): SpanContext {

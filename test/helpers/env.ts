@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
-import { connect } from "node:net";
 import { mkdtemp, readdir, rm, rmdir } from "node:fs/promises";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ContainerdClient } from "../../src/containerd/client.js";
@@ -43,9 +43,17 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
     uniqueId: (prefix = "t") => `${prefix}${++n}-${randomBytes(4).toString("hex")}`,
     async assertNoLeaks() {
       const containers = await client.containers.list();
-      assert.deepEqual(containers.map((c) => c.id), [], "containers left in the namespace");
+      assert.deepEqual(
+        containers.map((c) => c.id),
+        [],
+        "containers left in the namespace",
+      );
       const tasks = await client.tasks.list();
-      assert.deepEqual(tasks.map((t) => t.id), [], "tasks left in the namespace");
+      assert.deepEqual(
+        tasks.map((t) => t.id),
+        [],
+        "tasks left in the namespace",
+      );
       const fifoDirs: string[] = [];
       for (const ns of await readdir(fifoRoot).catch(() => [])) {
         for (const d of await readdir(join(fifoRoot, ns)).catch(() => [])) fifoDirs.push(`${ns}/${d}`);
@@ -133,7 +141,10 @@ export function killShim(namespace: string, id: string, pid: number): () => Prom
   process.kill(pid, "SIGKILL");
   return async () => {
     const listening = await new Promise<boolean>((resolve) => {
-      const c = connect(socket, () => (c.destroy(), resolve(true)));
+      const c = connect(socket, () => {
+        c.destroy();
+        resolve(true);
+      });
       c.on("error", () => resolve(false));
     });
     if (!listening) await rm(socket, { force: true });

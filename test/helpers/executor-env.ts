@@ -27,7 +27,11 @@ export async function createExecutorEnv(name: string, options: ExecutorOptions =
       await executor.settled();
       await env.assertNoLeaks();
       const files = await readdir(env.stateDir);
-      assert.deepEqual(files.filter((f) => f.startsWith("hosts.") || f.endsWith(".tmp")), [], "per-run state files left");
+      assert.deepEqual(
+        files.filter((f) => f.startsWith("hosts.") || f.endsWith(".tmp")),
+        [],
+        "per-run state files left",
+      );
       assert.deepEqual(await readdir(`${env.stateDir}/runs/${env.namespace}`).catch(() => []), [], "run dirs left");
     },
     async dispose() {

@@ -10,7 +10,7 @@ export type LayerEntry =
   | { type: "symlink"; path: string; target: string };
 
 function octal(n: number, width: number): string {
-  return n.toString(8).padStart(width - 1, "0") + "\0";
+  return `${n.toString(8).padStart(width - 1, "0")}\0`;
 }
 
 function header(name: string, type: "0" | "2" | "5", size: number, mode: number, link = ""): Buffer {
@@ -36,7 +36,7 @@ function header(name: string, type: "0" | "2" | "5", size: number, mode: number,
   h.write(prefix, 345, 155);
   let sum = 0;
   for (const b of h) sum += b;
-  h.write(octal(sum, 7) + " ", 148);
+  h.write(`${octal(sum, 7)} `, 148);
   return h;
 }
 

@@ -77,7 +77,13 @@ export class OwnContainerd {
     const client = new ContainerdClient({ address: this.address, namespace: "probe" });
     try {
       for (let i = 0; i < 100; i++) {
-        if (await client.version().then(() => true, () => false)) return;
+        if (
+          await client.version().then(
+            () => true,
+            () => false,
+          )
+        )
+          return;
         await new Promise((r) => setTimeout(r, 100));
       }
       throw new Error(`our containerd did not answer on ${this.address}`);

@@ -1,10 +1,23 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { InvalidArgumentError } from "../../src/errors.js";
 import { bindMountable } from "../../src/executor/mountables.js";
 import type { MountSpec, RunResult } from "../../src/executor/types.js";
@@ -95,7 +108,10 @@ describe("host safety against a racing container (issue #17 items 1-3)", { concu
     done.catch(() => {}); // awaited in stop()
     return {
       /** Resolves once the racer runs (its first line), rejects if its run ended first. */
-      started: Promise.race([started, done.then((r) => Promise.reject(new Error(`the racer ended before racing: ${JSON.stringify(r)} ${stderr.text}`)))]),
+      started: Promise.race([
+        started,
+        done.then((r) => Promise.reject(new Error(`the racer ended before racing: ${JSON.stringify(r)} ${stderr.text}`))),
+      ]),
       async stop(): Promise<number> {
         writeFileSync(stopFile, "");
         const r: RunResult = await done;
@@ -130,7 +146,9 @@ describe("host safety against a racing container (issue #17 items 1-3)", { concu
           .then(
             () => stdout.text,
             (e: unknown) =>
-              e instanceof InvalidArgumentError && /does not exist in its source/.test(e.message) ? "symlink at open: refused" : `failed: ${String(e)}`,
+              e instanceof InvalidArgumentError && /does not exist in its source/.test(e.message)
+                ? "symlink at open: refused"
+                : `failed: ${String(e)}`,
           );
         seen[outcome] = (seen[outcome] ?? 0) + 1;
       }
@@ -138,7 +156,11 @@ describe("host safety against a racing container (issue #17 items 1-3)", { concu
       t.diagnostic(`${await race.stop()} swaps; outcomes ${JSON.stringify(seen)}`);
     }
     assert.equal(seen["host"], undefined, `the host directory was mounted into a container: ${JSON.stringify(seen)}`);
-    assert.deepEqual(Object.keys(seen).filter((k) => k !== "inside" && k !== "symlink at open: refused"), [], JSON.stringify(seen));
+    assert.deepEqual(
+      Object.keys(seen).filter((k) => k !== "inside" && k !== "symlink at open: refused"),
+      [],
+      JSON.stringify(seen),
+    );
     assert.ok((seen["inside"] ?? 0) > 0, `no run got as far as mounting: ${JSON.stringify(seen)}`);
     host.assertUntouched();
     assert.ok(lstatSync(join(source, "d")).isDirectory());
@@ -191,7 +213,13 @@ describe("host safety against a racing container (issue #17 items 1-3)", { concu
     let started!: () => void;
     const running = new Promise<void>((r) => (started = r));
     const sleeper = env.executor
-      .run({ id, root: { source: bindMountable(root) }, process: { meta: { args: ["sleep", "300"] } }, signal: ac.signal, onStarted: () => started() })
+      .run({
+        id,
+        root: { source: bindMountable(root) },
+        process: { meta: { args: ["sleep", "300"] } },
+        signal: ac.signal,
+        onStarted: () => started(),
+      })
       .catch((e: unknown) => e);
     await Promise.race([running, sleeper]);
     const race = startRacer(root, "/racer", ["pair", "/etc", "/etcx", "/stop", String(MAX_SWAPS)], join(root, "stop"));

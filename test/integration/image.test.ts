@@ -3,8 +3,8 @@ import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { after, afterEach, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import { AlreadyExistsError, ExitError, FailedPreconditionError, NotFoundError } from "../../src/errors.js";
 import { mountLocally } from "../../src/executor/local-mount.js";
 import { tmpfsMountable } from "../../src/executor/mountables.js";
@@ -34,8 +34,16 @@ function cliOf(env: ExecutorEnv): (...argv: string[]) => Promise<{ code: number;
 /** After each test: nothing of a run left, no active snapshot, no lease of ours. */
 async function assertNothingLeft(env: ExecutorEnv): Promise<void> {
   await env.assertClean();
-  assert.deepEqual((await env.client.snapshots.list("overlayfs")).filter((s) => s.kind !== "COMMITTED").map((s) => s.name), [], "active snapshots left");
-  assert.deepEqual((await env.client.leases.list()).map((l) => l.id).filter((id) => id.startsWith("ctrexec-")), [], "leases left");
+  assert.deepEqual(
+    (await env.client.snapshots.list("overlayfs")).filter((s) => s.kind !== "COMMITTED").map((s) => s.name),
+    [],
+    "active snapshots left",
+  );
+  assert.deepEqual(
+    (await env.client.leases.list()).map((l) => l.id).filter((id) => id.startsWith("ctrexec-")),
+    [],
+    "leases left",
+  );
 }
 
 /** Removes the image and whatever snapshots are left (commits of failed tests too), leaves first, so the namespace can go. */
@@ -45,7 +53,8 @@ async function disposeImageEnv(env: ExecutorEnv, image: string): Promise<void> {
     const snaps = await env.client.snapshots.list("overlayfs").catch(() => []);
     if (snaps.length === 0) break;
     const parents = new Set(snaps.map((x) => x.parent));
-    for (const x of snaps.filter((x) => !parents.has(x.name))) await env.client.snapshots.remove({ snapshotter: "overlayfs", key: x.name }).catch(() => {});
+    for (const x of snaps.filter((x) => !parents.has(x.name)))
+      await env.client.snapshots.remove({ snapshotter: "overlayfs", key: x.name }).catch(() => {});
     await new Promise((r) => setTimeout(r, 100));
   }
   await env.dispose();
@@ -66,9 +75,17 @@ describe("roots from images and snapshots (overlayfs)", () => {
       image,
       [
         [...base, { type: "file", path: "base.txt", content: "base\n" }, { type: "file", path: "removed.txt", content: "gone\n" }],
-        [{ type: "file", path: "added.txt", content: "added\n" }, { type: "file", path: ".wh.removed.txt", content: "" }],
+        [
+          { type: "file", path: "added.txt", content: "added\n" },
+          { type: "file", path: ".wh.removed.txt", content: "" },
+        ],
       ],
-      { Env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "FROM_IMAGE=yes"], WorkingDir: "/work", User: "user", Cmd: ["sh", "-c", "echo default cmd; id -un; pwd; echo $FROM_IMAGE"] },
+      {
+        Env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "FROM_IMAGE=yes"],
+        WorkingDir: "/work",
+        User: "user",
+        Cmd: ["sh", "-c", "echo default cmd; id -un; pwd; echo $FROM_IMAGE"],
+      },
     );
     await run("ctr", ["-n", env.namespace, "images", "import", "--no-unpack", archive]);
   });
@@ -80,10 +97,18 @@ describe("roots from images and snapshots (overlayfs)", () => {
   afterEach(() => assertNothingLeft(env));
   after(() => disposeImageEnv(env, image));
 
-  async function runOn(source: ReturnType<typeof imageMountable>, meta: Partial<ProcessMeta>, extra: { mounts?: { source: ReturnType<typeof tmpfsMountable>; dest: string }[] } = {}) {
+  async function runOn(
+    source: ReturnType<typeof imageMountable>,
+    meta: Partial<ProcessMeta>,
+    extra: { mounts?: { source: ReturnType<typeof tmpfsMountable>; dest: string }[] } = {},
+  ) {
     const stdout = new Collect();
     const stderr = new Collect();
-    await env.executor.run({ root: { source }, ...(extra.mounts ? { mounts: extra.mounts } : {}), process: { meta: meta as ProcessMeta, stdout, stderr } });
+    await env.executor.run({
+      root: { source },
+      ...(extra.mounts ? { mounts: extra.mounts } : {}),
+      process: { meta: meta as ProcessMeta, stdout, stderr },
+    });
     return stdout.text;
   }
 
@@ -100,9 +125,13 @@ describe("roots from images and snapshots (overlayfs)", () => {
     const s1 = `ctrexec-test-s1-${process.pid}`;
     const s2 = `ctrexec-test-s2-${process.pid}`;
     committed.push(s1, s2);
-    await runOn(imageMountable(env.client, image, { commit: s1 }), { args: ["sh", "-c", "echo a > /a"] }, {
-      mounts: [{ source: tmpfsMountable(), dest: "/stub/dir" }],
-    });
+    await runOn(
+      imageMountable(env.client, image, { commit: s1 }),
+      { args: ["sh", "-c", "echo a > /a"] },
+      {
+        mounts: [{ source: tmpfsMountable(), dest: "/stub/dir" }],
+      },
+    );
     await runOn(snapshotMountable(env.client, s1, { commit: s2 }), { args: ["sh", "-c", "echo b > /b"] });
     assert.equal(await runOn(snapshotMountable(env.client, s2), { args: ["cat", "/a", "/b"] }), "a\nb\n");
     assert.equal(await runOn(imageMountable(env.client, image), { args: ["sh", "-c", "ls /a /b 2>/dev/null | wc -l"] }), "0\n");
@@ -134,7 +163,10 @@ describe("roots from images and snapshots (overlayfs)", () => {
         }
       }),
     );
-    assert.deepEqual(outs, Array.from({ length: 30 }, (_, i) => `${i}\n1\n`));
+    assert.deepEqual(
+      outs,
+      Array.from({ length: 30 }, (_, i) => `${i}\n1\n`),
+    );
   });
 
   it("works from the CLI: run --image (the image's cmd), --commit, --snapshot, images, snapshots ls|rm", async () => {
@@ -167,7 +199,11 @@ describe("roots from images and snapshots (overlayfs)", () => {
     assert.equal(list, "<h1>Home</h1>\n<p>Welcome to the <em>ctrexec</em> demo site.</p>\n");
     const sum = (await run("sha256sum", ["site.tar.gz"], { cwd: out })).stdout;
     assert.equal(await readFile(join(out, "site.tar.gz.sha256"), "utf8"), sum);
-    assert.deepEqual((await snapshots()).filter((s) => s.name.startsWith("build-")), [], "the example left its snapshots");
+    assert.deepEqual(
+      (await snapshots()).filter((s) => s.name.startsWith("build-")),
+      [],
+      "the example left its snapshots",
+    );
   });
 
   it("prune drops the lease and active snapshot of a process that died mid-run", async () => {
@@ -180,7 +216,10 @@ describe("roots from images and snapshots (overlayfs)", () => {
         fifoRoot: ${JSON.stringify(env.fifoRoot)}, defaultNetwork: "host", tracer: { startSpan: () => span } });
       await ex.run({ root: { source: imageMountable(ex.client, ${JSON.stringify(image)}) }, process: { meta: { args: ["sleep", "30"] } } });`;
     await run(process.execPath, ["--input-type=module", "-e", script]).catch(() => {});
-    assert.ok((await snapshots()).some((s) => s.kind === "ACTIVE"), "the dead run left no active snapshot");
+    assert.ok(
+      (await snapshots()).some((s) => s.kind === "ACTIVE"),
+      "the dead run left no active snapshot",
+    );
     const { ContainerdExecutor } = await import("../../src/executor/executor.js");
     // A fresh executor that prunes at start, as a service would after a crash.
     await using ex = await ContainerdExecutor.create({ namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, pruneOnStart: true });
@@ -200,7 +239,10 @@ describe("roots from images and snapshots (overlayfs)", () => {
     await writeOciArchive(archive, foreign, [[{ type: "file", path: "x", content: "x" }]], {}, "s390x");
     await run("ctr", ["-n", env.namespace, "images", "import", "--no-unpack", "--all-platforms", archive]);
     try {
-      await assert.rejects(runOn(imageMountable(env.client, foreign), { args: ["true"] }), (e: unknown) => e instanceof FailedPreconditionError && /is for linux\/s390x/.test(e.message));
+      await assert.rejects(
+        runOn(imageMountable(env.client, foreign), { args: ["true"] }),
+        (e: unknown) => e instanceof FailedPreconditionError && /is for linux\/s390x/.test(e.message),
+      );
     } finally {
       await run("ctr", ["-n", env.namespace, "images", "rm", "--sync", foreign]).catch(() => {});
     }
@@ -255,7 +297,10 @@ describe("commits keep only successful steps (overlayfs)", () => {
     assert.equal(r.code, 1, r.stderr);
     assert.ok(!(await snapshotNames()).includes(s1), "the failed step left its snapshot");
     const s2 = `sem-cli-s2-${process.pid}`;
-    assert.equal((await cli("run", "--network", "none", "--image", image, "--commit", s2, "--commit-on-failure", "--", "sh", "-c", "exit 1")).code, 1);
+    assert.equal(
+      (await cli("run", "--network", "none", "--image", image, "--commit", s2, "--commit-on-failure", "--", "sh", "-c", "exit 1")).code,
+      1,
+    );
     assert.ok((await snapshotNames()).includes(s2));
     assert.equal((await cli("run", "--image", image, "--commit-on-failure", "true")).code, 125, "--commit-on-failure without --commit");
   });

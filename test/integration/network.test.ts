@@ -4,8 +4,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promis
 import net from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { after, afterEach, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import { FailedPreconditionError, InvalidArgumentError, UnavailableError } from "../../src/errors.js";
 import { ContainerdExecutor, type ExecutorOptions } from "../../src/executor/executor.js";
 import type { ProcessMeta } from "../../src/executor/types.js";
@@ -65,7 +65,10 @@ describe("network providers (real CNI plugins)", () => {
     const stdout = new Collect();
     const stderr = new Collect();
     const r = await ex
-      .run({ root: { source: (await import("../../src/executor/mountables.js")).bindMountable(env.rootfs) }, process: { meta: { args: ["sh", "-c", script], ...meta }, stdout, stderr } })
+      .run({
+        root: { source: (await import("../../src/executor/mountables.js")).bindMountable(env.rootfs) },
+        process: { meta: { args: ["sh", "-c", script], ...meta }, stdout, stderr },
+      })
       .catch((e: unknown) => e);
     return { ok: !(r instanceof Error), error: r instanceof Error ? r : undefined, out: stdout.text, err: stderr.text };
   }
@@ -76,12 +79,20 @@ describe("network providers (real CNI plugins)", () => {
     const veths = await readdir(`/sys/class/net/${bridge}/brif`).catch(() => []);
     assert.deepEqual(veths, [], "veths left on the bridge");
     const ipam = await readdir(join(DEFAULT_IPAM_DIR, networkName)).catch(() => []);
-    assert.deepEqual(ipam.filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip")), [], "IPAM reservations left");
+    assert.deepEqual(
+      ipam.filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip")),
+      [],
+      "IPAM reservations left",
+    );
   }
 
   it("none: only loopback, up, and a server on 127.0.0.1 inside is reachable", async () => {
     const ex = await executor({ defaultNetwork: "host" });
-    const r = await sh(ex, "ip -o link | cut -d' ' -f2; ip -o link show lo | grep -q ',UP' && echo lo-up; (nc -l -p 8080 > /tmp/got &); sleep 0.3; echo hi | nc -w1 127.0.0.1 8080; sleep 0.2; cat /tmp/got", { network: "none" });
+    const r = await sh(
+      ex,
+      "ip -o link | cut -d' ' -f2; ip -o link show lo | grep -q ',UP' && echo lo-up; (nc -l -p 8080 > /tmp/got &); sleep 0.3; echo hi | nc -w1 127.0.0.1 8080; sleep 0.2; cat /tmp/got",
+      { network: "none" },
+    );
     assert.ok(r.ok, r.err);
     assert.equal(r.out, "lo:\nlo-up\nhi\n");
   });
@@ -101,7 +112,7 @@ describe("network providers (real CNI plugins)", () => {
     const probe = await sh(ex, "ip -4 -o addr show eth0 | awk '{print $4}'; ip route | awk '/^default/ {print $3}'; cat /etc/resolv.conf");
     assert.ok(probe.ok, probe.err);
     const [cidr, gateway] = probe.out.split("\n");
-    const prefix = subnet.split(".").slice(0, 3).join(".") + ".";
+    const prefix = `${subnet.split(".").slice(0, 3).join(".")}.`;
     assert.ok(cidr!.startsWith(prefix) && cidr!.endsWith("/24"), `address ${cidr}`);
     assert.equal(gateway, `${prefix}1`);
     const hostConf = await readFile("/etc/resolv.conf", "utf8").catch(() => "");
@@ -181,7 +192,10 @@ describe("network providers (real CNI plugins)", () => {
           }
         }),
       );
-      assert.deepEqual(outs, Array.from({ length: 50 }, (_, i) => `${i}\n1\n`));
+      assert.deepEqual(
+        outs,
+        Array.from({ length: 50 }, (_, i) => `${i}\n1\n`),
+      );
       await assertNetClean(ex);
     });
   }
@@ -200,7 +214,16 @@ describe("network providers (real CNI plugins)", () => {
 
   /** The test network as a provider of the test's own, with a full pool of one: which namespace comes next is then known. */
   async function warmProvider(): Promise<BridgeProvider> {
-    const provider = await BridgeProvider.create({ stateDir: env.stateDir, namespace: env.namespace, configDir: cniConfigDir, networkName, bridge, subnet, ipMasq: false, poolSize: 1 });
+    const provider = await BridgeProvider.create({
+      stateDir: env.stateDir,
+      namespace: env.namespace,
+      configDir: cniConfigDir,
+      networkName,
+      bridge,
+      subnet,
+      ipMasq: false,
+      poolSize: 1,
+    });
     await provider.ready();
     return provider;
   }
@@ -228,7 +251,9 @@ describe("network providers (real CNI plugins)", () => {
   // Its own timeout, below the runner's per-file one: a body stuck while containerd is away (an earlier version
   // waited for the first run's open output) then fails here and `t.after` cleans up, where the runner would kill
   // the whole file, leaving the container's shim and runc state for good.
-  it("bridge: the namespace of a run whose task could not be deleted (containerd away) is not lent to the next run", { timeout: 90_000 }, async (t) => {
+  it("bridge: the namespace of a run whose task could not be deleted (containerd away) is not lent to the next run", {
+    timeout: 90_000,
+  }, async (t) => {
     assert.deepEqual(await OwnContainerd.leftByDeadRuns("netfree"), [], "an earlier run of this test was killed before its cleanup");
     const ctd = new OwnContainerd("netfree");
     // Also after a timeout, which runs no `finally`.
@@ -241,7 +266,10 @@ describe("network providers (real CNI plugins)", () => {
       const { bindMountable } = await import("../../src/executor/mountables.js");
       const firstOut = new Collect();
       const first = ex
-        .run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sh", "-c", "readlink /proc/self/ns/net; exec sleep 300 </dev/null >/dev/null 2>&1"] }, stdout: firstOut } })
+        .run({
+          root: { source: bindMountable(env.rootfs) },
+          process: { meta: { args: ["sh", "-c", "readlink /proc/self/ns/net; exec sleep 300 </dev/null >/dev/null 2>&1"] }, stdout: firstOut },
+        })
         .catch((e: unknown) => e);
       for (let i = 0; i < 200 && !firstOut.text.includes("\n"); i++) await delay(50);
       assert.match(firstOut.text, /^net:\[\d+\]\n$/);
@@ -307,12 +335,22 @@ describe("network providers (real CNI plugins)", () => {
       assert.match(bad.error.message, /bad CNI config/);
 
       // A /30 has one address for containers (.1 is the gateway): the second run at once gets none.
-      const tiny = await executor({}, { subnet: `10.199.${(tag + 1) % 250}.0/30`, bridge: `${bridge}t`, poolSize: 0, networkName: `${networkName}-tiny` });
+      const tiny = await executor(
+        {},
+        { subnet: `10.199.${(tag + 1) % 250}.0/30`, bridge: `${bridge}t`, poolSize: 0, networkName: `${networkName}-tiny` },
+      );
       const { bindMountable } = await import("../../src/executor/mountables.js");
       let started!: () => void;
       const first = new Promise<void>((r) => (started = r));
       const ac = new AbortController();
-      const holder = tiny.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] } }, signal: ac.signal, onStarted: () => started() }).catch(() => {});
+      const holder = tiny
+        .run({
+          root: { source: bindMountable(env.rootfs) },
+          process: { meta: { args: ["sleep", "30"] } },
+          signal: ac.signal,
+          onStarted: () => started(),
+        })
+        .catch(() => {});
       await first;
       const exhausted = await sh(tiny, "true");
       assert.ok(exhausted.error instanceof CniError, String(exhausted.error));
@@ -322,7 +360,11 @@ describe("network providers (real CNI plugins)", () => {
       await tiny.close();
       assert.deepEqual(await readdir(join(env.stateDir, "net", env.namespace)), [], "namespace files left after failures");
       const ipam = await readdir(join(DEFAULT_IPAM_DIR, `${networkName}-tiny`)).catch(() => []);
-      assert.deepEqual(ipam.filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip")), [], "IPAM reservations left");
+      assert.deepEqual(
+        ipam.filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip")),
+        [],
+        "IPAM reservations left",
+      );
       await run("ip", ["link", "del", `${bridge}t`]).catch(() => {});
     } finally {
       await rm(emptyDir, { recursive: true, force: true });
@@ -335,10 +377,18 @@ describe("network providers (real CNI plugins)", () => {
     await mkdir(dir, { recursive: true });
     const ownerMod = JSON.stringify(new URL("../../src/util/owner.js", import.meta.url).href);
     // The owner id of a process that has exited, in whatever form owner.ts gives it.
-    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", `const m = await import(${ownerMod}); process.stdout.write(m.ownerId());`]);
+    const { stdout } = await run(process.execPath, [
+      "--input-type=module",
+      "-e",
+      `const m = await import(${ownerMod}); process.stdout.write(m.ownerId());`,
+    ]);
     const dead = stdout;
     const { ownerId } = await import("../../src/util/owner.js");
-    const config = { cniVersion: "1.0.0", name: networkName, plugins: [{ type: "bridge", bridge, ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: DEFAULT_IPAM_DIR } }] };
+    const config = {
+      cniVersion: "1.0.0",
+      name: networkName,
+      plugins: [{ type: "bridge", bridge, ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: DEFAULT_IPAM_DIR } }],
+    };
     const record = (owner: string, id: string) => JSON.stringify({ owner, config, pluginDirs: ["/usr/lib/cni"], containerId: id, ifname: "eth0" });
     await writeFile(join(dir, "ctrexec-00000000000000d1.json"), record(dead, "ctrexec-00000000000000d1"));
     const tmp = `ctrexec-00000000000000d2.json.${encodeURIComponent(dead)}.tmp`;
@@ -371,7 +421,10 @@ describe("network providers (real CNI plugins)", () => {
     assert.ok((await readdir(dir)).length > 0, "the dead executor left no pooled namespace to prune");
     const ex = await executor({ defaultNetwork: "host" });
     const removed = await ex.prune();
-    assert.ok(removed.some((l) => l.startsWith("network namespace ")), removed.join("\n"));
+    assert.ok(
+      removed.some((l) => l.startsWith("network namespace ")),
+      removed.join("\n"),
+    );
     await assertNetClean(ex);
   });
 });

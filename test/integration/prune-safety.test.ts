@@ -64,20 +64,29 @@ describe("prune safety", () => {
 
   it("prune from another pid namespace leaves a live run alone", async () => {
     const id = env.uniqueId("live");
-    const run: ChildProcess = spawn(process.execPath, [bin, ...globals(), "run", "--rootfs", env.rootfs, "--network", "host", "--id", id, "sleep", "300"], {
-      env: childEnv(),
-      stdio: "ignore",
-    });
+    const run: ChildProcess = spawn(
+      process.execPath,
+      [bin, ...globals(), "run", "--rootfs", env.rootfs, "--network", "host", "--id", id, "sleep", "300"],
+      {
+        env: childEnv(),
+        stdio: "ignore",
+      },
+    );
     const exited = new Promise<number | null>((r) => run.on("exit", (code) => r(code)));
     try {
-      await until("the run's task running", async () => ((await env.client.tasks.list()).some((t) => t.id === id && t.status === "RUNNING") ? true : undefined));
+      await until("the run's task running", async () =>
+        (await env.client.tasks.list()).some((t) => t.id === id && t.status === "RUNNING") ? true : undefined,
+      );
       // Its own pid namespace and /proc: the owner's pid means nothing there.
       const pr = await ctrexec([...globals(), "prune"], ["unshare", "--pid", "--fork", "--mount-proc"]);
       assert.equal(pr.code, 0, pr.stderr);
       assert.doesNotMatch(pr.stdout, new RegExp(id), pr.stdout);
       const task = (await env.client.tasks.list()).find((t) => t.id === id);
       assert.equal(task?.status, "RUNNING", "the run's process must still run");
-      assert.ok((await env.client.containers.list()).some((c) => c.id === id), "its container must still be there");
+      assert.ok(
+        (await env.client.containers.list()).some((c) => c.id === id),
+        "its container must still be there",
+      );
       assert.equal(run.exitCode, null, "the run's ctrexec must still be running");
     } finally {
       await ctrexec([...globals(), "kill", id]);
@@ -244,7 +253,11 @@ describe("prune safety", () => {
       assert.equal(await readFile(join(runDir, "hosts"), "utf8").catch(() => "gone"), "the live run's", "the live run's dir was removed");
       assert.equal(await readFile(join(runDir, "owner"), "utf8"), ownerId());
       assert.ok(!removed.some((l) => l.startsWith("run dir")), removed.join("\n"));
-      assert.deepEqual((await readdir(join(env.stateDir, "runs", env.namespace))).filter((n) => n !== id), [], "nothing else left in the runs dir");
+      assert.deepEqual(
+        (await readdir(join(env.stateDir, "runs", env.namespace))).filter((n) => n !== id),
+        [],
+        "nothing else left in the runs dir",
+      );
     } finally {
       await rm(runDir, { recursive: true, force: true });
     }
@@ -348,7 +361,11 @@ describe("prune safety", () => {
       assert.equal(await readFile(join(marker, "deep", "precious"), "utf8"), "keep", "a directory a command line named was removed");
       assert.ok(existsSync(join(marker, "owner")));
       // Not killed: still the same, running (not a zombie) process.
-      assert.deepEqual(fakes.map((f) => processStartTime(f.pid!)), starts, "a process that only looks like a shim was killed");
+      assert.deepEqual(
+        fakes.map((f) => processStartTime(f.pid!)),
+        starts,
+        "a process that only looks like a shim was killed",
+      );
       assert.ok(!removed.some((l) => l.startsWith("orphaned shim")), removed.join("\n"));
       assert.ok(removed.includes(`run dir ${deadRunDir}`), removed.join("\n"));
     } finally {
@@ -381,11 +398,19 @@ describe("prune safety", () => {
         () => undefined,
         (e: unknown) => e,
       );
-      assert.deepEqual([existsSync(next), existsSync(fifo), (await env.client.leases.list()).some((l) => l.id === lease)], [false, false, false], "the rest must be pruned");
+      assert.deepEqual(
+        [existsSync(next), existsSync(fifo), (await env.client.leases.list()).some((l) => l.id === lease)],
+        [false, false, false],
+        "the rest must be pruned",
+      );
       assert.ok(err instanceof PruneIncompleteError, `expected a PruneIncompleteError, got ${String(err)}`);
-      assert.deepEqual(err.failures.map((f) => f.what), [`run dir ${stuck}`]);
+      assert.deepEqual(
+        err.failures.map((f) => f.what),
+        [`run dir ${stuck}`],
+      );
       assert.match(err.message, /run ctrexec prune again/);
-      for (const line of [`run dir ${next}`, `FIFO dir ${fifo}`, `lease ${lease}`]) assert.ok(err.removed.includes(line), `${line} missing: ${err.removed.join("\n")}`);
+      for (const line of [`run dir ${next}`, `FIFO dir ${fifo}`, `lease ${lease}`])
+        assert.ok(err.removed.includes(line), `${line} missing: ${err.removed.join("\n")}`);
       // Moved out of its id's way (the id is free for new runs), to the name prune removes run dirs under.
       assert.equal(existsSync(stuck), false);
       assert.equal((await readdir(runs)).length, 1);
@@ -421,10 +446,20 @@ describe("prune safety", () => {
         () => undefined,
         (e: unknown) => e,
       );
-      assert.equal(await readFile(join(runDir, "upper", "written"), "utf8").catch(() => "gone"), "by the container", "the run dir went while its task may run");
+      assert.equal(
+        await readFile(join(runDir, "upper", "written"), "utf8").catch(() => "gone"),
+        "by the container",
+        "the run dir went while its task may run",
+      );
       assert.ok(err instanceof PruneIncompleteError, `expected a PruneIncompleteError, got ${String(err)}`);
-      assert.deepEqual(err.failures.map((f) => f.what), [`task ${id}`]);
-      assert.ok((await env.client.containers.list()).some((c) => c.id === id), "the record stays for the next prune");
+      assert.deepEqual(
+        err.failures.map((f) => f.what),
+        [`task ${id}`],
+      );
+      assert.ok(
+        (await env.client.containers.list()).some((c) => c.id === id),
+        "the record stays for the next prune",
+      );
       // With the task known gone, the next prune takes both.
       const removed = await prune({ client: env.client, stateDir: env.stateDir, fifoRoot: env.fifoRoot });
       assert.deepEqual(removed.sort(), [`container ${id}`, `run dir ${runDir}`]);

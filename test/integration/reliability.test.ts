@@ -6,14 +6,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import type { Tracer } from "@opentelemetry/api";
+import { CanceledError, ExitError, UnavailableError } from "../../src/errors.js";
 import { ContainerdExecutor } from "../../src/executor/executor.js";
 import { bindMountable } from "../../src/executor/mountables.js";
-import { CanceledError, ExitError, UnavailableError } from "../../src/errors.js";
-import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
 import { createTestEnv, killShim, shimsOf, type TestEnv } from "../helpers/env.js";
+import { createExecutorEnv, type ExecutorEnv } from "../helpers/executor-env.js";
 import { OwnContainerd } from "../helpers/own-containerd.js";
-import { Collect } from "../helpers/streams.js";
 import { deadOwner } from "../helpers/owners.js";
+import { Collect } from "../helpers/streams.js";
 
 const run = promisify(execFile);
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -69,7 +69,10 @@ describe("reliability under load and faults", () => {
           assert.ok(!r.ok && r.e instanceof CanceledError, `run ${i}: ${String(!r.ok && r.e)}`);
           break;
         case "running":
-          assert.ok(!r.ok && r.e instanceof ExitError && r.e.exitCode === 137 && (r.e.cause as Error).message === reason, `run ${i}: ${String(!r.ok && r.e)}`);
+          assert.ok(
+            !r.ok && r.e instanceof ExitError && r.e.exitCode === 137 && (r.e.cause as Error).message === reason,
+            `run ${i}: ${String(!r.ok && r.e)}`,
+          );
           break;
         default:
           // Canceled while starting or tearing down: canceled, killed, or done if the exit won the race.
@@ -124,8 +127,15 @@ describe("reliability under load and faults", () => {
           const ac = new AbortController();
           trigger = { phase, later, ac };
           const r = await ex
-            .run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] }, stdout: new Collect() }, signal: ac.signal })
-            .then(() => undefined, (e: unknown) => e);
+            .run({
+              root: { source: bindMountable(env.rootfs) },
+              process: { meta: { args: ["sleep", "30"] }, stdout: new Collect() },
+              signal: ac.signal,
+            })
+            .then(
+              () => undefined,
+              (e: unknown) => e,
+            );
           const what = `canceled at "${phase}"${later ? " (a moment later)" : ""}: ${String(r)}`;
           assert.ok(r instanceof CanceledError || (r instanceof ExitError && r.exitCode === 137), what);
           if (phase === "Container started") assert.ok(r instanceof ExitError, what);
@@ -181,7 +191,9 @@ describe("reliability under load and faults", () => {
         await ex.run({ root: { source: roBind }, mounts: [{ source: tmpfsMountable(), dest: "/tmp" }],
           process: { meta: { args: ["sleep", "30"], hostname: "dying", extraHosts: [{ host: "h", ip: "10.0.0.1" }] }, stdout: process.stdout, stderr: process.stderr } });`;
       const { spawn } = await import("node:child_process");
-      await new Promise<void>((resolve) => spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "ignore", "inherit"] }).on("exit", () => resolve()));
+      await new Promise<void>((resolve) =>
+        spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "ignore", "inherit"] }).on("exit", () => resolve()),
+      );
       const removed = await env.executor.prune();
       assert.ok(removed.length > 0, "prune found nothing to remove");
       await env.assertClean();
@@ -204,12 +216,17 @@ describe("reliability under load and faults", () => {
         fifoRoot: ${JSON.stringify(env.fifoRoot)}, defaultNetwork: "host", tracer: { startSpan: () => span } });
       await ex.run({ root: { source: bindMountable(${JSON.stringify(env.rootfs)}) }, process: { meta: { args: ["sleep", "30"] } } });`;
     const { spawn } = await import("node:child_process");
-    await new Promise<void>((resolve) => spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "ignore", "inherit"] }).on("exit", () => resolve()));
+    await new Promise<void>((resolve) =>
+      spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "ignore", "inherit"] }).on("exit", () => resolve()),
+    );
     const tasks = await env.client.tasks.list();
     assert.equal(tasks.length, 1, "the child should have left one orphaned task");
     assert.deepEqual(await env.client.containers.list(), []);
     const removed = await env.executor.prune();
-    assert.ok(removed.some((l) => l.startsWith("orphaned task ")), removed.join("\n"));
+    assert.ok(
+      removed.some((l) => l.startsWith("orphaned task ")),
+      removed.join("\n"),
+    );
     await env.assertClean();
   });
 
@@ -239,7 +256,11 @@ describe("reliability under load and faults", () => {
     const retired = join(runs, ".retired-gone-0123456789ab");
     const half = join(runs, ".new-gone-0123456789ab");
     const live = join(runs, ".retired-live-0123456789ab");
-    for (const [dir, owner] of [[retired, dead], [half, dead], [live, (await import("../../src/util/owner.js")).ownerId()]] as const) {
+    for (const [dir, owner] of [
+      [retired, dead],
+      [half, dead],
+      [live, (await import("../../src/util/owner.js")).ownerId()],
+    ] as const) {
       await mkdir(dir, { recursive: true });
       await writeFile(join(dir, "owner"), owner);
     }
@@ -261,7 +282,10 @@ describe("reliability under load and faults", () => {
   it("hostile input: huge env, missing rootfs, ids with .., an unusable state dir, each typed or contained", async () => {
     const env100k = Array.from({ length: 100_000 }, (_, i) => `V${i}=${i}`);
     const out = new Collect();
-    await env.executor.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sh", "-c", "env | grep -c '^V'"], env: env100k }, stdout: out } });
+    await env.executor.run({
+      root: { source: bindMountable(env.rootfs) },
+      process: { meta: { args: ["sh", "-c", "env | grep -c '^V'"], env: env100k }, stdout: out },
+    });
     assert.equal(out.text, "100000\n");
     const { InvalidArgumentError, FailedPreconditionError } = await import("../../src/errors.js");
     await assert.rejects(
@@ -269,7 +293,10 @@ describe("reliability under load and faults", () => {
       (e: unknown) => e instanceof InvalidArgumentError && /does not exist/.test(e.message),
     );
     for (const id of ["..", "a/../b", "../x", "x".repeat(300)]) {
-      await assert.rejects(env.executor.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } }), InvalidArgumentError);
+      await assert.rejects(
+        env.executor.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["true"] } } }),
+        InvalidArgumentError,
+      );
     }
     // A state dir on a read-only filesystem (the test's own read-only tmpfs).
     const ro = join(env.stateDir, "read-only");
@@ -290,7 +317,9 @@ describe("reliability under load and faults", () => {
     const id = env.uniqueId("shim");
     let started!: () => void;
     const s = new Promise<void>((r) => (started = r));
-    const p = env.executor.run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] } }, onStarted: () => started() }).catch((e: unknown) => e);
+    const p = env.executor
+      .run({ id, root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sleep", "30"] } }, onStarted: () => started() })
+      .catch((e: unknown) => e);
     await s;
     const shims = shimsOf(env.namespace);
     assert.equal(shims.length, 1, "expected exactly our run's shim");
@@ -317,12 +346,22 @@ describe("containerd restarts", () => {
   });
 
   it("a run survives a containerd restart and reports its real exit code", async () => {
-    await using ex = await ContainerdExecutor.create({ address: ctd.address, namespace: env.namespace, root: env.stateDir, fifoRoot: env.fifoRoot, defaultNetwork: "host" });
+    await using ex = await ContainerdExecutor.create({
+      address: ctd.address,
+      namespace: env.namespace,
+      root: env.stateDir,
+      fifoRoot: env.fifoRoot,
+      defaultNetwork: "host",
+    });
     let started!: () => void;
     const s = new Promise<void>((r) => (started = r));
     const stdout = new Collect();
     const p = ex
-      .run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: ["sh", "-c", "sleep 2; echo survived; exit 7"] }, stdout }, onStarted: () => started() })
+      .run({
+        root: { source: bindMountable(env.rootfs) },
+        process: { meta: { args: ["sh", "-c", "sleep 2; echo survived; exit 7"] }, stdout },
+        onStarted: () => started(),
+      })
       .catch((e: unknown) => e);
     await s;
     await ctd.stop();
@@ -333,8 +372,14 @@ describe("containerd restarts", () => {
     assert.equal(stdout.text, "survived\n");
     await ex.settled();
     const client = ex.client;
-    assert.deepEqual((await client.containers.list()).map((c) => c.id), []);
-    assert.deepEqual((await client.tasks.list()).map((t) => t.id), []);
+    assert.deepEqual(
+      (await client.containers.list()).map((c) => c.id),
+      [],
+    );
+    assert.deepEqual(
+      (await client.tasks.list()).map((t) => t.id),
+      [],
+    );
     await client.namespaces.delete(env.namespace).catch(() => {});
   });
 
@@ -356,7 +401,9 @@ describe("containerd restarts", () => {
       let started!: () => void;
       const s = new Promise<void>((r) => (started = r));
       const stdout = new Collect();
-      const p = ex.run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: [...args] }, stdout }, onStarted: () => started() }).catch((e: unknown) => e);
+      const p = ex
+        .run({ root: { source: bindMountable(env.rootfs) }, process: { meta: { args: [...args] }, stdout }, onStarted: () => started() })
+        .catch((e: unknown) => e);
       await s;
       await ctd.stop();
       const err = await p;
@@ -377,7 +424,10 @@ describe("containerd restarts", () => {
       assert.deepEqual(left, []);
       await ex.settled();
       assert.deepEqual(runDirs(), []);
-      assert.deepEqual((await ex.client.tasks.list()).map((t) => t.id), []);
+      assert.deepEqual(
+        (await ex.client.tasks.list()).map((t) => t.id),
+        [],
+      );
       await ex.client.namespaces.delete(env.namespace).catch(() => {});
     });
   }

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseOptions, type OptionSpec } from "../../src/cli/args.js";
-import { buildRun } from "../../src/cli/commands/run.js";
+import { type OptionSpec, parseOptions } from "../../src/cli/args.js";
 import { parseSignalName } from "../../src/cli/commands/manage.js";
+import { buildRun } from "../../src/cli/commands/run.js";
 import { contextFrom } from "../../src/cli/context.js";
 import { exitCodeFor } from "../../src/cli/exit-codes.js";
 import {
@@ -68,7 +68,14 @@ describe("flag values", () => {
     assert.deepEqual(parseMount("type=bind,source=/a,target=/b,readonly"), { type: "bind", source: "/a", target: "/b", readonly: true });
     assert.deepEqual(parseMount("src=/a,dst=/b,ro=false"), { type: "bind", source: "/a", target: "/b", readonly: false });
     assert.deepEqual(parseMount("type=tmpfs,destination=/t,tmpfs-size=64m"), { type: "tmpfs", target: "/t", readonly: false, size: 64 << 20 });
-    for (const bad of ["type=bind,target=/b", "type=bind,source=rel,target=/b", "type=volume,target=/v", "target=/b,source=/a,color=red", "type=tmpfs,source=/x,target=/t", "source=/a"]) {
+    for (const bad of [
+      "type=bind,target=/b",
+      "type=bind,source=rel,target=/b",
+      "type=volume,target=/v",
+      "target=/b,source=/a,color=red",
+      "type=tmpfs,source=/x,target=/t",
+      "source=/a",
+    ]) {
       assert.throws(() => parseMount(bad), names("--mount"), bad);
     }
   });
@@ -116,11 +123,58 @@ describe("ctrexec run command line", () => {
   it("maps every flag onto the run", async () => {
     const r = await buildRun(
       [
-        "--rootfs", "/srv/r", "--id", "job1", "--rm", "--mount", "type=tmpfs,target=/t,tmpfs-size=1m", "-v", "/h:/c:ro", "--tmpfs", "/x",
-        "--network", "none", "-u", "daemon", "-w", "/work", "-e", "A=1", "-h", "box", "--add-host", "db:10.0.0.5", "--dns", "1.1.1.1",
-        "--dns-search", "example.org", "--dns-option", "ndots:2", "--read-only", "-t", "-i", "--ulimit", "nofile=10", "--cgroup-parent", "cg",
-        "--memory", "64m", "--cpus", "0.5", "--cpuset-cpus", "0", "--privileged", "--valid-exit-code", "1", "--valid-exit-code", "2", "-l", "k=v",
-        "sh", "-c", "echo hi",
+        "--rootfs",
+        "/srv/r",
+        "--id",
+        "job1",
+        "--rm",
+        "--mount",
+        "type=tmpfs,target=/t,tmpfs-size=1m",
+        "-v",
+        "/h:/c:ro",
+        "--tmpfs",
+        "/x",
+        "--network",
+        "none",
+        "-u",
+        "daemon",
+        "-w",
+        "/work",
+        "-e",
+        "A=1",
+        "-h",
+        "box",
+        "--add-host",
+        "db:10.0.0.5",
+        "--dns",
+        "1.1.1.1",
+        "--dns-search",
+        "example.org",
+        "--dns-option",
+        "ndots:2",
+        "--read-only",
+        "-t",
+        "-i",
+        "--ulimit",
+        "nofile=10",
+        "--cgroup-parent",
+        "cg",
+        "--memory",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--cpuset-cpus",
+        "0",
+        "--privileged",
+        "--valid-exit-code",
+        "1",
+        "--valid-exit-code",
+        "2",
+        "-l",
+        "k=v",
+        "sh",
+        "-c",
+        "echo hi",
       ],
       ctx,
     );
@@ -144,7 +198,14 @@ describe("ctrexec run command line", () => {
     });
     assert.equal(r.id, "job1");
     assert.equal(r.interactive, true);
-    assert.deepEqual(r.mounts.map((m) => [m.dest, m.readonly]), [["/t", false], ["/c", true], ["/x", false]]);
+    assert.deepEqual(
+      r.mounts.map((m) => [m.dest, m.readonly]),
+      [
+        ["/t", false],
+        ["/c", true],
+        ["/x", false],
+      ],
+    );
     assert.deepEqual(r.labels, { k: "v" });
     assert.deepEqual(r.dns, { nameservers: ["1.1.1.1"], searchDomains: ["example.org"], options: ["ndots:2"] });
   });

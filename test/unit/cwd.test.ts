@@ -4,8 +4,8 @@ import { chmod, mkdir, mkdtemp, readdir, realpath, rm, stat, symlink } from "nod
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ensureCwd } from "../../src/fs/cwd.js";
 import { UnknownError } from "../../src/errors.js";
+import { ensureCwd } from "../../src/fs/cwd.js";
 
 describe("ensureCwd", () => {
   let root: string;

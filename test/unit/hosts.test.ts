@@ -16,14 +16,14 @@ describe("buildHosts (reference §6.2)", () => {
       { host: "mapped", ip: "::ffff:10.1.2.3" },
       { host: "some.host", ip: "169.254.11.22" },
     ]);
-    assert.equal(
-      out.split("\n").slice(2).join("\n"),
-      "169.254.11.22\tsome.host\n2001:db8::1\tv6\n10.1.2.3\tmapped\n169.254.11.22\tsome.host\n",
-    );
+    assert.equal(out.split("\n").slice(2).join("\n"), "169.254.11.22\tsome.host\n2001:db8::1\tv6\n10.1.2.3\tmapped\n169.254.11.22\tsome.host\n");
   });
 
   it("rejects a bad IP or a host name that could inject lines", () => {
-    assert.throws(() => buildHosts("h", [{ host: "x", ip: "1.2.3" }]), (e: unknown) => e instanceof InvalidArgumentError && e.field === "extraHosts" && /failed to parse IP 1\.2\.3/.test(e.message));
+    assert.throws(
+      () => buildHosts("h", [{ host: "x", ip: "1.2.3" }]),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "extraHosts" && /failed to parse IP 1\.2\.3/.test(e.message),
+    );
     assert.throws(() => buildHosts("h", [{ host: "a\n6.6.6.6 evil", ip: "1.2.3.4" }]), /invalid extraHosts/);
     assert.throws(() => buildHosts("bad host"), /invalid hostname/);
   });

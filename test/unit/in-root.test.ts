@@ -3,8 +3,8 @@ import { execFileSync, spawn } from "node:child_process";
 import { fstatSync, mkdirSync, mkdtempSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import {
   FileTooLargeError,
   isErrno,
@@ -82,8 +82,14 @@ for (const impl of ["openat2", "walk", "node"] as const) {
         withFd(openInRoot(r, "data", O.PATH | O.DIRECTORY), (d) => {
           mkdirAt(d, "made", 0o700);
           assert.ok(statSync(join(root, "data/made")).isDirectory());
-          assert.throws(() => mkdirAt(d, "made", 0o700), (e: unknown) => isErrno(e, "EEXIST"));
-          assert.throws(() => openAt(d, "etc-link", O.RDONLY | O.DIRECTORY | O.NOFOLLOW), (e: unknown) => isErrno(e, "ELOOP", "ENOTDIR"));
+          assert.throws(
+            () => mkdirAt(d, "made", 0o700),
+            (e: unknown) => isErrno(e, "EEXIST"),
+          );
+          assert.throws(
+            () => openAt(d, "etc-link", O.RDONLY | O.DIRECTORY | O.NOFOLLOW),
+            (e: unknown) => isErrno(e, "ELOOP", "ENOTDIR"),
+          );
           unlinkAt(d, "made", true);
           assert.throws(() => statSync(join(root, "data/made")), { code: "ENOENT" });
           // unlinkat of a symlink removes the link, not its target
@@ -108,7 +114,10 @@ for (const impl of ["openat2", "walk", "node"] as const) {
           assert.throws(() => openInRoot(r, "data\0/x", O.PATH));
           // Without O_NOFOLLOW from the caller: the link itself, never /etc.
           withFd(openAt(d, "etc-link", O.PATH), (fd) => assert.ok(fstatSync(fd).isSymbolicLink()));
-          assert.throws(() => openAt(d, "etc-link", O.RDONLY | O.DIRECTORY), (e: unknown) => isErrno(e, "ELOOP", "ENOTDIR"));
+          assert.throws(
+            () => openAt(d, "etc-link", O.RDONLY | O.DIRECTORY),
+            (e: unknown) => isErrno(e, "ELOOP", "ENOTDIR"),
+          );
         }),
       );
     });
@@ -137,7 +146,13 @@ describe("openInRoot where a seccomp filter refuses openat2 (a container's profi
   let base: string;
   before(() => {
     base = realpathSync(mkdtempSync(join(tmpdir(), "ctrexec-inroot-seccomp-")));
-    execFileSync("cc", ["-O2", "-Wall", "-o", join(base, "no-openat2"), fileURLToPath(new URL("../../../test/helpers/no-openat2.c", import.meta.url))]);
+    execFileSync("cc", [
+      "-O2",
+      "-Wall",
+      "-o",
+      join(base, "no-openat2"),
+      fileURLToPath(new URL("../../../test/helpers/no-openat2.c", import.meta.url)),
+    ]);
     mkdirSync(join(base, "root/etc"), { recursive: true });
     writeFileSync(join(base, "root/etc/marker"), "inside");
     symlinkSync("/etc", join(base, "root/abs"));
@@ -152,7 +167,9 @@ describe("openInRoot where a seccomp filter refuses openat2 (a container's profi
       import { O, openInRoot, openRoot, withFd } from ${JSON.stringify(module)};
       const ino = withFd(openRoot(process.argv[1]), (r) => withFd(openInRoot(r, "abs/marker", O.PATH), (fd) => fstatSync(fd).ino));
       process.stdout.write(String(ino));`;
-    const out = execFileSync(join(base, "no-openat2"), [process.execPath, "--input-type=module", "-e", script, join(base, "root")], { encoding: "utf8" });
+    const out = execFileSync(join(base, "no-openat2"), [process.execPath, "--input-type=module", "-e", script, join(base, "root")], {
+      encoding: "utf8",
+    });
     assert.equal(Number(out), statSync(join(base, "root/etc/marker")).ino);
   });
 });
@@ -181,11 +198,11 @@ describe("openInRoot while something on the host renames in a loop", () => {
     const child = spawn(racer, ["pair", join(base, "x"), join(base, "y"), stop, "10000000000"], { stdio: ["ignore", "pipe", "inherit"] });
     const exited = new Promise<void>((r) => child.on("close", () => r()));
     await new Promise<void>((r) => child.stdout.on("data", (d: Buffer) => d.toString().includes("racing") && r()));
-    const met = () => openat2EagainCountForTests() - before;
     const before = openat2EagainCountForTests();
+    const met = () => openat2EagainCountForTests() - before;
     let lookups = 0;
     try {
-      const path = "a/b/c/" + "../../b/c/".repeat(300) + "../../marker";
+      const path = `a/b/c/${"../../b/c/".repeat(300)}../../marker`;
       withFd(openRoot(join(base, "root")), (r) => {
         const want = statSync(join(base, "root/a/marker")).ino;
         for (; lookups < 2000 || (met() < 50 && lookups < 1_000_000); lookups++) {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { constants as fsc, existsSync, openSync } from "node:fs";
+import { existsSync, constants as fsc, openSync } from "node:fs";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -19,8 +19,7 @@ function shimReader(path: string): net.Socket {
 function writeAll(s: net.Socket, data: Buffer | string): Promise<void> {
   return new Promise((resolve, reject) => s.end(data, () => resolve()).once("error", reject));
 }
-const settled = (p: Promise<unknown>, ms: number) =>
-  Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), ms))]);
+const settled = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), ms))]);
 
 describe("ProcessIO (FIFOs, no containerd)", () => {
   let fifoRoot: string;
@@ -156,10 +155,7 @@ describe("ProcessIO (FIFOs, no containerd)", () => {
     });
     broken.on("error", () => {});
     const io = await ProcessIO.create({ fifoRoot, id: "broken", stdout: broken, stderr: new Collect() });
-    await Promise.all([
-      writeAll(shimWriter(io.config.stdout), Buffer.alloc(256 * 1024)),
-      writeAll(shimWriter(io.config.stderr), ""),
-    ]);
+    await Promise.all([writeAll(shimWriter(io.config.stdout), Buffer.alloc(256 * 1024)), writeAll(shimWriter(io.config.stderr), "")]);
     await io.wait();
     await io.close();
   });
@@ -178,9 +174,7 @@ describe("ProcessIO (FIFOs, no containerd)", () => {
 
   it("never parks the libuv threadpool on FIFOs nobody writes to", async () => {
     const ios = await Promise.all(
-      Array.from({ length: 8 }, (_, i) =>
-        ProcessIO.create({ fifoRoot, id: `idle${i}`, stdout: new Collect(), stdin: Readable.from(["x"]) }),
-      ),
+      Array.from({ length: 8 }, (_, i) => ProcessIO.create({ fifoRoot, id: `idle${i}`, stdout: new Collect(), stdin: Readable.from(["x"]) })),
     );
     try {
       // With 4 threadpool threads, 8 blocking opens would starve this read forever.

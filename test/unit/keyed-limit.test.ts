@@ -8,19 +8,21 @@ function harness() {
   const most = new Map<string, number>();
   const order: number[] = [];
   const releases: (() => void)[] = [];
-  const call = (key: string, n: number, fail = false) => async () => {
-    const now = (inFlight.get(key) ?? 0) + 1;
-    inFlight.set(key, now);
-    most.set(key, Math.max(most.get(key) ?? 0, now));
-    order.push(n);
-    await new Promise<void>((resolve) => releases.push(resolve));
-    inFlight.set(key, (inFlight.get(key) ?? 1) - 1);
-    if (fail) throw new Error(`call ${n} failed`);
-    return n;
-  };
+  const call =
+    (key: string, n: number, fail = false) =>
+    async () => {
+      const now = (inFlight.get(key) ?? 0) + 1;
+      inFlight.set(key, now);
+      most.set(key, Math.max(most.get(key) ?? 0, now));
+      order.push(n);
+      await new Promise<void>((resolve) => releases.push(resolve));
+      inFlight.set(key, (inFlight.get(key) ?? 1) - 1);
+      if (fail) throw new Error(`call ${n} failed`);
+      return n;
+    };
   const releaseAll = async () => {
     while (releases.length > 0 || [...inFlight.values()].some((v) => v > 0)) {
-      releases.splice(0).forEach((r) => r());
+      for (const r of releases.splice(0)) r();
       await new Promise((r) => setImmediate(r));
     }
   };
@@ -40,7 +42,11 @@ describe("KeyedLimit", () => {
     assert.deepEqual(await Promise.all(b), [100, 101, 102, 103]);
     assert.equal(h.most.get("a"), 3);
     assert.equal(h.most.get("b"), 3);
-    assert.deepEqual(h.order.filter((n) => n < 100), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "waiting calls go in order");
+    assert.deepEqual(
+      h.order.filter((n) => n < 100),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+      "waiting calls go in order",
+    );
   });
 
   it("passes a failed call's place on, and never lets a newcomer overtake a waiting call", async () => {

@@ -4,7 +4,11 @@ import { compactLowerdirs } from "../../src/executor/local-mount.js";
 
 describe("compactLowerdirs", () => {
   it("makes lowerdirs relative to their common parent", () => {
-    const r = compactLowerdirs(["index=off", "lowerdir=/var/lib/s/snapshots/3/fs:/var/lib/s/snapshots/2/fs:/var/lib/s/snapshots/1/fs", "upperdir=/u"]);
+    const r = compactLowerdirs([
+      "index=off",
+      "lowerdir=/var/lib/s/snapshots/3/fs:/var/lib/s/snapshots/2/fs:/var/lib/s/snapshots/1/fs",
+      "upperdir=/u",
+    ]);
     assert.deepEqual(r, { options: ["index=off", "lowerdir=3/fs:2/fs:1/fs", "upperdir=/u"], cwd: "/var/lib/s/snapshots" });
   });
   it("leaves options alone without a useful common parent", () => {

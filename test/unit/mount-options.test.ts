@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseMountOptions } from "../../src/fs/mount.js";
 import { tooLongForTheKernel } from "../../src/executor/local-mount.js";
+import { parseMountOptions } from "../../src/fs/mount.js";
 
 describe("parseMountOptions", () => {
   it("turns flag options into mount(2) flags and keeps the rest as filesystem data, in order", () => {

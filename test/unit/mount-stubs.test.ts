@@ -36,7 +36,11 @@ describe("MountStubsCleaner (reference §7)", () => {
     const mounts = ["/test/foo", "/test/bar/x/y", "/test/baz/x", "/test/qux"];
     const cleaner = await MountStubsCleaner.prepare(root, mounts, { recursive: true });
     assert.deepEqual(cleaner.recorded.slice(0, 2), ["/etc/resolv.conf", "/etc"]);
-    await createStubs(root, mounts.map((m) => m.slice(1)), ["etc/resolv.conf", "etc/hosts"]);
+    await createStubs(
+      root,
+      mounts.map((m) => m.slice(1)),
+      ["etc/resolv.conf", "etc/hosts"],
+    );
     await writeFile(join(root, "test/baz/keep"), "kept"); // what the command wrote
     await cleaner.clean();
     assert.deepEqual(await tree(join(root, "test")), ["baz/", "baz/keep", "qux/"]);

@@ -29,7 +29,17 @@ describe("mountinfo", () => {
     assert.equal(m.length, 2);
     assert.deepEqual(
       { ...m[0] },
-      { id: 36, parent: 35, device: "98:0", root: "/mnt1", mountPoint: "/mnt/a b", options: "rw,noatime", fsType: "ext3", source: "/dev/root", superOptions: "rw,errors=continue" },
+      {
+        id: 36,
+        parent: 35,
+        device: "98:0",
+        root: "/mnt1",
+        mountPoint: "/mnt/a b",
+        options: "rw,noatime",
+        fsType: "ext3",
+        source: "/dev/root",
+        superOptions: "rw,errors=continue",
+      },
     );
     assert.equal(m[1]!.source, "over lay");
     assert.deepEqual(mountPointsUnder("/mnt/a b", m), ["/mnt/a b"]);
@@ -52,7 +62,9 @@ describe("mountinfo", () => {
       execFileSync("mount", ["-t", "tmpfs", "tmpfs", mnt]);
       await writeFile(join(mnt, "kept"), "x");
       assert.deepEqual(
-        readMountinfo().filter((m) => m.mountPoint === mnt).map((m) => m.mountPoint),
+        readMountinfo()
+          .filter((m) => m.mountPoint === mnt)
+          .map((m) => m.mountPoint),
         [mnt],
         "the decoded mount point is the real path",
       );

@@ -13,12 +13,22 @@ function watch(limit?: number) {
   const oom = new OomWatch(client, silentLogger, limit);
   const report = async (...ids: string[]) => {
     for (const containerId of ids) {
-      events.push({ timestamp: null, namespace: "ns", topic: "/tasks/oom", eventType: "containerd.events.TaskOOM", event: { type: "TaskOOM", containerId } } as Envelope);
+      events.push({
+        timestamp: null,
+        namespace: "ns",
+        topic: "/tasks/oom",
+        eventType: "containerd.events.TaskOOM",
+        event: { type: "TaskOOM", containerId },
+      } as Envelope);
     }
     // The watch reads each event on a later turn of the event loop.
     for (let i = 0; i < ids.length + 2; i++) await new Promise((r) => setImmediate(r));
   };
-  return { oom, report, close: async () => (events.close(), await oom.close()) };
+  const close = async () => {
+    events.close();
+    await oom.close();
+  };
+  return { oom, report, close };
 }
 
 describe("OomWatch", () => {

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
 import { hostname } from "node:os";
-import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { ownerAlive, ownerId, processStartTime } from "../../src/util/owner.js";
 
 /** Whether this test runs where /proc shows every process (the initial pid namespace, as root). */
@@ -22,7 +22,9 @@ function ownerWith(fields: { host?: string; pid?: number; start?: string; boot?:
 /** ownerAlive as a process in a new pid namespace with its own /proc sees it: "true", "false" or "undefined". */
 function aliveFromNewPidNamespace(owner: string): string {
   const script = `const m = await import(${JSON.stringify(ownerModule)}); process.stdout.write(String(m.ownerAlive(process.argv[1])));`;
-  return execFileSync("unshare", ["--pid", "--fork", "--mount-proc", process.execPath, "--input-type=module", "-e", script, owner], { encoding: "utf8" });
+  return execFileSync("unshare", ["--pid", "--fork", "--mount-proc", process.execPath, "--input-type=module", "-e", script, owner], {
+    encoding: "utf8",
+  });
 }
 
 const children: ChildProcess[] = [];

@@ -25,7 +25,10 @@ describe("ReleaseStack", () => {
     });
     s.defer("c", () => Promise.reject(new Error("c failed")));
     const errors = await s.release();
-    assert.deepEqual(errors.map((e) => e.message), ["c failed", "b failed"]);
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      ["c failed", "b failed"],
+    );
     assert.deepEqual(order, ["a"]);
   });
 
@@ -58,11 +61,20 @@ describe("ReleaseStack", () => {
       throw new Error("mount stays");
     });
     const errors = await s.release({ succeeded: true });
-    assert.deepEqual(errors.map((e) => e.message), ["mount stays", "task stays"]);
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      ["mount stays", "task stays"],
+    );
     assert.equal(s.failedRun?.message, "task stays", "only the failsRun failure fails the work");
     // Released before the task's deletion failed, the mount saw a success; the later one saw the failure.
-    assert.deepEqual(seen, [["release mount", true], ["keep result", false]]);
-    assert.deepEqual(logged, [["warn", "cleanup: release mount failed"], ["error", "cleanup: delete task failed"]]);
+    assert.deepEqual(seen, [
+      ["release mount", true],
+      ["keep result", false],
+    ]);
+    assert.deepEqual(logged, [
+      ["warn", "cleanup: release mount failed"],
+      ["error", "cleanup: delete task failed"],
+    ]);
 
     const plain = new ReleaseStack();
     plain.defer("x", () => Promise.reject(new Error("x")));

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { UnknownError } from "../../src/errors.js";
 import { mkdirAt, O, openAt } from "../../src/fs/in-root.js";
 import { mountPointsUnder } from "../../src/fs/mountinfo.js";
@@ -80,7 +80,11 @@ describe("removeTree against a racing writer, deep trees and mounts (root)", { c
     mkdirSync(join(top, "x"), { recursive: true });
     const stop = join(base, "stop-writer");
     // Recreates what is removed as fast as it can (mkdir -p makes the top again once it is gone).
-    const writer = spawn("sh", ["-c", 'while [ ! -e "$1" ]; do mkdir -p "$2/x/y" 2>/dev/null; : > "$2/x/y/f" 2>/dev/null; : > "$2/f$$" 2>/dev/null; done', "sh", stop, top], { stdio: "ignore" });
+    const writer = spawn(
+      "sh",
+      ["-c", 'while [ ! -e "$1" ]; do mkdir -p "$2/x/y" 2>/dev/null; : > "$2/x/y/f" 2>/dev/null; : > "$2/f$$" 2>/dev/null; done', "sh", stop, top],
+      { stdio: "ignore" },
+    );
     const exited = new Promise<void>((r) => writer.on("close", () => r()));
     let outcome: unknown = "removed";
     try {
@@ -152,7 +156,10 @@ describe("removeTree against a racing writer, deep trees and mounts (root)", { c
       assert.deepEqual(mountPointsUnder(victim), [victim], "the host mount was detached through the symlink");
       assert.equal(existsSync(join(victim, "kept")), true);
     } finally {
-      for (const m of mountPointsUnder(base).filter((m) => m.startsWith(victimParent) || m.startsWith(top)).reverse()) execFileSync("umount", ["-l", m]);
+      for (const m of mountPointsUnder(base)
+        .filter((m) => m.startsWith(victimParent) || m.startsWith(top))
+        .reverse())
+        execFileSync("umount", ["-l", m]);
     }
   });
 

@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { EnvFiles } from "../../src/executor/env-files.js";
 import { InvalidArgumentError } from "../../src/errors.js";
+import { EnvFiles } from "../../src/executor/env-files.js";
 import { buildResolvConf, DEFAULT_NAMESERVERS, resolvConfSource } from "../../src/oci/resolv-conf.js";
 
 const defaults = DEFAULT_NAMESERVERS.map((n) => `nameserver ${n}\n`).join("");
@@ -25,23 +25,29 @@ describe("buildResolvConf (reference §6.1)", () => {
   it("keeps loopback resolvers on the host network, drops them elsewhere", () => {
     const src = "nameserver 127.0.0.11\noptions ndots:0\n";
     assert.equal(buildResolvConf(src, { hostNetwork: true }).content, src);
-    assert.equal(buildResolvConf(src, { hostNetwork: false }).content, defaults + "options ndots:0\n");
+    assert.equal(buildResolvConf(src, { hostNetwork: false }).content, `${defaults}options ndots:0\n`);
     assert.equal(buildResolvConf("nameserver ::1\nnameserver 1.1.1.1\n", { hostNetwork: false }).content, "nameserver 1.1.1.1\n");
   });
 
   it("drops comments, keeps the last search line, accumulates options and keeps other lines", () => {
     const src = "# c\n; c\nsearch a b\ndomain c\nnameserver 9.9.9.9\nnameserver bogus\noptions a\noptions b\nsortlist 1.2.3.4\n";
-    assert.equal(
-      buildResolvConf(src, { hostNetwork: false }).content,
-      "nameserver 9.9.9.9\nsearch c\noptions a b\nsortlist 1.2.3.4\n",
-    );
+    assert.equal(buildResolvConf(src, { hostNetwork: false }).content, "nameserver 9.9.9.9\nsearch c\noptions a b\nsortlist 1.2.3.4\n");
   });
 
   it("applies DNS overrides exactly, without fallback", () => {
     const src = "nameserver 127.0.0.53\nsearch x\noptions ndots:1\n";
-    assert.equal(buildResolvConf(src, { hostNetwork: false, dns: { nameservers: ["10.11.0.1"] } }).content, "nameserver 10.11.0.1\nsearch x\noptions ndots:1\n");
-    assert.equal(buildResolvConf("nameserver 1.1.1.1\nsearch x\n", { hostNetwork: false, dns: { searchDomains: ["."] } }).content, "nameserver 1.1.1.1\n");
-    assert.equal(buildResolvConf("nameserver 1.1.1.1\noptions a\n", { hostNetwork: false, dns: { options: ["ndots:2"] } }).content, "nameserver 1.1.1.1\noptions ndots:2\n");
+    assert.equal(
+      buildResolvConf(src, { hostNetwork: false, dns: { nameservers: ["10.11.0.1"] } }).content,
+      "nameserver 10.11.0.1\nsearch x\noptions ndots:1\n",
+    );
+    assert.equal(
+      buildResolvConf("nameserver 1.1.1.1\nsearch x\n", { hostNetwork: false, dns: { searchDomains: ["."] } }).content,
+      "nameserver 1.1.1.1\n",
+    );
+    assert.equal(
+      buildResolvConf("nameserver 1.1.1.1\noptions a\n", { hostNetwork: false, dns: { options: ["ndots:2"] } }).content,
+      "nameserver 1.1.1.1\noptions ndots:2\n",
+    );
   });
 
   it("rejects a bad nameserver with a typed error naming the field", () => {
@@ -69,8 +75,7 @@ describe("EnvFiles", () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  const files = (dns?: { nameservers: string[] }) =>
-    new EnvFiles({ dir, dns, hostFiles: { resolvConf: hostResolv, systemdResolvConf: systemd } });
+  const files = (dns?: { nameservers: string[] }) => new EnvFiles({ dir, dns, hostFiles: { resolvConf: hostResolv, systemdResolvConf: systemd } });
 
   it("writes per mode, and a new file only when the content changes (not by mtime)", async () => {
     await writeFile(hostResolv, "nameserver 127.0.0.11\n");

@@ -3,8 +3,8 @@ import { execFileSync, spawn } from "node:child_process";
 import { mkdir, mkdtemp, realpath, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { isInside, resolveInRoot, resolveInRootDetailed } from "../../src/fs/root-path.js";
 
 describe("resolveInRoot", () => {
@@ -85,7 +85,7 @@ describe("resolveInRoot", () => {
         const names = ["a", "b", "x", "y", "..", ".", "l0", "l1", "l2", "l3", "l4", "l5", "l6", "l7", "etc"];
         for (let q = 0; q < 40; q++) {
           const depth = 1 + rand(6);
-          const p = "/" + Array.from({ length: depth }, () => names[rand(names.length)]).join("/");
+          const p = `/${Array.from({ length: depth }, () => names[rand(names.length)]).join("/")}`;
           let resolved: string;
           try {
             resolved = resolveInRoot(r, p);

@@ -42,7 +42,7 @@ describe("mount stubs shared by the runs on one root", () => {
   });
 
   it("records a stub whose path is longer than a file name may be", async () => {
-    const deep = "/" + Array.from({ length: 30 }, (_, i) => `level-${i}-${"x".repeat(6)}`).join("/");
+    const deep = `/${Array.from({ length: 30 }, (_, i) => `level-${i}-${"x".repeat(6)}`).join("/")}`;
     const a = await start(deep);
     await a!.leave();
     assert.equal(existsSync(join(root, "level-0-xxxxxx")), false, "stubs and their created parents removed");

@@ -4,8 +4,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createRunDir, removeRunDir, retireRunDir, runEntryOwner } from "../../src/executor/run-dirs.js";
 import { AlreadyExistsError } from "../../src/errors.js";
+import { createRunDir, removeRunDir, retireRunDir, runEntryOwner } from "../../src/executor/run-dirs.js";
 import { ownerAlive, ownerId } from "../../src/util/owner.js";
 import { deadOwner } from "../helpers/owners.js";
 
@@ -44,7 +44,10 @@ describe("run dirs", () => {
   it("is never made twice: a live owner's dir of the same id is theirs, and nothing is left behind", async () => {
     const dir = await createRunDir(state, "ns", "same");
     await writeFile(join(dir, "hosts.x"), "theirs\n");
-    await assert.rejects(createRunDir(state, "ns", "same"), (e: unknown) => e instanceof AlreadyExistsError && /belongs to a run of process/.test(e.message));
+    await assert.rejects(
+      createRunDir(state, "ns", "same"),
+      (e: unknown) => e instanceof AlreadyExistsError && /belongs to a run of process/.test(e.message),
+    );
     assert.deepEqual((await readdir(dir)).sort(), ["hosts.x", "owner"]);
     assert.equal((await readFile(join(dir, "owner"), "utf8")).trim(), ownerId());
     assert.deepEqual(await readdir(join(state, "runs", "ns")), ["same"], "no temporary dir may stay");

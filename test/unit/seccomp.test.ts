@@ -26,7 +26,10 @@ describe("default seccomp profile", () => {
     const clone = p.syscalls!.find((s) => s.names.includes("clone") && s.args);
     assert.deepEqual(clone!.args, [{ index: 0, value: CLONE_NAMESPACE_FLAGS, valueTwo: 0, op: "SCMP_CMP_MASKED_EQ" }]);
     assert.equal(CLONE_NAMESPACE_FLAGS, 0x7e020000);
-    assert.deepEqual(p.syscalls!.find((s) => s.names.includes("clone3")), { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: 38 });
+    assert.deepEqual(
+      p.syscalls!.find((s) => s.names.includes("clone3")),
+      { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: 38 },
+    );
   });
 
   it("adds the syscalls of each capability held", () => {

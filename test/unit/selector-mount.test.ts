@@ -14,7 +14,7 @@ function mountsUnder(dir: string): string[] {
   return readFileSync("/proc/self/mountinfo", "utf8")
     .split("\n")
     .map((l) => l.split(" ")[4] ?? "")
-    .filter((p) => p === dir || p.startsWith(dir + "/"));
+    .filter((p) => p === dir || p.startsWith(`${dir}/`));
 }
 
 describe("mountSubPath (item 1: a selector is mounted from the fd that was checked)", () => {
@@ -65,7 +65,7 @@ describe("mountSubPath (item 1: a selector is mounted from the fd that was check
         }),
       );
       assert.ok(swapped);
-      assert.ok(target.startsWith(runDir + "/"), `mounted on ${target}, not in the run dir`);
+      assert.ok(target.startsWith(`${runDir}/`), `mounted on ${target}, not in the run dir`);
       assert.deepEqual(readdirSync(target), ["marker"]);
       assert.equal(readFileSync(join(target, "marker"), "utf8"), "inside", "the host dir was mounted");
     });

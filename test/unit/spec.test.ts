@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { InvalidArgumentError } from "../../src/errors.js";
 import { capabilityMask } from "../../src/oci/capabilities.js";
-import { bindMount, tmpfsMount } from "../../src/oci/mounts.js";
 import type { HostFeatures } from "../../src/oci/host-features.js";
+import { bindMount, tmpfsMount } from "../../src/oci/mounts.js";
 import { serializeSpec } from "../../src/oci/serialize.js";
 import { generateSpec, mergeEnv, RLIM_INFINITY, type SpecInput, validateMountStrings } from "../../src/oci/spec.js";
 
@@ -40,8 +40,7 @@ const DEFAULT_MOUNTS = [
   ["/sys/fs/cgroup", "cgroup", "cgroup", ["ro", "nosuid", "noexec", "nodev"]],
 ];
 
-const mountRows = (s: ReturnType<typeof generateSpec>) =>
-  s.mounts!.map((m) => [m.destination, m.type, m.source, m.options]);
+const mountRows = (s: ReturnType<typeof generateSpec>) => s.mounts!.map((m) => [m.destination, m.type, m.source, m.options]);
 
 describe("generateSpec: golden default spec", () => {
   it("sandbox: containerd's defaults with BuildKit's adjustments", () => {
@@ -53,12 +52,24 @@ describe("generateSpec: golden default spec", () => {
     assert.equal(p.capabilities!.inheritable, undefined);
     assert.equal(p.capabilities!.ambient, undefined);
     assert.deepEqual(s.linux!.maskedPaths, [
-      "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-      "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/scsi",
+      "/proc/acpi",
+      "/proc/asound",
+      "/proc/kcore",
+      "/proc/keys",
+      "/proc/latency_stats",
+      "/proc/timer_list",
+      "/proc/timer_stats",
+      "/proc/sched_debug",
+      "/sys/firmware",
+      "/sys/devices/virtual/powercap",
+      "/proc/scsi",
     ]);
     assert.deepEqual(s.linux!.readonlyPaths, ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]);
     assert.deepEqual(mountRows(s), DEFAULT_MOUNTS);
-    assert.deepEqual(s.linux!.namespaces!.map((n) => n.type), ["pid", "ipc", "uts", "mount", "network"]);
+    assert.deepEqual(
+      s.linux!.namespaces!.map((n) => n.type),
+      ["pid", "ipc", "uts", "mount", "network"],
+    );
     assert.deepEqual(s.linux!.resources!.devices, [{ allow: false, access: "rwm" }]);
     assert.equal(s.linux!.cgroupsPath, "/ns/c1");
     assert.equal(p.rlimits, undefined, "rlimits are inherited unless ulimits are given");
@@ -89,7 +100,10 @@ describe("generateSpec: golden default spec", () => {
     ]);
     const devs = s.linux!.devices!.map((d) => d.path);
     assert.deepEqual(devs.slice(0, 6), ["/dev/kmsg", "/dev/cuse", "/dev/fuse", "/dev/kvm", "/dev/net/tun", "/dev/loop-control"]);
-    assert.deepEqual(devs.slice(6), Array.from({ length: 10 }, (_, i) => `/dev/loop${i}`));
+    assert.deepEqual(
+      devs.slice(6),
+      Array.from({ length: 10 }, (_, i) => `/dev/loop${i}`),
+    );
     const sys = s.mounts!.find((m) => m.destination === "/sys")!;
     const cg = s.mounts!.find((m) => m.destination === "/sys/fs/cgroup")!;
     assert.ok(sys.options!.includes("rw") && !sys.options!.includes("ro"));
@@ -111,20 +125,38 @@ describe("generateSpec: options", () => {
   });
 
   it("maps ulimits to rlimits, -1 to an exact RLIM_INFINITY, and validates names", () => {
-    const s = generateSpec({ ...base, ulimits: [{ name: "nofile", soft: 1062, hard: 1062 }, { name: "core", soft: -1, hard: -1 }] }, host);
+    const s = generateSpec(
+      {
+        ...base,
+        ulimits: [
+          { name: "nofile", soft: 1062, hard: 1062 },
+          { name: "core", soft: -1, hard: -1 },
+        ],
+      },
+      host,
+    );
     assert.deepEqual(s.process!.rlimits, [
       { type: "RLIMIT_NOFILE", soft: 1062, hard: 1062 },
       { type: "RLIMIT_CORE", soft: RLIM_INFINITY, hard: RLIM_INFINITY },
     ]);
     assert.match(serializeSpec(s), /"type":"RLIMIT_CORE","soft":18446744073709551615,"hard":18446744073709551615/);
     const bad = (u: { name: string; soft: number; hard: number }) => () => generateSpec({ ...base, ulimits: [u] }, host);
-    assert.throws(bad({ name: "nofiles", soft: 1, hard: 1 }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "ulimits" && /unknown ulimit name "nofiles"/.test(e.message));
+    assert.throws(
+      bad({ name: "nofiles", soft: 1, hard: 1 }),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "ulimits" && /unknown ulimit name "nofiles"/.test(e.message),
+    );
     assert.throws(bad({ name: "nofile", soft: 10, hard: 5 }), /soft limit 10 is above the hard limit 5/);
     assert.throws(bad({ name: "nofile", soft: -5, hard: 5 }), /not a limit/);
   });
 
   it("sets resources and validates them", () => {
-    const s = generateSpec({ ...base, resources: { memory: 64 << 20, memorySwap: -1, cpuQuota: 50000, cpuPeriod: 100000, cpuShares: 512, cpusetCpus: "0-1", pidsLimit: 10 } }, host);
+    const s = generateSpec(
+      {
+        ...base,
+        resources: { memory: 64 << 20, memorySwap: -1, cpuQuota: 50000, cpuPeriod: 100000, cpuShares: 512, cpusetCpus: "0-1", pidsLimit: 10 },
+      },
+      host,
+    );
     assert.deepEqual(s.linux!.resources, {
       devices: [{ allow: false, access: "rwm" }],
       memory: { limit: 64 << 20, swap: -1 },
@@ -151,7 +183,12 @@ describe("generateSpec: options", () => {
   });
 
   it("makes tmpfs and bind mounts as BuildKit does", () => {
-    assert.deepEqual(tmpfsMount("/t", { size: 65536, readonly: true }), { destination: "/t", type: "tmpfs", source: "tmpfs", options: ["nosuid", "ro", "size=65536"] });
+    assert.deepEqual(tmpfsMount("/t", { size: 65536, readonly: true }), {
+      destination: "/t",
+      type: "tmpfs",
+      source: "tmpfs",
+      options: ["nosuid", "ro", "size=65536"],
+    });
     assert.deepEqual(tmpfsMount("/t").options, ["nosuid"]);
     assert.throws(() => tmpfsMount("/t", { size: -1 }), /not a positive number of bytes/);
     assert.deepEqual(bindMount("/d", "/src", { readonly: true }).options, ["rbind", "ro"]);
@@ -160,12 +197,23 @@ describe("generateSpec: options", () => {
   it("uses the host network namespace, a new one, or one at a path", () => {
     const types = (n: SpecInput["network"]) => generateSpec({ ...base, network: n }, host).linux!.namespaces!;
     assert.ok(!types({ kind: "host" }).some((n) => n.type === "network"));
-    assert.deepEqual(types({ kind: "path", path: "/run/netns/x" }).find((n) => n.type === "network"), { type: "network", path: "/run/netns/x" });
+    assert.deepEqual(
+      types({ kind: "path", path: "/run/netns/x" }).find((n) => n.type === "network"),
+      { type: "network", path: "/run/netns/x" },
+    );
   });
 
   it("sets tty, console size, hostname, cwd, read-only root and the user's groups", () => {
     const s = generateSpec(
-      { ...base, terminal: true, consoleSize: { rows: 40, cols: 100 }, hostname: "box", cwd: "/work", readonlyRootfs: true, user: { uid: 1000, gid: 1000, additionalGids: [10, 1000] } },
+      {
+        ...base,
+        terminal: true,
+        consoleSize: { rows: 40, cols: 100 },
+        hostname: "box",
+        cwd: "/work",
+        readonlyRootfs: true,
+        user: { uid: 1000, gid: 1000, additionalGids: [10, 1000] },
+      },
       host,
     );
     assert.equal(s.process!.terminal, true);
@@ -229,7 +277,13 @@ describe("generateSpec: options", () => {
     // A winsize holds unsigned shorts; 0 rows is no terminal.
     assert.equal(field({ terminal: true, consoleSize: { rows: 24, cols: 80 } }), undefined);
     assert.equal(field({ terminal: true, consoleSize: { rows: 65535, cols: 1 } }), undefined);
-    for (const bad of [{ rows: 0, cols: 80 }, { rows: 24, cols: 65536 }, { rows: -1, cols: 80 }, { rows: 2.5, cols: 80 }, { rows: NaN, cols: 80 }]) {
+    for (const bad of [
+      { rows: 0, cols: 80 },
+      { rows: 24, cols: 65536 },
+      { rows: -1, cols: 80 },
+      { rows: 2.5, cols: 80 },
+      { rows: NaN, cols: 80 },
+    ]) {
       assert.equal(field({ terminal: true, consoleSize: bad }), "consoleSize", JSON.stringify(bad));
     }
     // Absolute, relative and systemd parents, but never one that climbs with "..".

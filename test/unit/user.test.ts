@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs, { renameSync, rmSync, symlinkSync } from "node:fs";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
-import { rmSync } from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { execFileSync } from "node:child_process";
-import fs, { renameSync, symlinkSync } from "node:fs";
-import { syncBuiltinESMExports } from "node:module";
 import { after, before, describe, it } from "node:test";
 import { InvalidArgumentError } from "../../src/errors.js";
 import { getUser, MAX_FILE_ID, parseUidGid, processGids } from "../../src/oci/user.js";
@@ -118,12 +117,15 @@ describe("getUser", () => {
   });
 
   it("reports unknown users and groups with libcontainer's words", async () => {
-    assert.throws(() => getUser(root, "nosuchuser"), (e: unknown) => {
-      assert.ok(e instanceof InvalidArgumentError);
-      assert.equal(e.field, "user");
-      assert.equal(e.message, "unable to find user nosuchuser: no matching entries in passwd file");
-      return true;
-    });
+    assert.throws(
+      () => getUser(root, "nosuchuser"),
+      (e: unknown) => {
+        assert.ok(e instanceof InvalidArgumentError);
+        assert.equal(e.field, "user");
+        assert.equal(e.message, "unable to find user nosuchuser: no matching entries in passwd file");
+        return true;
+      },
+    );
     assert.throws(() => getUser(root, "root:nosuchgroup"), {
       message: "unable to find group nosuchgroup: no matching entries in group file",
     });
@@ -219,7 +221,10 @@ describe("getUser", () => {
         });
         made.push(r);
         const check = (spec: string, re: RegExp) =>
-          assert.throws(() => getUser(r, spec), (e: unknown) => e instanceof InvalidArgumentError && e.field === "user" && re.test(e.message));
+          assert.throws(
+            () => getUser(r, spec),
+            (e: unknown) => e instanceof InvalidArgumentError && e.field === "user" && re.test(e.message),
+          );
         check("baduid", /the uid of user "baduid" in \/etc\/passwd/);
         check("badgid", /the gid of user "badgid" in \/etc\/passwd/);
         check("ok", /the gid of group "bad" in \/etc\/group/); // a supplementary group of ok's
