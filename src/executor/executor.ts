@@ -240,8 +240,12 @@ export class ContainerdExecutor implements AsyncDisposable {
    * ContainerExitedError when the container's process is gone.
    */
   exec(id: string, process: ProcessInfo, options: ExecOptions = {}): Promise<void> {
-    if (this.#closed) return Promise.reject(new CanceledError("the executor is closed"));
-    return this.#track(runExec(this.#ctx, this.#running, id, process, options, this.#signal(options.signal)));
+    return this.#track(this.#exec(id, process, options));
+  }
+
+  async #exec(id: string, process: ProcessInfo, options: ExecOptions): Promise<void> {
+    if (this.#closed) throw new CanceledError("the executor is closed");
+    await runExec(this.#ctx, this.#running, id, process, options, this.#signal(options.signal));
   }
 
   /**

@@ -69,7 +69,7 @@ export interface ExecutorOptions {
   traceSocket?: string;
   logger?: Logger;
   tracer?: Tracer;
-  /** How long a run waits for containerd to come back after a restart before failing. Default 60 s. */
+  /** How long a run or an exec waits for containerd to come back after a restart before failing. Default 60 s. */
   reconnectBoundMs?: number;
   /**
    * How runs share containerd's shims (one shim never hosts two live runs: its crash ends one run, as without
@@ -151,7 +151,9 @@ function resolveShims(options: ExecutorOptions): ShimSharing {
   const warm = typeof shims === "object" && shims !== null ? shims.warm : undefined;
   if (warm === "auto") return { kind: "warm", size: "auto", idleMs: idleMs ?? WARM_AUTO_IDLE_MS };
   if (typeof warm === "number" && Number.isInteger(warm) && warm >= 0 && warm <= MAX_WARM_SHIMS) {
-    return warm === 0 ? { kind: "off" } : { kind: "warm", size: warm, idleMs: idleMs ?? WARM_AUTO_IDLE_MS };
+    // No warm shims: the default sharing, as when `shims` is absent.
+    if (warm === 0) return options.awaitCleanup ? { kind: "off" } : { kind: "reuse", idleMs: idleMs ?? REUSE_IDLE_MS };
+    return { kind: "warm", size: warm, idleMs: idleMs ?? WARM_AUTO_IDLE_MS };
   }
   throw new InvalidArgumentError(
     `shims must be "reuse", "off" or { warm: n } with n "auto" or an integer from 0 to ${MAX_WARM_SHIMS}, not ${JSON.stringify(shims)}`,

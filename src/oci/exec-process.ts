@@ -1,7 +1,6 @@
-import { InvalidArgumentError } from "../errors.js";
 import { mergeEnv } from "./spec.js";
 import type { Process } from "./types.js";
-import { validateArgs, validateConsoleSize } from "./validate.js";
+import { validateArgs, validateConsoleSize, validateCwd } from "./validate.js";
 
 /** What an exec changes in its container's process spec. */
 export interface ExecProcessInput {
@@ -19,9 +18,7 @@ export interface ExecProcessInput {
 /** Checks an exec's input before anything is looked up or created; execProcess checks it again. */
 export function validateExecInput(input: Omit<ExecProcessInput, "user">): void {
   validateArgs(input.args, input.env ?? []);
-  if (input.cwd && !input.cwd.startsWith("/")) {
-    throw new InvalidArgumentError(`working directory ${JSON.stringify(input.cwd)} must be an absolute path`, { field: "cwd" });
-  }
+  if (input.cwd) validateCwd(input.cwd);
   validateConsoleSize(input.consoleSize);
 }
 

@@ -5,7 +5,7 @@ import type { HostFeatures } from "./host-features.js";
 import { DEFAULT_HOSTNAME } from "./hosts.js";
 import { defaultSeccompProfile } from "./seccomp.js";
 import type { Device, Mount, Resources, Rlimit, Spec } from "./types.js";
-import { validateArgs, validateCgroupParent, validateConsoleSize, validateContainerHostname, validateMounts } from "./validate.js";
+import { validateArgs, validateCgroupParent, validateConsoleSize, validateContainerHostname, validateCwd, validateMounts } from "./validate.js";
 
 export type SecurityMode = "sandbox" | "insecure";
 
@@ -364,9 +364,7 @@ export function generateSpec(input: SpecInput, host: HostFeatures): Spec {
   validateConsoleSize(input.consoleSize);
   validateCgroupParent(input.cgroupParent);
   const cwd = input.cwd || "/";
-  if (!cwd.startsWith("/")) {
-    throw new InvalidArgumentError(`working directory ${JSON.stringify(cwd)} must be an absolute path`, { field: "cwd" });
-  }
+  validateCwd(cwd);
   validateMounts(input.mounts ?? []);
 
   const spec = defaultSpec(input.namespace, input.id);

@@ -81,3 +81,11 @@ export function validateArgs(args: readonly string[], env: readonly string[]): v
     if (a.includes("\0")) throw new InvalidArgumentError("args and env must not contain NUL bytes", { field: "args" });
   }
 }
+
+/** A working directory: absolute, and no NUL (runc and the cwd creation take it as a C string). */
+export function validateCwd(cwd: string): void {
+  if (!cwd.startsWith("/")) {
+    throw new InvalidArgumentError(`working directory ${JSON.stringify(cwd)} must be an absolute path`, { field: "cwd" });
+  }
+  if (cwd.includes("\0")) throw new InvalidArgumentError("the working directory must not contain NUL bytes", { field: "cwd" });
+}

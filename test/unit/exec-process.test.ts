@@ -57,6 +57,7 @@ describe("execProcess", () => {
     assert.equal(field({ args: ["a\0b"] }), "args");
     assert.equal(field({ args: ["sh"], env: ["X=\0"] }), "args");
     assert.equal(field({ args: ["sh"], cwd: "relative" }), "cwd");
+    assert.equal(field({ args: ["sh"], cwd: "/tmp\0/x" }), "cwd");
     assert.equal(field({ args: ["sh"], terminal: true, consoleSize: { rows: 0, cols: 5 } }), "consoleSize");
   });
 });

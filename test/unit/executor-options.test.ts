@@ -36,7 +36,8 @@ describe("normalizeOptions", () => {
     assert.deepEqual(normalizeOptions({ shims: "reuse", shimIdleMs: 5 }).shims, { kind: "reuse", idleMs: 5 });
     assert.deepEqual(normalizeOptions({ shims: { warm: 3 } }).shims, { kind: "warm", size: 3, idleMs: 30_000 });
     assert.deepEqual(normalizeOptions({ shims: { warm: "auto" }, shimIdleMs: 100 }).shims, { kind: "warm", size: "auto", idleMs: 100 });
-    assert.deepEqual(normalizeOptions({ shims: { warm: 0 } }).shims, { kind: "off" });
+    assert.deepEqual(normalizeOptions({ shims: { warm: 0 } }).shims, { kind: "reuse", idleMs: 10_000 });
+    assert.deepEqual(normalizeOptions({ shims: { warm: 0 }, awaitCleanup: true }).shims, { kind: "off" });
     // awaitCleanup deletes every task before run() settles: nothing is kept for reuse.
     assert.deepEqual(normalizeOptions({ awaitCleanup: true }).shims, { kind: "off" });
     assert.deepEqual(normalizeOptions({ awaitCleanup: true, shims: { warm: 2 } }).shims, { kind: "warm", size: 2, idleMs: 30_000 });

@@ -255,6 +255,7 @@ describe("generateSpec: options", () => {
     assert.equal(field({ args: [] }), "args");
     assert.equal(field({ args: ["a\0b"] }), "args");
     assert.equal(field({ cwd: "rel" }), "cwd");
+    assert.equal(field({ cwd: "/a\0b" }), "cwd");
     assert.equal(field({ hostname: "a b" }), "hostname");
     assert.equal(field({ selinux: { processLabel: "x" } }), "selinux");
     assert.equal(field({ apparmorProfile: "p" }), "apparmorProfile");
