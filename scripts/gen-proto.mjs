@@ -3,7 +3,7 @@
 // Usage: node scripts/gen-proto.mjs          regenerate src/gen/
 //        node scripts/gen-proto.mjs --check  fail if src/gen/ is not what the .proto files generate
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -37,7 +37,11 @@ function current() {
   try {
     names = readdirSync(genDir);
   } catch {}
-  for (const name of names.sort()) out.set(name, readFileSync(join(genDir, name), "utf8"));
+  for (const name of names.sort()) {
+    const path = join(genDir, name);
+    // A directory is never generated: report it as a file that should not be there.
+    out.set(name, statSync(path).isDirectory() ? "(a directory)" : readFileSync(path, "utf8"));
+  }
   return out;
 }
 

@@ -6,6 +6,16 @@
  * One statement per module, in path order; docs/api.md lists the same exports by what they are for.
  */
 
+export type {
+  /** The containerd client (constructed from `ctrexec/containerd`) that ExecutorOptions.client, prune, listRuns and the image helpers take. */
+  ContainerdClient,
+} from "./containerd/client.js";
+export type {
+  /** An OCI content descriptor (media type, digest, size), as in a ResolvedImage. */
+  Descriptor,
+  /** A containerd-style mount (type, source, options; no destination), as a MountRef hands out. */
+  Mount,
+} from "./containerd/types.js";
 export {
   /** Something of that name exists already (e.g. a container id in use). */
   AlreadyExistsError,
@@ -113,6 +123,8 @@ export type {
   WinSize,
 } from "./executor/types.js";
 export {
+  /** The chain IDs of a list of layer diff IDs, as containerd names unpacked snapshots. */
+  chainIds,
   /** The snapshotter images are unpacked with unless told otherwise: overlayfs. */
   DEFAULT_SNAPSHOTTER,
   /** The parts of an image's config a run uses. */
@@ -140,9 +152,13 @@ export {
   /** A new network namespace with only loopback. */
   noneNetwork,
 } from "./network/basic.js";
-export type {
+export {
   /** The built-in CNI bridge network's options (ExecutorOptions.bridge). */
-  BridgeOptions,
+  type BridgeOptions,
+  /** A CNI bridge network provider with a pool of ready namespaces, e.g. a second bridge under another name. */
+  BridgeProvider,
+  /** The CNI config of the built-in bridge network, for a BridgeProvider of your own. */
+  defaultBridgeConfig,
 } from "./network/bridge.js";
 export {
   /** A CNI plugin failed while setting up or tearing down a run's bridge network. */
@@ -154,6 +170,10 @@ export type {
   /** Makes a network namespace for each run. */
   NetworkProvider,
 } from "./network/types.js";
+export type {
+  /** Host facts an executor detects (ExecutorOptions.hostFeatures overrides them in tests). */
+  HostFeatures,
+} from "./oci/host-features.js";
 export type {
   /** An extra /etc/hosts line of a run. */
   HostIP,

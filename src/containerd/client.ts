@@ -47,7 +47,12 @@ let protocol: Promise<Protocol> | undefined;
  * The generated services and the converters, loaded on the first call: building their descriptors is the
  * larger part of the protocol's start-up cost, and a process that makes no call (`--help`) need not pay it.
  */
-const loadProtocol = (): Promise<Protocol> => (protocol ??= import("./proto.js"));
+const loadProtocol = (): Promise<Protocol> =>
+  (protocol ??= import("./proto.js").catch((err: unknown) => {
+    // Not cached: a later call tries again (and fails with the same cause if the package is broken).
+    protocol = undefined;
+    throw err;
+  }));
 const none = (): void => undefined;
 
 /**

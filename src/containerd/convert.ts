@@ -1,5 +1,6 @@
 import { fromBinary as decode } from "@bufbuild/protobuf";
 import type { Timestamp as PbTimestamp } from "@bufbuild/protobuf/wkt";
+import { InvalidArgumentError } from "../errors.js";
 import type { Container } from "../gen/containers_pb.js";
 import type { Info as PbBlobInfo } from "../gen/content_pb.js";
 import type { Envelope as PbEnvelope } from "../gen/events_pb.js";
@@ -50,13 +51,16 @@ const num = (n: bigint): number => Number(n);
 
 export const timestamp = (t: PbTimestamp | undefined): Timestamp | null => (t ? { seconds: num(t.seconds), nanos: t.nanos } : null);
 
-export const any = (a: PbAny | undefined): Any | null => (a ? { typeUrl: a.typeUrl, value: a.value } : null);
+/** As a Buffer (a Uint8Array), as before the generated code, so that `value.toString()` still gives the text; no copy. */
+const bytes = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+
+export const any = (a: PbAny | undefined): Any | null => (a ? { typeUrl: a.typeUrl, value: bytes(a.value) } : null);
 
 export const mount = (m: PbMount): Mount => ({ type: m.type, source: m.source, target: m.target, options: m.options });
 
 function anyMap(m: { [key: string]: PbAny }): { [key: string]: Any } {
   const out: { [key: string]: Any } = {};
-  for (const [k, v] of Object.entries(m)) out[k] = { typeUrl: v.typeUrl, value: v.value };
+  for (const [k, v] of Object.entries(m)) out[k] = { typeUrl: v.typeUrl, value: bytes(v.value) };
   return out;
 }
 
@@ -128,6 +132,10 @@ export function descriptor(d: PbDescriptor): Data<PbDescriptor> {
 
 /** A descriptor as a request field (its size is int64 on the wire). */
 export function toDescriptor(d: Descriptor) {
+  // A manifest's size comes from the registry or the store: BigInt() of a missing or fractional one would throw untyped.
+  if (!Number.isSafeInteger(d.size) || d.size < 0) {
+    throw new InvalidArgumentError(`descriptor ${d.digest}: size ${JSON.stringify(d.size)} is not a byte count`, { field: "size" });
+  }
   return { mediaType: d.mediaType, digest: d.digest, size: BigInt(d.size), annotations: d.annotations ?? {} };
 }
 
@@ -150,6 +158,15 @@ export const lease = (l: Lease): LeaseInfo => ({ id: l.id, createdAt: timestamp(
 const EVENT_PREFIX = "containerd.events.";
 
 /** A /tasks/* event's payload by its name (the type URL's last part), or null for a type we do not define. */
+/** Anyone who can reach containerd's socket can publish an event: a payload that does not decode is no event of ours. */
+function taskEventOrNull(typeName: string, value: Uint8Array): TaskEvent | null {
+  try {
+    return taskEvent(typeName, value);
+  } catch {
+    return null;
+  }
+}
+
 function taskEvent(typeName: string, value: Uint8Array): TaskEvent | null {
   switch (typeName) {
     case `${EVENT_PREFIX}TaskStart`: {
@@ -187,7 +204,7 @@ export function envelope(raw: PbEnvelope): Envelope {
     timestamp: timestamp(raw.timestamp),
     namespace: raw.namespace,
     topic: raw.topic,
-    event: raw.event ? taskEvent(typeName, raw.event.value) : null,
+    event: raw.event ? taskEventOrNull(typeName, raw.event.value) : null,
     eventType: typeName,
   };
 }

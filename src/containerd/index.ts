@@ -39,7 +39,54 @@ export {
   deleteTask,
 } from "./task-cleanup.js";
 /** containerd's request, response and event types, as the client takes and returns them. */
-export type * from "./types.js";
+export type {
+  /** A protobuf Any: type URL and bytes (a Buffer). */
+  Any,
+  /** A blob in containerd's content store: digest, size, labels, times. */
+  BlobInfo,
+  /** A container record as Containers.Get and List return it. */
+  ContainerRecord,
+  /** Tasks.Create's request: container id, rootfs mounts, stdio paths, runtime path. */
+  CreateTaskRequest,
+  /** What deleting a task or process reports: pid, exit status, exit time. */
+  DeleteResponse,
+  /** An OCI content descriptor: media type, digest, size. */
+  Descriptor,
+  /** One event from Events.Subscribe: topic, namespace, time, the decoded task event. */
+  Envelope,
+  /** Tasks.Exec's request: container and exec ids, process spec, stdio paths. */
+  ExecProcessRequest,
+  /** Tasks.Wait's answer: exit status and time. */
+  ExitStatus,
+  /** An image record: name, target descriptor, labels, times. */
+  ImageRecord,
+  /** Tasks.Kill's request: the process, the signal, whether to signal all. */
+  KillRequest,
+  /** A lease: id, labels, creation time. */
+  LeaseInfo,
+  /** A containerd-style mount: type, source, options (no destination). */
+  Mount,
+  /** Containers.Create's record: id, runtime, spec, labels. */
+  NewContainer,
+  /** A containerd plugin as Introspection reports it. */
+  PluginInfo,
+  /** A task's init process (containerId) or an exec process (containerId and execId). */
+  ProcessRef,
+  /** A task or process as Tasks.Get and List return it. */
+  ProcessState,
+  /** A process's status by name: CREATED, RUNNING, STOPPED, PAUSED, PAUSING or UNKNOWN. */
+  ProcessStatus,
+  /** Tasks.ResizePty's request: the process and its new size. */
+  ResizePtyRequest,
+  /** A snapshot: name, parent, kind, labels, times. */
+  SnapshotInfo,
+  /** A snapshot's kind by name: VIEW, ACTIVE, COMMITTED or UNKNOWN. */
+  SnapshotKind,
+  /** A task event (start, exit, delete, OOM, exec added or started, paused, resumed), decoded. */
+  TaskEvent,
+  /** A protobuf Timestamp: seconds and nanos as numbers. */
+  Timestamp,
+} from "./types.js";
 export {
   /** Wraps a JSON value as a protobuf Any (containerd's spec and process fields). */
   jsonAny,

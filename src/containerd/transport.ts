@@ -308,7 +308,12 @@ export class GrpcTransport {
       body = frame(toBinary(method.input, create(method.input, request)));
     } catch (err) {
       return Promise.reject(
-        this.#error(new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${String(err)}`, { cause: err }), m, timeout, signal),
+        this.#error(
+          new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${err instanceof Error ? err.message : String(err)}`, { cause: err }),
+          m,
+          timeout,
+          signal,
+        ),
       );
     }
     return new Promise<MessageShape<O>>((resolve, reject) => {
@@ -347,7 +352,12 @@ export class GrpcTransport {
     try {
       body = frame(toBinary(method.input, create(method.input, request)));
     } catch (err) {
-      throw this.#error(new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${String(err)}`, { cause: err }), m, timeout, signal);
+      throw this.#error(
+        new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${err instanceof Error ? err.message : String(err)}`, { cause: err }),
+        m,
+        timeout,
+        signal,
+      );
     }
     const queue: Buffer[] = [];
     let done = false;

@@ -74,19 +74,20 @@ describe("the generated containerd protocol (src/gen from proto/)", () => {
       runtime: { name: "io.containerd.runc.v2" },
       spec,
       createdAt: at,
-      extensions: { ext: { typeUrl: "t", value: new Uint8Array([1, 2]) } },
+      extensions: { ext: { typeUrl: "t", value: Buffer.from([1, 2]) } },
     });
     assert.deepEqual(to.container(decode(ContainerSchema, bytes)), {
       id: "c1",
       labels: { "ctrexec.owner": "host", empty: "" },
       image: "",
       runtime: { name: "io.containerd.runc.v2", options: null },
-      spec: { typeUrl: SPEC_TYPE_URL, value: new Uint8Array(spec.value) },
+      // Buffers, as before the generated code: `value.toString()` is the JSON.
+      spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(spec.value) },
       snapshotter: "",
       snapshotKey: "",
       createdAt: { seconds: 1_733_300_000, nanos: 123_456_789 },
       updatedAt: null,
-      extensions: { ext: { typeUrl: "t", value: new Uint8Array([1, 2]) } },
+      extensions: { ext: { typeUrl: "t", value: Buffer.from([1, 2]) } },
     });
   });
 
@@ -131,5 +132,24 @@ describe("the generated containerd protocol (src/gen from proto/)", () => {
     );
     assert.equal(other.event, null);
     assert.equal(other.eventType, "containerd.events.ImageCreate");
+  });
+
+  it("a descriptor whose size is not a byte count is refused with a typed error, before anything is sent", () => {
+    const d = { mediaType: "application/vnd.oci.image.layer.v1.tar", digest: "sha256:aa" };
+    for (const size of [undefined, 1.5, -1, Number.NaN, 2 ** 60]) {
+      assert.throws(() => to.toDescriptor({ ...d, size } as never), { name: "InvalidArgumentError" }, String(size));
+    }
+    assert.equal(to.toDescriptor({ ...d, size: 42 }).size, 42n);
+  });
+
+  it("an event whose payload does not decode is reported without a payload, not thrown", () => {
+    const bytes = encode(EnvelopeSchema, {
+      topic: "/tasks/exit",
+      namespace: "x",
+      event: { typeUrl: "containerd.events.TaskExit", value: new Uint8Array([0xff, 0xff, 0xff]) },
+    });
+    const e = to.envelope(decode(EnvelopeSchema, bytes));
+    assert.equal(e.eventType, "containerd.events.TaskExit");
+    assert.equal(e.event, null);
   });
 });

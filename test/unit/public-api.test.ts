@@ -42,6 +42,7 @@ describe("the public entry points", () => {
   it("the main entry exports exactly its documented values, and none of the lower layer", () => {
     assert.deepEqual(Object.keys(mainEntry).sort(), [
       "AlreadyExistsError",
+      "BridgeProvider",
       "CanceledError",
       "CniError",
       "ContainerExitedError",
@@ -61,6 +62,8 @@ describe("the public entry points", () => {
       "UnavailableError",
       "UnknownError",
       "bindMountable",
+      "chainIds",
+      "defaultBridgeConfig",
       "defaultRootfsPath",
       "diagnoseHost",
       "ensureDefaultRootfs",
