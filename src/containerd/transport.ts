@@ -290,6 +290,22 @@ export class GrpcTransport {
     return undefined;
   }
 
+  /** A request's gRPC frame; a request that does not encode is the caller's error (InvalidArgument), not the connection's. */
+  #encode<I extends DescMessage>(
+    method: DescMethod & { input: I },
+    request: MessageInitShape<I>,
+    m: Method,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Buffer {
+    try {
+      return frame(toBinary(method.input, create(method.input, request)));
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      throw this.#error(new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${why}`, { cause: err }), m, timeoutMs, signal);
+    }
+  }
+
   /** A unary call of a generated method: the request is encoded from its fields, the response decoded. */
   unary<I extends DescMessage, O extends DescMessage>(
     method: DescMethodUnary<I, O>,
@@ -305,16 +321,9 @@ export class GrpcTransport {
     if (refused) return Promise.reject(refused);
     let body: Buffer;
     try {
-      body = frame(toBinary(method.input, create(method.input, request)));
+      body = this.#encode(method, request, m, timeout, signal);
     } catch (err) {
-      return Promise.reject(
-        this.#error(
-          new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${err instanceof Error ? err.message : String(err)}`, { cause: err }),
-          m,
-          timeout,
-          signal,
-        ),
-      );
+      return Promise.reject(err);
     }
     return new Promise<MessageShape<O>>((resolve, reject) => {
       let response: Buffer | undefined;
@@ -348,17 +357,7 @@ export class GrpcTransport {
     const timeout = options?.timeoutMs ?? 0;
     const refused = this.#refuse(m, signal);
     if (refused) throw refused;
-    let body: Buffer;
-    try {
-      body = frame(toBinary(method.input, create(method.input, request)));
-    } catch (err) {
-      throw this.#error(
-        new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${err instanceof Error ? err.message : String(err)}`, { cause: err }),
-        m,
-        timeout,
-        signal,
-      );
-    }
+    const body = this.#encode(method, request, m, timeout, signal);
     const queue: Buffer[] = [];
     let done = false;
     let failure: unknown;

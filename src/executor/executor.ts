@@ -17,7 +17,7 @@ import { prune } from "./prune.js";
 import { Retirements } from "./retire.js";
 import { createContainer, type TaskState } from "./run/container.js";
 import { RunDisposal } from "./run/disposal.js";
-import { checkRunRequest, prepareRun } from "./run/prepare.js";
+import { checkRunRequest, prepareRun, throwIfCanceled } from "./run/prepare.js";
 import { runProcess } from "./run/process.js";
 import { runResult } from "./run/result.js";
 import { fifoDir } from "./run-dirs.js";
@@ -185,7 +185,7 @@ export class ContainerdExecutor implements AsyncDisposable {
   async #run(id: string, req: RunRequest, state: RunState, disposal: RunDisposal, span: Span, signal: AbortSignal): Promise<RunResult> {
     const ctx = this.#ctx;
     const meta = req.process.meta;
-    if (signal.aborted) throw new CanceledError(`run ${id} was canceled before it started`, { cause: signal.reason });
+    throwIfCanceled(id, signal);
     const base = checkRunRequest(ctx, id, req);
     const task: TaskState = { gone: true, shimAsked: false };
     const prepared = await prepareRun(ctx, id, req, base, disposal, task, signal, (rootfs) => {

@@ -2,7 +2,7 @@ import type { ContainerdClient } from "../../containerd/client.js";
 import { ProcessIO } from "../../containerd/io.js";
 import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../../containerd/task-cleanup.js";
 import { jsonAny, SPEC_TYPE_URL } from "../../containerd/types.js";
-import { AlreadyExistsError, CanceledError, outcomeUnknown } from "../../errors.js";
+import { AlreadyExistsError, outcomeUnknown } from "../../errors.js";
 import { serializeSpec } from "../../oci/serialize.js";
 import { generateSpec } from "../../oci/spec.js";
 import type { Spec } from "../../oci/types.js";
@@ -15,7 +15,7 @@ import type { ShimLease } from "../shims/policy.js";
 import { toStartError } from "../start-error.js";
 import type { RunRequest } from "../types.js";
 import { ioRelease, type RunDisposal } from "./disposal.js";
-import type { PreparedRun, SpecBase, TaskPresence } from "./prepare.js";
+import { type PreparedRun, type SpecBase, type TaskPresence, throwIfCanceled } from "./prepare.js";
 
 /** The run's task as the shim sees it, for the shim lease's end. */
 export interface TaskState extends TaskPresence {
@@ -47,9 +47,6 @@ export async function createContainer(
   span: Span,
   signal: AbortSignal,
 ): Promise<CreatedContainer> {
-  const checkpoint = () => {
-    if (signal.aborted) throw new CanceledError(`run ${id} was canceled before it started`, { cause: signal.reason });
-  };
   const spec = generateSpec(
     {
       ...base,
@@ -100,7 +97,7 @@ export async function createContainer(
   span.addEvent("Container record created");
   const io = await ioReady;
   span.addEvent("IO created");
-  checkpoint();
+  throwIfCanceled(id, signal);
 
   // What containerd reported about an earlier container with this id is not this run's.
   ctx.oom.forget(id);
@@ -130,7 +127,7 @@ export async function createContainer(
     { failsRun: true },
   );
   span.addEvent("Container created");
-  checkpoint();
+  throwIfCanceled(id, signal);
   return { spec, io };
 }
 

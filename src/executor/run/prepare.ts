@@ -37,6 +37,11 @@ export interface PreparedRun {
   hostsPath: string;
 }
 
+/** Between the steps before the start: a cancel is acted on once what a step made is registered for release. */
+export function throwIfCanceled(id: string, signal: AbortSignal): void {
+  if (signal.aborted) throw new CanceledError(`run ${id} was canceled before it started`, { cause: signal.reason });
+}
+
 /**
  * Checks everything about a run request that can be checked without side effects, so that bad input fails
  * before anything is created; returns the spec inputs known so far.
@@ -99,9 +104,6 @@ export async function prepareRun(
   onRoot: (rootfs: string) => void,
 ): Promise<PreparedRun> {
   const meta = req.process.meta;
-  const checkpoint = () => {
-    if (signal.aborted) throw new CanceledError(`run ${id} was canceled before it started`, { cause: signal.reason });
-  };
   const defaultRoot = req.root === undefined;
   const provider = await ctx.networks.provider(meta.network);
 
@@ -123,7 +125,7 @@ export async function prepareRun(
     throw new InvalidArgumentError(`host-gateway is not available with network ${meta.network ?? "default"}`, { field: "extraHosts" });
   }
   const extraHosts = normalizeExtraHosts((meta.extraHosts ?? []).map((h) => (h.ip === "host-gateway" ? { host: h.host, ip: network.gateway! } : h)));
-  checkpoint();
+  throwIfCanceled(id, signal);
   const resolvConfPath = await ctx.env.resolvConf(network.hostNetwork);
   const hosts = await ctx.env.hosts(hostname, extraHosts, runDir);
   disposal.defer("remove hosts file", () => hosts.release());
@@ -142,12 +144,12 @@ export async function prepareRun(
     const rootEntry = enterRoot(ctx.root, local.path, stubs, ctx.logger);
     if (rootEntry) disposal.defer("remove mount stubs", () => rootEntry.leave());
   }
-  checkpoint();
+  throwIfCanceled(id, signal);
 
   const user = getUser(local.path, meta.user ?? "");
   await ensureCwd(local.path, meta.cwd || "/", user.uid, user.gid);
   const mounts = await mountExtras(ctx, req, runDir, disposal);
-  checkpoint();
+  throwIfCanceled(id, signal);
   return { runDir, defaultRoot, rootfs: local.path, mounts, user, network, resolvConfPath, hostsPath: hosts.path };
 }
 

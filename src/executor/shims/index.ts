@@ -6,10 +6,6 @@ import type { ShimPolicy, ShimSharing } from "./policy.js";
 import { reuseShims } from "./reuse.js";
 import { warmShims } from "./warm.js";
 
-export { SHIM_GROUP_ANNOTATION } from "./group-name.js";
-export { chooseShimLauncher, isExecutable } from "./launcher.js";
-export type { LeaseRequest, Retirement, ShimLease, ShimPolicy, ShimSharing } from "./policy.js";
-
 /** What the warm pool needs to start its anchors. */
 export interface ShimPolicyDeps {
   client: ContainerdClient;

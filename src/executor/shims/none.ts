@@ -1,12 +1,15 @@
 import type { Retirement, ShimLease, ShimPolicy } from "./policy.js";
 
-const noRetirement: Retirement = { gate: undefined, taskDone: () => {} };
+/** A retirement with nothing to wait for and nothing to hear: the task is deleted at once. */
+export const NO_RETIREMENT: Retirement = Object.freeze({ gate: undefined, taskDone: () => {} });
+/** A lease that adds no labels to the record. */
+export const NO_LABELS: Readonly<Record<string, string>> = Object.freeze({});
 
 /** A lease without sharing: the run starts a shim of its own, which exits with the run's task. */
 export const OWN_SHIM: ShimLease = Object.freeze({
   group: undefined,
-  labels: Object.freeze({}),
-  retire: () => noRetirement,
+  labels: NO_LABELS,
+  retire: () => NO_RETIREMENT,
   end: () => {},
 });
 

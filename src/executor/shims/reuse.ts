@@ -1,7 +1,7 @@
 import { LABEL } from "../labels.js";
 import { uniqueShimGroupName } from "./group-name.js";
-import { OWN_SHIM } from "./none.js";
-import type { LeaseRequest, Retirement, ShimLease, ShimPolicy } from "./policy.js";
+import { NO_LABELS, NO_RETIREMENT, OWN_SHIM } from "./none.js";
+import type { LeaseRequest, ShimLease, ShimPolicy } from "./policy.js";
 
 export interface ReuseOptions {
   /** A shim no run has used for this long is let go. */
@@ -12,8 +12,6 @@ export interface ReuseOptions {
 
 const REUSE_MAX_AGE_MS = 120_000;
 const FOUNDER_LABELS = Object.freeze({ [LABEL.shimFounder]: "true" });
-const NO_LABELS = Object.freeze({});
-const nothingToWaitFor: Retirement = { gate: undefined, taskDone: () => {} };
 
 interface Group {
   readonly name: string;
@@ -115,7 +113,7 @@ class ShimReuse implements ShimPolicy {
       group: name,
       labels: FOUNDER_LABELS,
       retire: (id) => {
-        if (ended || this.#closed) return nothingToWaitFor;
+        if (ended || this.#closed) return NO_RETIREMENT;
         ended = true;
         const g: Group = { name, bornAt: Date.now(), releaseFounder: undefined, lent: false, letGo: false, timer: undefined };
         const gate = new Promise<void>((resolve) => {
@@ -144,7 +142,7 @@ class ShimReuse implements ShimPolicy {
       group: g.name,
       labels: NO_LABELS,
       retire: () => {
-        if (ended) return nothingToWaitFor;
+        if (ended) return NO_RETIREMENT;
         ended = true;
         // A task containerd would not delete may mean a shim in trouble: start afresh.
         const taskDone = (gone: boolean) => g.lent && this.#giveBack(g, !gone);

@@ -3,8 +3,8 @@ import type { TaskCreator } from "../../containerd/task-creator.js";
 import type { Logger } from "../../util/logger.js";
 import { startAnchor, stopAnchor } from "./anchor.js";
 import { uniqueShimGroupName } from "./group-name.js";
-import { OWN_SHIM } from "./none.js";
-import type { Retirement, ShimLease, ShimPolicy } from "./policy.js";
+import { NO_LABELS, NO_RETIREMENT, OWN_SHIM } from "./none.js";
+import type { ShimLease, ShimPolicy } from "./policy.js";
 
 interface WarmShim {
   group: string;
@@ -27,8 +27,6 @@ export interface WarmOptions {
 /** "auto" keeps twice the runs in progress (a shim stays busy until its run's task is deleted), 2 to 16. */
 const AUTO_MIN = 2;
 const AUTO_MAX = 16;
-const NO_LABELS = Object.freeze({});
-const noRetirement: Retirement = { gate: undefined, taskDone: () => {} };
 /** After an anchor failed to start, runs go without warm shims this long before the pool tries again. */
 const RETRY_AFTER_FAILURE_MS = 10_000;
 
@@ -109,7 +107,7 @@ class ShimPool implements ShimPolicy {
       group: shim?.group,
       labels: NO_LABELS,
       retire: () => {
-        if (ended) return noRetirement;
+        if (ended) return NO_RETIREMENT;
         ended = true;
         let returned = false;
         return {
