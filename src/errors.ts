@@ -12,6 +12,8 @@ export type ErrorCode =
   | "CANCELED"
   | "DEADLINE_EXCEEDED"
   | "UNKNOWN"
+  | "UNAUTHENTICATED"
+  | "DATA_LOSS"
   | "EXITED";
 
 const brand = Symbol.for("ctrexec.error");
@@ -88,6 +90,22 @@ export class DeadlineExceededError extends CtrexecError {
   }
 }
 named(DeadlineExceededError, "DeadlineExceededError");
+
+/** A registry refused the credentials it was given, or asked for credentials ctrexec does not have. */
+export class UnauthenticatedError extends CtrexecError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("UNAUTHENTICATED", message, options);
+  }
+}
+named(UnauthenticatedError, "UnauthenticatedError");
+
+/** Content did not match what it claims to be: a digest or size mismatch, a truncated download. */
+export class DataLossError extends CtrexecError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("DATA_LOSS", message, options);
+  }
+}
+named(DataLossError, "DataLossError");
 
 /** Whether a failed call may have taken effect in containerd all the same: it was cut off, not refused. */
 export function outcomeUnknown(err: unknown): boolean {

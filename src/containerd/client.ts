@@ -1,5 +1,6 @@
 import type { DescMessage, DescMethodUnary, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
-import { UnknownError } from "../errors.js";
+import { NotFoundError, UnknownError } from "../errors.js";
+import type { ContentSource, ContentWriteOptions } from "./content-write.js";
 import type * as Proto from "./proto.js";
 import { type CallOptions, type CallScope, GrpcTransport } from "./transport.js";
 import type {
@@ -12,10 +13,13 @@ import type {
   ExecProcessRequest,
   ExitStatus,
   ImageRecord,
+  IngestStatus,
   KillRequest,
   LeaseInfo,
+  LeaseResource,
   Mount,
   NewContainer,
+  NewImage,
   PluginInfo,
   ProcessRef,
   ProcessState,
@@ -23,6 +27,7 @@ import type {
   SnapshotInfo,
 } from "./types.js";
 
+export type { ContentSource, ContentWriteOptions } from "./content-write.js";
 export type { CallOptions } from "./transport.js";
 
 export const DEFAULT_ADDRESS = "/run/containerd/containerd.sock";
@@ -40,6 +45,8 @@ export interface ContainerdClientOptions {
 }
 
 const VERSION_TIMEOUT_MS = 5_000;
+/** Content.Abort after a failed or canceled write: its own deadline, since the caller's signal may have fired. */
+const ABORT_TIMEOUT_MS = 10_000;
 
 type Protocol = typeof Proto;
 let protocol: Promise<Protocol> | undefined;
@@ -319,6 +326,31 @@ export class ContainerdClient implements AsyncDisposable {
         (r, p) => r.images.map(p.to.image),
         options,
       ),
+    /** Fails with AlreadyExistsError when an image of that name exists. */
+    create: async (image: NewImage, options?: CallOptions): Promise<ImageRecord> => {
+      const p = await loadProtocol();
+      const record = { name: image.name, target: p.to.toDescriptor(image.target), labels: image.labels ?? {} };
+      return this.#call(
+        (q) => q.Images.method.create,
+        { image: record },
+        (r) => p.to.image(required(r.image, "Images.Create")),
+        options,
+      );
+    },
+    /** Replaces the record, or only the named fields (`target`, `labels`, `labels.<key>`); NotFoundError if absent. */
+    update: async (image: NewImage, fieldPaths: string[] = [], options?: CallOptions): Promise<ImageRecord> => {
+      const p = await loadProtocol();
+      const record = { name: image.name, target: p.to.toDescriptor(image.target), labels: image.labels ?? {} };
+      return this.#call(
+        (q) => q.Images.method.update,
+        { image: record, ...(fieldPaths.length > 0 ? { updateMask: { paths: fieldPaths } } : {}) },
+        (r) => p.to.image(required(r.image, "Images.Update")),
+        options,
+      );
+    },
+    /** `sync`: return after containerd's GC has collected what only this image held. */
+    delete: (name: string, options?: CallOptions & { sync?: boolean }): Promise<void> =>
+      this.#call((p) => p.Images.method.delete, { name, sync: options?.sync ?? false }, none, options),
   };
 
   readonly content = {
@@ -348,6 +380,58 @@ export class ContainerdClient implements AsyncDisposable {
       for await (const chunk of stream) parts.push(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
       return Buffer.concat(parts);
     },
+    /** Blobs in the namespace; filters in containerd's syntax, e.g. `labels."containerd.io/uncompressed"`. */
+    list: async (filters: string[] = [], options?: CallOptions): Promise<BlobInfo[]> => {
+      const p = await loadProtocol();
+      const out: BlobInfo[] = [];
+      const stream = this.#transport.serverStream(p.Content.method.list, { filters }, this.#scope, {
+        signal: options?.signal,
+        timeoutMs: options?.timeoutMs ?? this.timeoutMs,
+      });
+      for await (const page of stream) for (const info of page.info) out.push(p.to.blobInfo(info));
+      return out;
+    },
+    delete: (digest: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Content.method.delete, { digest }, none, options),
+    /** Drops an ingest (a write not committed); NotFoundError when there is none under `ref`. */
+    abort: (ref: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Content.method.abort, { ref }, none, options),
+    /** Ingests in progress or left behind (filters on `ref`, e.g. `ref~=^layer-`). */
+    listStatuses: (filters: string[] = [], options?: CallOptions): Promise<IngestStatus[]> =>
+      this.#call(
+        (p) => p.Content.method.listStatuses,
+        { filters },
+        (r, p) => r.statuses.map(p.to.ingestStatus),
+        options,
+      ),
+    /**
+     * Streams a blob into the content store under the ingest `ref` and commits it as `expected` (containerd checks
+     * size and digest: a mismatch is a DataLossError). "exists" when the store already has the digest. The blob is
+     * never held whole in memory; a failed or canceled write leaves no ingest. Under `withLease()` the lease holds
+     * the ingest and the blob. containerd's silence for the client's `timeoutMs` while a request waits for its answer
+     * is a DeadlineExceededError; the source itself has no deadline here (the caller's signal ends a stalled one).
+     */
+    write: async (
+      ref: string,
+      source: ContentSource,
+      expected: { digest: string; size: number },
+      options?: ContentWriteOptions,
+    ): Promise<"written" | "exists"> => {
+      const p = await loadProtocol();
+      const deps = {
+        open: (signal: AbortSignal) => this.#transport.requestStream(p.Content.method.write, this.#scope, 0, { signal }),
+        abort: async (r: string) => {
+          await this.#transport.unary(p.Content.method.abort, { ref: r }, this.#scope, ABORT_TIMEOUT_MS, undefined).catch((err: unknown) => {
+            if (!(err instanceof NotFoundError)) throw err;
+          });
+        },
+        offset: async (r: string) => {
+          const statuses = await this.#transport.unary(p.Content.method.listStatuses, {}, this.#scope, this.timeoutMs, undefined);
+          const s = statuses.statuses.find((x) => x.ref === r);
+          return s ? Number(s.offset) : undefined;
+        },
+        idleMs: this.timeoutMs > 0 ? this.timeoutMs : 60_000,
+      };
+      return p.writeContent(deps, ref, source, expected, options);
+    },
   };
 
   readonly diff = {
@@ -373,6 +457,16 @@ export class ContainerdClient implements AsyncDisposable {
         (p) => p.Leases.method.list,
         { filters },
         (r, p) => r.leases.map(p.to.lease),
+        options,
+      ),
+    /** Makes the lease hold a resource that exists already (`type` "content", "ingests" or "snapshots/<snapshotter>"). */
+    addResource: (lease: string, resource: LeaseResource, options?: CallOptions): Promise<void> =>
+      this.#call((p) => p.Leases.method.addResource, { id: lease, resource }, none, options),
+    listResources: (lease: string, options?: CallOptions): Promise<LeaseResource[]> =>
+      this.#call(
+        (p) => p.Leases.method.listResources,
+        { id: lease },
+        (r, p) => r.resources.map(p.to.leaseResource),
         options,
       ),
   };

@@ -2,11 +2,11 @@ import { fromBinary as decode } from "@bufbuild/protobuf";
 import type { Timestamp as PbTimestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError } from "../errors.js";
 import type { Container } from "../gen/containers_pb.js";
-import type { Info as PbBlobInfo } from "../gen/content_pb.js";
+import type { Info as PbBlobInfo, Status as PbIngestStatus } from "../gen/content_pb.js";
 import type { Envelope as PbEnvelope } from "../gen/events_pb.js";
 import type { Image } from "../gen/images_pb.js";
 import type { Plugin } from "../gen/introspection_pb.js";
-import type { Lease } from "../gen/leases_pb.js";
+import type { Lease, Resource } from "../gen/leases_pb.js";
 import { Kind, type Info as PbSnapshotInfo } from "../gen/snapshots_pb.js";
 import {
   TaskDeleteSchema,
@@ -29,7 +29,9 @@ import type {
   Envelope,
   ExitStatus,
   ImageRecord,
+  IngestStatus,
   LeaseInfo,
+  LeaseResource,
   Mount,
   PluginInfo,
   ProcessState,
@@ -154,6 +156,19 @@ export function blobInfo(i: PbBlobInfo): BlobInfo {
 }
 
 export const lease = (l: Lease): LeaseInfo => ({ id: l.id, createdAt: timestamp(l.createdAt), labels: l.labels });
+
+export const leaseResource = (r: Resource): LeaseResource => ({ id: r.id, type: r.type });
+
+export function ingestStatus(s: PbIngestStatus): IngestStatus {
+  return {
+    startedAt: timestamp(s.startedAt),
+    updatedAt: timestamp(s.updatedAt),
+    ref: s.ref,
+    offset: num(s.offset),
+    total: num(s.total),
+    expected: s.expected,
+  };
+}
 
 const EVENT_PREFIX = "containerd.events.";
 

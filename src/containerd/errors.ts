@@ -2,6 +2,7 @@ import {
   AlreadyExistsError,
   CanceledError,
   type CtrexecError,
+  DataLossError,
   DeadlineExceededError,
   FailedPreconditionError,
   InvalidArgumentError,
@@ -53,11 +54,20 @@ export function fromGrpcError(err: unknown, ctx: CallContext): CtrexecError {
     case Status.ALREADY_EXISTS:
       return new AlreadyExistsError(details, options);
     case Status.FAILED_PRECONDITION:
+      // containerd's content store refuses a commit whose bytes are not what the writer said they would be
+      // (its local and metadata stores word it these ways): the data is wrong, not the store's state.
+      if (ctx.method === "Content.Write" && /unexpected commit (?:digest|size)|failed size validation/.test(details)) {
+        return new DataLossError(`containerd refused the content: ${details}`, options);
+      }
       return new FailedPreconditionError(details, options);
+    case Status.DATA_LOSS:
+      return new DataLossError(details, options);
     case Status.INVALID_ARGUMENT:
     case Status.OUT_OF_RANGE:
       return new InvalidArgumentError(details, options);
     case Status.UNAVAILABLE:
+      // An ingest ref held by another Write stream: containerd answered, so it is reachable.
+      if (ctx.method === "Content.Write" && /\blocked\b/.test(details)) return new UnavailableError(`containerd ${ctx.method}: ${details}`, options);
       return new UnavailableError(
         `containerd is not reachable at ${ctx.address} (${connectionProblem(details)}). Is containerd running? ` +
           `Start it (scripts/setup.sh does) or point --address / CONTAINERD_ADDRESS at its socket.`,

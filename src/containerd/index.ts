@@ -11,6 +11,10 @@ export {
   ContainerdClient,
   /** Options of `new ContainerdClient()`: address, namespace, default deadline, lease. */
   type ContainerdClientOptions,
+  /** What `client.content.write` reads a blob from: a Readable or an (async) iterable of byte chunks. */
+  type ContentSource,
+  /** Options of `client.content.write`: labels set at commit, abort signal, progress callback. */
+  type ContentWriteOptions,
   /** The default containerd socket (unless $CONTAINERD_ADDRESS is set). */
   DEFAULT_ADDRESS,
   /** The default containerd namespace (unless $CONTAINERD_NAMESPACE is set): "ctrexec". */
@@ -60,14 +64,20 @@ export type {
   ExitStatus,
   /** An image record: name, target descriptor, labels, times. */
   ImageRecord,
+  /** An ingest (a content write not committed or aborted): ref, offset, expected total and digest, times. */
+  IngestStatus,
   /** Tasks.Kill's request: the process, the signal, whether to signal all. */
   KillRequest,
   /** A lease: id, labels, creation time. */
   LeaseInfo,
+  /** What a lease holds: id and type ("content", "ingests", "snapshots/<snapshotter>"). */
+  LeaseResource,
   /** A containerd-style mount: type, source, options (no destination). */
   Mount,
   /** Containers.Create's record: id, runtime, spec, labels. */
   NewContainer,
+  /** Images.Create's and Update's record: name, target descriptor, labels. */
+  NewImage,
   /** A containerd plugin as Introspection reports it. */
   PluginInfo,
   /** A task's init process (containerId) or an exec process (containerId and execId). */

@@ -11,6 +11,8 @@ import { Snapshots } from "../gen/snapshots_pb.js";
 import { Tasks } from "../gen/tasks_pb.js";
 import { Version } from "../gen/version_pb.js";
 
+/** Content.Write of a blob from a stream (uses the generated enum, so it loads with the protocol). */
+export { writeContent } from "./content-write.js";
 /** Decoded messages to the client's plain data. */
 export * as to from "./convert.js";
 /**

@@ -4,6 +4,8 @@ import {
   create,
   type DescMessage,
   type DescMethod,
+  type DescMethodBiDiStreaming,
+  type DescMethodClientStreaming,
   type DescMethodServerStreaming,
   type DescMethodUnary,
   fromBinary,
@@ -59,6 +61,36 @@ interface Call {
   abort(error: GrpcStatusError): void;
   pause(): void;
   resume(): void;
+  /**
+   * Request bytes of a streaming call. Resolves once the stream has passed them on to the connection (which HTTP/2
+   * flow control paces), or at once when the call has ended: the caller looks at how it ended.
+   */
+  write(data: readonly Buffer[]): Promise<void>;
+  /** Half-closes the request side of a streaming call. */
+  endRequests(): void;
+}
+
+/**
+ * A call whose requests are a stream (client or bidirectional streaming). Requests and responses flow at once:
+ * read `responses()` while sending, or a server that answers each request stalls once flow control fills up.
+ */
+export interface RequestStream<I extends DescMessage, O extends DescMessage> {
+  /**
+   * Sends one request. Resolves when the transport can take the next one (so awaiting it bounds what is buffered);
+   * rejects with the call's typed error if it has failed, or an UnknownError if the server ended it first.
+   */
+  send(request: MessageInitShape<I>): Promise<void>;
+  /**
+   * Sends one request its caller encoded: the parts, in order, are the message's bytes. None is copied, so a large
+   * field can go out as the chunks it arrived in. Resolves and rejects as `send` does.
+   */
+  sendEncoded(parts: readonly Uint8Array[]): Promise<void>;
+  /** No more requests (half-close). Idempotent. */
+  end(): void;
+  /** The responses as they arrive; finishes when the call ends OK, throws its typed error otherwise. Read once. */
+  responses(): AsyncGenerator<MessageShape<O>, void, undefined>;
+  /** Ends the call with a CanceledError (if it has not ended) and resets its stream. */
+  cancel(): void;
 }
 
 /** One HTTP/2 connection and how many calls use it, so that it keeps the process alive only while they run. */
@@ -156,8 +188,8 @@ export class GrpcTransport {
     }
   }
 
-  /** Starts a call; the sink hears its messages and, once, its end. */
-  #start(m: Method, body: Buffer, scope: CallScope, timeoutMs: number, options: CallOptions | undefined, sink: Sink): Call {
+  /** Starts a call; the sink hears its messages and, once, its end. `body` undefined: requests are streamed. */
+  #start(m: Method, body: Buffer | undefined, scope: CallScope, timeoutMs: number, options: CallOptions | undefined, sink: Sink): Call {
     const signal = options?.signal;
     let ended = false;
     /** A status we decided on (cancel, deadline, a bad frame), which wins over whatever the stream says later. */
@@ -185,6 +217,24 @@ export class GrpcTransport {
       },
       pause: () => stream?.pause(),
       resume: () => stream?.resume(),
+      write: (data) =>
+        new Promise<void>((resolve) => {
+          const s = stream;
+          if (ended || local || !s || s.destroyed || s.writableEnded) return resolve();
+          let room = true;
+          for (const d of data) room = s.write(d);
+          if (room) return resolve();
+          const done = () => {
+            s.off("drain", done);
+            s.off("close", done);
+            resolve();
+          };
+          s.on("drain", done);
+          s.on("close", done);
+        }),
+      endRequests: () => {
+        if (stream && !stream.destroyed && !stream.writableEnded) stream.end();
+      },
     };
     const onAbort = () => call.abort(new GrpcStatusError(Status.CANCELLED, "canceled by the caller"));
 
@@ -227,9 +277,15 @@ export class GrpcTransport {
     let httpStatus = 0;
     let status: { code: StatusCode; details: string } | undefined;
     let streamError: (Error & { code?: string; cause?: unknown }) | undefined;
+    // A status ends the call: a request stream the server no longer reads is half-closed so that the stream can
+    // close (a server that does not reset it would otherwise leave the call open).
+    const over = () => {
+      if (!body && !s.writableEnded && !s.destroyed) s.end();
+    };
     s.on("response", (headers) => {
       httpStatus = Number(headers[":status"] ?? 0);
       status = statusFromMetadata(headers); // a trailers-only response
+      if (status) over();
     });
     s.on("data", (chunk: Buffer) => {
       if (local) return;
@@ -241,6 +297,7 @@ export class GrpcTransport {
     });
     s.on("trailers", (trailers) => {
       status = statusFromMetadata(trailers) ?? { code: Status.UNKNOWN, details: "the server sent trailers without a status" };
+      over();
     });
     s.on("error", (err: Error) => (streamError = err));
     s.on("close", () => {
@@ -271,7 +328,7 @@ export class GrpcTransport {
       if (s.rstCode) return end(new GrpcStatusError(statusFromReset(s.rstCode), `the stream was reset (code ${s.rstCode})`));
       end(new GrpcStatusError(Status.UNAVAILABLE, "the connection ended before the call did"));
     });
-    s.end(body);
+    if (body) s.end(body);
     return call;
   }
 
@@ -398,6 +455,113 @@ export class GrpcTransport {
     } finally {
       call.abort(new GrpcStatusError(Status.CANCELLED, "the consumer stopped reading"));
     }
+  }
+
+  /**
+   * A call with a stream of requests. Like the other calls it has a deadline (`timeoutMs`, 0 for none), is canceled
+   * by `options.signal` and fails with typed errors. A refused call (closed client, aborted signal) throws here.
+   */
+  requestStream<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodBiDiStreaming<I, O> | DescMethodClientStreaming<I, O>,
+    scope: CallScope,
+    timeoutMs: number,
+    options: CallOptions | undefined,
+  ): RequestStream<I, O> {
+    const m = this.#method(method);
+    const signal = options?.signal;
+    const timeout = options?.timeoutMs ?? timeoutMs;
+    const refused = this.#refuse(m, signal);
+    if (refused) throw refused;
+    const queue: Buffer[] = [];
+    let done = false;
+    let failure: unknown;
+    let wake: (() => void) | undefined;
+    let reading = false;
+    const call = this.#start(m, undefined, scope, timeout, options, {
+      onMessage: (message) => {
+        queue.push(message);
+        if (queue.length >= STREAM_HIGH_WATER) call.pause();
+        wake?.();
+      },
+      onEnd: (error) => {
+        done = true;
+        failure = error;
+        wake?.();
+      },
+    });
+    const ended = (): CtrexecError | undefined => {
+      if (!done) return undefined;
+      return this.#error(
+        failure ?? new GrpcStatusError(Status.INTERNAL, "the server ended the call before the client sent all its requests"),
+        m,
+        timeout,
+        signal,
+      );
+    };
+    const transport = this;
+    const sendEncoded = async (parts: readonly Uint8Array[]) => {
+      const before = ended();
+      if (before) throw before;
+      let length = 0;
+      for (const part of parts) length += part.byteLength;
+      if (length > MAX_MESSAGE_BYTES) {
+        throw transport.#error(new GrpcStatusError(Status.INVALID_ARGUMENT, `a request of ${length} bytes is over the limit`), m, timeout, signal);
+      }
+      // The prefix and the parts go as separate writes: no copy of a large message just to put 5 bytes before it.
+      const prefix = Buffer.allocUnsafe(5);
+      prefix[0] = 0;
+      prefix.writeUInt32BE(length, 1);
+      const buffers: Buffer[] = [prefix];
+      for (const part of parts) if (part.byteLength > 0) buffers.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
+      await call.write(buffers);
+      const after = ended();
+      if (after) throw after;
+    };
+    return {
+      send: (request) => {
+        let message: Uint8Array;
+        try {
+          message = toBinary(method.input, create(method.input, request));
+        } catch (err) {
+          const why = err instanceof Error ? err.message : String(err);
+          return Promise.reject(
+            transport.#error(new GrpcStatusError(Status.INVALID_ARGUMENT, `bad request: ${why}`, { cause: err }), m, timeout, signal),
+          );
+        }
+        return sendEncoded([message]);
+      },
+      sendEncoded,
+      end: () => call.endRequests(),
+      cancel: () => call.abort(new GrpcStatusError(Status.CANCELLED, "canceled by the caller")),
+      async *responses() {
+        if (reading) throw new TypeError("responses() of a call can be read only once");
+        reading = true;
+        try {
+          for (;;) {
+            const message = queue.shift();
+            if (message) {
+              if (queue.length === 0) call.resume();
+              let value: MessageShape<O>;
+              try {
+                value = fromBinary(method.output, message);
+              } catch (err) {
+                throw transport.#error(new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`), m, timeout, signal);
+              }
+              yield value;
+              continue;
+            }
+            if (done) {
+              if (failure) throw transport.#error(failure, m, timeout, signal);
+              return;
+            }
+            await new Promise<void>((resolve) => (wake = resolve));
+            wake = undefined;
+          }
+        } finally {
+          if (!done) call.abort(new GrpcStatusError(Status.CANCELLED, "the consumer stopped reading"));
+        }
+      },
+    };
   }
 
   /** Closes the connection; calls in flight fail with CanceledError, later calls are refused. Idempotent. */

@@ -1,11 +1,11 @@
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { Timestamp as PbTimestamp } from "@bufbuild/protobuf/wkt";
 import type { Container, ContainerSchema } from "../gen/containers_pb.js";
-import type { Info as ContentInfo } from "../gen/content_pb.js";
+import type { Info as ContentInfo, Status as PbIngestStatus } from "../gen/content_pb.js";
 import type { Envelope as PbEnvelope } from "../gen/events_pb.js";
 import type { Image } from "../gen/images_pb.js";
 import type { Plugin } from "../gen/introspection_pb.js";
-import type { Lease } from "../gen/leases_pb.js";
+import type { Lease, Resource } from "../gen/leases_pb.js";
 import type { Kind, Info as SnapshotInfoMessage } from "../gen/snapshots_pb.js";
 import type { TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart } from "../gen/task_events_pb.js";
 import type { Process, Status } from "../gen/task_types_pb.js";
@@ -108,6 +108,12 @@ export type SnapshotInfo = Omit<Data<SnapshotInfoMessage>, "kind"> & { kind: Sna
 export type ImageRecord = Data<Image>;
 export type BlobInfo = Data<ContentInfo>;
 export type LeaseInfo = Data<Lease>;
+/** What a lease holds: `type` "content", "ingests" or "snapshots/<snapshotter>"; `id` a digest, ref or key. */
+export type LeaseResource = Data<Resource>;
+/** An ingest (a Content.Write not committed or aborted): its ref, bytes written, expected total and digest. */
+export type IngestStatus = Data<PbIngestStatus>;
+/** An image record to create or update: `labels` optional. */
+export type NewImage = { name: string; target: Descriptor; labels?: Record<string, string> };
 
 /** Any type URLs that containerd and runc expect for OCI JSON payloads. */
 export const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";

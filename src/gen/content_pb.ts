@@ -4,17 +4,17 @@
 // @generated from file content.proto (package containerd.services.content.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { EmptySchema, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file content.proto.
  */
 export const file_content: GenFile = /*@__PURE__*/
-  fileDesc("Cg1jb250ZW50LnByb3RvEh5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEi9QEKBEluZm8SDgoGZGlnZXN0GAEgASgJEgwKBHNpemUYAiABKAMSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASQAoGbGFiZWxzGAUgAygLMjAuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkluZm8uTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIdCgtJbmZvUmVxdWVzdBIOCgZkaWdlc3QYASABKAkiQgoMSW5mb1Jlc3BvbnNlEjIKBGluZm8YASABKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuSW5mbyJCChJSZWFkQ29udGVudFJlcXVlc3QSDgoGZGlnZXN0GAEgASgJEg4KBm9mZnNldBgCIAEoAxIMCgRzaXplGAMgASgDIjMKE1JlYWRDb250ZW50UmVzcG9uc2USDgoGb2Zmc2V0GAEgASgDEgwKBGRhdGEYAiABKAwidAoNVXBkYXRlUmVxdWVzdBIyCgRpbmZvGAEgASgLMiQuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkluZm8SLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIkQKDlVwZGF0ZVJlc3BvbnNlEjIKBGluZm8YASABKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuSW5mbzLIAgoHQ29udGVudBJhCgRJbmZvEisuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkluZm9SZXF1ZXN0GiwuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkluZm9SZXNwb25zZRJxCgRSZWFkEjIuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLlJlYWRDb250ZW50UmVxdWVzdBozLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGVudC52MS5SZWFkQ29udGVudFJlc3BvbnNlMAESZwoGVXBkYXRlEi0uY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLlVwZGF0ZVJlcXVlc3QaLi5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuVXBkYXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Cg1jb250ZW50LnByb3RvEh5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEi9QEKBEluZm8SDgoGZGlnZXN0GAEgASgJEgwKBHNpemUYAiABKAMSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASQAoGbGFiZWxzGAUgAygLMjAuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkluZm8uTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIdCgtJbmZvUmVxdWVzdBIOCgZkaWdlc3QYASABKAkiQgoMSW5mb1Jlc3BvbnNlEjIKBGluZm8YASABKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuSW5mbyJCChJSZWFkQ29udGVudFJlcXVlc3QSDgoGZGlnZXN0GAEgASgJEg4KBm9mZnNldBgCIAEoAxIMCgRzaXplGAMgASgDIjMKE1JlYWRDb250ZW50UmVzcG9uc2USDgoGb2Zmc2V0GAEgASgDEgwKBGRhdGEYAiABKAwidAoNVXBkYXRlUmVxdWVzdBIyCgRpbmZvGAEgASgLMiQuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkluZm8SLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIkQKDlVwZGF0ZVJlc3BvbnNlEjIKBGluZm8YASABKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuSW5mbyIlChJMaXN0Q29udGVudFJlcXVlc3QSDwoHZmlsdGVycxgBIAMoCSJJChNMaXN0Q29udGVudFJlc3BvbnNlEjIKBGluZm8YASADKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuSW5mbyImChREZWxldGVDb250ZW50UmVxdWVzdBIOCgZkaWdlc3QYASABKAkipgEKBlN0YXR1cxIuCgpzdGFydGVkX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNyZWYYAyABKAkSDgoGb2Zmc2V0GAQgASgDEg0KBXRvdGFsGAUgASgDEhAKCGV4cGVjdGVkGAYgASgJIiYKE0xpc3RTdGF0dXNlc1JlcXVlc3QSDwoHZmlsdGVycxgBIAMoCSJQChRMaXN0U3RhdHVzZXNSZXNwb25zZRI4CghzdGF0dXNlcxgBIAMoCzImLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGVudC52MS5TdGF0dXMingIKE1dyaXRlQ29udGVudFJlcXVlc3QSOwoGYWN0aW9uGAEgASgOMisuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLldyaXRlQWN0aW9uEgsKA3JlZhgCIAEoCRINCgV0b3RhbBgDIAEoAxIQCghleHBlY3RlZBgEIAEoCRIOCgZvZmZzZXQYBSABKAMSDAoEZGF0YRgGIAEoDBJPCgZsYWJlbHMYByADKAsyPy5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuV3JpdGVDb250ZW50UmVxdWVzdC5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIuIBChRXcml0ZUNvbnRlbnRSZXNwb25zZRI7CgZhY3Rpb24YASABKA4yKy5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuV3JpdGVBY3Rpb24SLgoKc3RhcnRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGb2Zmc2V0GAQgASgDEg0KBXRvdGFsGAUgASgDEg4KBmRpZ2VzdBgGIAEoCSIbCgxBYm9ydFJlcXVlc3QSCwoDcmVmGAEgASgJKi4KC1dyaXRlQWN0aW9uEggKBFNUQVQQABIJCgVXUklURRABEgoKBkNPTU1JVBACMtUGCgdDb250ZW50EmEKBEluZm8SKy5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuSW5mb1JlcXVlc3QaLC5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuSW5mb1Jlc3BvbnNlEnEKBFJlYWQSMi5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuUmVhZENvbnRlbnRSZXF1ZXN0GjMuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLlJlYWRDb250ZW50UmVzcG9uc2UwARJnCgZVcGRhdGUSLS5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuVXBkYXRlUmVxdWVzdBouLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGVudC52MS5VcGRhdGVSZXNwb25zZRJxCgRMaXN0EjIuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkxpc3RDb250ZW50UmVxdWVzdBozLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGVudC52MS5MaXN0Q29udGVudFJlc3BvbnNlMAESVgoGRGVsZXRlEjQuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkRlbGV0ZUNvbnRlbnRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EnkKDExpc3RTdGF0dXNlcxIzLmNvbnRhaW5lcmQuc2VydmljZXMuY29udGVudC52MS5MaXN0U3RhdHVzZXNSZXF1ZXN0GjQuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkxpc3RTdGF0dXNlc1Jlc3BvbnNlEnYKBVdyaXRlEjMuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLldyaXRlQ29udGVudFJlcXVlc3QaNC5jb250YWluZXJkLnNlcnZpY2VzLmNvbnRlbnQudjEuV3JpdGVDb250ZW50UmVzcG9uc2UoATABEk0KBUFib3J0EiwuY29udGFpbmVyZC5zZXJ2aWNlcy5jb250ZW50LnYxLkFib3J0UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message containerd.services.content.v1.Info
@@ -176,6 +176,265 @@ export const UpdateResponseSchema: GenMessage<UpdateResponse> = /*@__PURE__*/
   messageDesc(file_content, 6);
 
 /**
+ * @generated from message containerd.services.content.v1.ListContentRequest
+ */
+export type ListContentRequest = Message<"containerd.services.content.v1.ListContentRequest"> & {
+  /**
+   * @generated from field: repeated string filters = 1;
+   */
+  filters: string[];
+};
+
+/**
+ * Describes the message containerd.services.content.v1.ListContentRequest.
+ * Use `create(ListContentRequestSchema)` to create a new message.
+ */
+export const ListContentRequestSchema: GenMessage<ListContentRequest> = /*@__PURE__*/
+  messageDesc(file_content, 7);
+
+/**
+ * @generated from message containerd.services.content.v1.ListContentResponse
+ */
+export type ListContentResponse = Message<"containerd.services.content.v1.ListContentResponse"> & {
+  /**
+   * @generated from field: repeated containerd.services.content.v1.Info info = 1;
+   */
+  info: Info[];
+};
+
+/**
+ * Describes the message containerd.services.content.v1.ListContentResponse.
+ * Use `create(ListContentResponseSchema)` to create a new message.
+ */
+export const ListContentResponseSchema: GenMessage<ListContentResponse> = /*@__PURE__*/
+  messageDesc(file_content, 8);
+
+/**
+ * @generated from message containerd.services.content.v1.DeleteContentRequest
+ */
+export type DeleteContentRequest = Message<"containerd.services.content.v1.DeleteContentRequest"> & {
+  /**
+   * @generated from field: string digest = 1;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message containerd.services.content.v1.DeleteContentRequest.
+ * Use `create(DeleteContentRequestSchema)` to create a new message.
+ */
+export const DeleteContentRequestSchema: GenMessage<DeleteContentRequest> = /*@__PURE__*/
+  messageDesc(file_content, 9);
+
+/**
+ * @generated from message containerd.services.content.v1.Status
+ */
+export type Status = Message<"containerd.services.content.v1.Status"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 1;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 2;
+   */
+  updatedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string ref = 3;
+   */
+  ref: string;
+
+  /**
+   * @generated from field: int64 offset = 4;
+   */
+  offset: bigint;
+
+  /**
+   * @generated from field: int64 total = 5;
+   */
+  total: bigint;
+
+  /**
+   * @generated from field: string expected = 6;
+   */
+  expected: string;
+};
+
+/**
+ * Describes the message containerd.services.content.v1.Status.
+ * Use `create(StatusSchema)` to create a new message.
+ */
+export const StatusSchema: GenMessage<Status> = /*@__PURE__*/
+  messageDesc(file_content, 10);
+
+/**
+ * @generated from message containerd.services.content.v1.ListStatusesRequest
+ */
+export type ListStatusesRequest = Message<"containerd.services.content.v1.ListStatusesRequest"> & {
+  /**
+   * @generated from field: repeated string filters = 1;
+   */
+  filters: string[];
+};
+
+/**
+ * Describes the message containerd.services.content.v1.ListStatusesRequest.
+ * Use `create(ListStatusesRequestSchema)` to create a new message.
+ */
+export const ListStatusesRequestSchema: GenMessage<ListStatusesRequest> = /*@__PURE__*/
+  messageDesc(file_content, 11);
+
+/**
+ * @generated from message containerd.services.content.v1.ListStatusesResponse
+ */
+export type ListStatusesResponse = Message<"containerd.services.content.v1.ListStatusesResponse"> & {
+  /**
+   * @generated from field: repeated containerd.services.content.v1.Status statuses = 1;
+   */
+  statuses: Status[];
+};
+
+/**
+ * Describes the message containerd.services.content.v1.ListStatusesResponse.
+ * Use `create(ListStatusesResponseSchema)` to create a new message.
+ */
+export const ListStatusesResponseSchema: GenMessage<ListStatusesResponse> = /*@__PURE__*/
+  messageDesc(file_content, 12);
+
+/**
+ * @generated from message containerd.services.content.v1.WriteContentRequest
+ */
+export type WriteContentRequest = Message<"containerd.services.content.v1.WriteContentRequest"> & {
+  /**
+   * @generated from field: containerd.services.content.v1.WriteAction action = 1;
+   */
+  action: WriteAction;
+
+  /**
+   * @generated from field: string ref = 2;
+   */
+  ref: string;
+
+  /**
+   * @generated from field: int64 total = 3;
+   */
+  total: bigint;
+
+  /**
+   * @generated from field: string expected = 4;
+   */
+  expected: string;
+
+  /**
+   * @generated from field: int64 offset = 5;
+   */
+  offset: bigint;
+
+  /**
+   * @generated from field: bytes data = 6;
+   */
+  data: Uint8Array;
+
+  /**
+   * @generated from field: map<string, string> labels = 7;
+   */
+  labels: { [key: string]: string };
+};
+
+/**
+ * Describes the message containerd.services.content.v1.WriteContentRequest.
+ * Use `create(WriteContentRequestSchema)` to create a new message.
+ */
+export const WriteContentRequestSchema: GenMessage<WriteContentRequest> = /*@__PURE__*/
+  messageDesc(file_content, 13);
+
+/**
+ * @generated from message containerd.services.content.v1.WriteContentResponse
+ */
+export type WriteContentResponse = Message<"containerd.services.content.v1.WriteContentResponse"> & {
+  /**
+   * @generated from field: containerd.services.content.v1.WriteAction action = 1;
+   */
+  action: WriteAction;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 2;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 3;
+   */
+  updatedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: int64 offset = 4;
+   */
+  offset: bigint;
+
+  /**
+   * @generated from field: int64 total = 5;
+   */
+  total: bigint;
+
+  /**
+   * @generated from field: string digest = 6;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message containerd.services.content.v1.WriteContentResponse.
+ * Use `create(WriteContentResponseSchema)` to create a new message.
+ */
+export const WriteContentResponseSchema: GenMessage<WriteContentResponse> = /*@__PURE__*/
+  messageDesc(file_content, 14);
+
+/**
+ * @generated from message containerd.services.content.v1.AbortRequest
+ */
+export type AbortRequest = Message<"containerd.services.content.v1.AbortRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+};
+
+/**
+ * Describes the message containerd.services.content.v1.AbortRequest.
+ * Use `create(AbortRequestSchema)` to create a new message.
+ */
+export const AbortRequestSchema: GenMessage<AbortRequest> = /*@__PURE__*/
+  messageDesc(file_content, 15);
+
+/**
+ * @generated from enum containerd.services.content.v1.WriteAction
+ */
+export enum WriteAction {
+  /**
+   * @generated from enum value: STAT = 0;
+   */
+  STAT = 0,
+
+  /**
+   * @generated from enum value: WRITE = 1;
+   */
+  WRITE = 1,
+
+  /**
+   * @generated from enum value: COMMIT = 2;
+   */
+  COMMIT = 2,
+}
+
+/**
+ * Describes the enum containerd.services.content.v1.WriteAction.
+ */
+export const WriteActionSchema: GenEnum<WriteAction> = /*@__PURE__*/
+  enumDesc(file_content, 0);
+
+/**
  * @generated from service containerd.services.content.v1.Content
  */
 export const Content: GenService<{
@@ -202,6 +461,46 @@ export const Content: GenService<{
     methodKind: "unary";
     input: typeof UpdateRequestSchema;
     output: typeof UpdateResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.content.v1.Content.List
+   */
+  list: {
+    methodKind: "server_streaming";
+    input: typeof ListContentRequestSchema;
+    output: typeof ListContentResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.content.v1.Content.Delete
+   */
+  delete: {
+    methodKind: "unary";
+    input: typeof DeleteContentRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * @generated from rpc containerd.services.content.v1.Content.ListStatuses
+   */
+  listStatuses: {
+    methodKind: "unary";
+    input: typeof ListStatusesRequestSchema;
+    output: typeof ListStatusesResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.content.v1.Content.Write
+   */
+  write: {
+    methodKind: "bidi_streaming";
+    input: typeof WriteContentRequestSchema;
+    output: typeof WriteContentResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.content.v1.Content.Abort
+   */
+  abort: {
+    methodKind: "unary";
+    input: typeof AbortRequestSchema;
+    output: typeof EmptySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_content, 0);

@@ -6,8 +6,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { EmptySchema, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Descriptor } from "./types_pb.js";
 import { file_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file images.proto.
  */
 export const file_images: GenFile = /*@__PURE__*/
-  fileDesc("CgxpbWFnZXMucHJvdG8SHWNvbnRhaW5lcmQuc2VydmljZXMuaW1hZ2VzLnYxIpQCCgVJbWFnZRIMCgRuYW1lGAEgASgJEkAKBmxhYmVscxgCIAMoCzIwLmNvbnRhaW5lcmQuc2VydmljZXMuaW1hZ2VzLnYxLkltYWdlLkxhYmVsc0VudHJ5EiwKBnRhcmdldBgDIAEoCzIcLmNvbnRhaW5lcmQudHlwZXMuRGVzY3JpcHRvchIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIh8KD0dldEltYWdlUmVxdWVzdBIMCgRuYW1lGAEgASgJIkcKEEdldEltYWdlUmVzcG9uc2USMwoFaW1hZ2UYASABKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmltYWdlcy52MS5JbWFnZSIkChFMaXN0SW1hZ2VzUmVxdWVzdBIPCgdmaWx0ZXJzGAEgAygJIkoKEkxpc3RJbWFnZXNSZXNwb25zZRI0CgZpbWFnZXMYASADKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmltYWdlcy52MS5JbWFnZTLdAQoGSW1hZ2VzEmYKA0dldBIuLmNvbnRhaW5lcmQuc2VydmljZXMuaW1hZ2VzLnYxLkdldEltYWdlUmVxdWVzdBovLmNvbnRhaW5lcmQuc2VydmljZXMuaW1hZ2VzLnYxLkdldEltYWdlUmVzcG9uc2USawoETGlzdBIwLmNvbnRhaW5lcmQuc2VydmljZXMuaW1hZ2VzLnYxLkxpc3RJbWFnZXNSZXF1ZXN0GjEuY29udGFpbmVyZC5zZXJ2aWNlcy5pbWFnZXMudjEuTGlzdEltYWdlc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_types]);
+  fileDesc("CgxpbWFnZXMucHJvdG8SHWNvbnRhaW5lcmQuc2VydmljZXMuaW1hZ2VzLnYxIpQCCgVJbWFnZRIMCgRuYW1lGAEgASgJEkAKBmxhYmVscxgCIAMoCzIwLmNvbnRhaW5lcmQuc2VydmljZXMuaW1hZ2VzLnYxLkltYWdlLkxhYmVsc0VudHJ5EiwKBnRhcmdldBgDIAEoCzIcLmNvbnRhaW5lcmQudHlwZXMuRGVzY3JpcHRvchIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIh8KD0dldEltYWdlUmVxdWVzdBIMCgRuYW1lGAEgASgJIkcKEEdldEltYWdlUmVzcG9uc2USMwoFaW1hZ2UYASABKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmltYWdlcy52MS5JbWFnZSIkChFMaXN0SW1hZ2VzUmVxdWVzdBIPCgdmaWx0ZXJzGAEgAygJIkoKEkxpc3RJbWFnZXNSZXNwb25zZRI0CgZpbWFnZXMYASADKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmltYWdlcy52MS5JbWFnZSJJChJDcmVhdGVJbWFnZVJlcXVlc3QSMwoFaW1hZ2UYASABKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmltYWdlcy52MS5JbWFnZSJKChNDcmVhdGVJbWFnZVJlc3BvbnNlEjMKBWltYWdlGAEgASgLMiQuY29udGFpbmVyZC5zZXJ2aWNlcy5pbWFnZXMudjEuSW1hZ2UiegoSVXBkYXRlSW1hZ2VSZXF1ZXN0EjMKBWltYWdlGAEgASgLMiQuY29udGFpbmVyZC5zZXJ2aWNlcy5pbWFnZXMudjEuSW1hZ2USLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIkoKE1VwZGF0ZUltYWdlUmVzcG9uc2USMwoFaW1hZ2UYASABKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmltYWdlcy52MS5JbWFnZSIwChJEZWxldGVJbWFnZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRzeW5jGAIgASgIMpQECgZJbWFnZXMSZgoDR2V0Ei4uY29udGFpbmVyZC5zZXJ2aWNlcy5pbWFnZXMudjEuR2V0SW1hZ2VSZXF1ZXN0Gi8uY29udGFpbmVyZC5zZXJ2aWNlcy5pbWFnZXMudjEuR2V0SW1hZ2VSZXNwb25zZRJrCgRMaXN0EjAuY29udGFpbmVyZC5zZXJ2aWNlcy5pbWFnZXMudjEuTGlzdEltYWdlc1JlcXVlc3QaMS5jb250YWluZXJkLnNlcnZpY2VzLmltYWdlcy52MS5MaXN0SW1hZ2VzUmVzcG9uc2USbwoGQ3JlYXRlEjEuY29udGFpbmVyZC5zZXJ2aWNlcy5pbWFnZXMudjEuQ3JlYXRlSW1hZ2VSZXF1ZXN0GjIuY29udGFpbmVyZC5zZXJ2aWNlcy5pbWFnZXMudjEuQ3JlYXRlSW1hZ2VSZXNwb25zZRJvCgZVcGRhdGUSMS5jb250YWluZXJkLnNlcnZpY2VzLmltYWdlcy52MS5VcGRhdGVJbWFnZVJlcXVlc3QaMi5jb250YWluZXJkLnNlcnZpY2VzLmltYWdlcy52MS5VcGRhdGVJbWFnZVJlc3BvbnNlElMKBkRlbGV0ZRIxLmNvbnRhaW5lcmQuc2VydmljZXMuaW1hZ2VzLnYxLkRlbGV0ZUltYWdlUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_types]);
 
 /**
  * @generated from message containerd.services.images.v1.Image
@@ -124,6 +124,101 @@ export const ListImagesResponseSchema: GenMessage<ListImagesResponse> = /*@__PUR
   messageDesc(file_images, 4);
 
 /**
+ * @generated from message containerd.services.images.v1.CreateImageRequest
+ */
+export type CreateImageRequest = Message<"containerd.services.images.v1.CreateImageRequest"> & {
+  /**
+   * @generated from field: containerd.services.images.v1.Image image = 1;
+   */
+  image?: Image | undefined;
+};
+
+/**
+ * Describes the message containerd.services.images.v1.CreateImageRequest.
+ * Use `create(CreateImageRequestSchema)` to create a new message.
+ */
+export const CreateImageRequestSchema: GenMessage<CreateImageRequest> = /*@__PURE__*/
+  messageDesc(file_images, 5);
+
+/**
+ * @generated from message containerd.services.images.v1.CreateImageResponse
+ */
+export type CreateImageResponse = Message<"containerd.services.images.v1.CreateImageResponse"> & {
+  /**
+   * @generated from field: containerd.services.images.v1.Image image = 1;
+   */
+  image?: Image | undefined;
+};
+
+/**
+ * Describes the message containerd.services.images.v1.CreateImageResponse.
+ * Use `create(CreateImageResponseSchema)` to create a new message.
+ */
+export const CreateImageResponseSchema: GenMessage<CreateImageResponse> = /*@__PURE__*/
+  messageDesc(file_images, 6);
+
+/**
+ * @generated from message containerd.services.images.v1.UpdateImageRequest
+ */
+export type UpdateImageRequest = Message<"containerd.services.images.v1.UpdateImageRequest"> & {
+  /**
+   * @generated from field: containerd.services.images.v1.Image image = 1;
+   */
+  image?: Image | undefined;
+
+  /**
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message containerd.services.images.v1.UpdateImageRequest.
+ * Use `create(UpdateImageRequestSchema)` to create a new message.
+ */
+export const UpdateImageRequestSchema: GenMessage<UpdateImageRequest> = /*@__PURE__*/
+  messageDesc(file_images, 7);
+
+/**
+ * @generated from message containerd.services.images.v1.UpdateImageResponse
+ */
+export type UpdateImageResponse = Message<"containerd.services.images.v1.UpdateImageResponse"> & {
+  /**
+   * @generated from field: containerd.services.images.v1.Image image = 1;
+   */
+  image?: Image | undefined;
+};
+
+/**
+ * Describes the message containerd.services.images.v1.UpdateImageResponse.
+ * Use `create(UpdateImageResponseSchema)` to create a new message.
+ */
+export const UpdateImageResponseSchema: GenMessage<UpdateImageResponse> = /*@__PURE__*/
+  messageDesc(file_images, 8);
+
+/**
+ * @generated from message containerd.services.images.v1.DeleteImageRequest
+ */
+export type DeleteImageRequest = Message<"containerd.services.images.v1.DeleteImageRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: bool sync = 2;
+   */
+  sync: boolean;
+};
+
+/**
+ * Describes the message containerd.services.images.v1.DeleteImageRequest.
+ * Use `create(DeleteImageRequestSchema)` to create a new message.
+ */
+export const DeleteImageRequestSchema: GenMessage<DeleteImageRequest> = /*@__PURE__*/
+  messageDesc(file_images, 9);
+
+/**
  * @generated from service containerd.services.images.v1.Images
  */
 export const Images: GenService<{
@@ -142,6 +237,30 @@ export const Images: GenService<{
     methodKind: "unary";
     input: typeof ListImagesRequestSchema;
     output: typeof ListImagesResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.images.v1.Images.Create
+   */
+  create: {
+    methodKind: "unary";
+    input: typeof CreateImageRequestSchema;
+    output: typeof CreateImageResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.images.v1.Images.Update
+   */
+  update: {
+    methodKind: "unary";
+    input: typeof UpdateImageRequestSchema;
+    output: typeof UpdateImageResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.images.v1.Images.Delete
+   */
+  delete: {
+    methodKind: "unary";
+    input: typeof DeleteImageRequestSchema;
+    output: typeof EmptySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_images, 0);

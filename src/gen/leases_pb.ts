@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file leases.proto.
  */
 export const file_leases: GenFile = /*@__PURE__*/
-  fileDesc("CgxsZWFzZXMucHJvdG8SHWNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxIrQBCgVMZWFzZRIKCgJpZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJACgZsYWJlbHMYAyADKAsyMC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MZWFzZS5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpQBCg1DcmVhdGVSZXF1ZXN0EgoKAmlkGAEgASgJEkgKBmxhYmVscxgDIAMoCzI4LmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkNyZWF0ZVJlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJFCg5DcmVhdGVSZXNwb25zZRIzCgVsZWFzZRgBIAEoCzIkLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkxlYXNlIikKDURlbGV0ZVJlcXVlc3QSCgoCaWQYASABKAkSDAoEc3luYxgCIAEoCCIeCgtMaXN0UmVxdWVzdBIPCgdmaWx0ZXJzGAEgAygJIkQKDExpc3RSZXNwb25zZRI0CgZsZWFzZXMYASADKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MZWFzZTKgAgoGTGVhc2VzEmUKBkNyZWF0ZRIsLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkNyZWF0ZVJlcXVlc3QaLS5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5DcmVhdGVSZXNwb25zZRJOCgZEZWxldGUSLC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5EZWxldGVSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5El8KBExpc3QSKi5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MaXN0UmVxdWVzdBorLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkxpc3RSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("CgxsZWFzZXMucHJvdG8SHWNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxIrQBCgVMZWFzZRIKCgJpZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJACgZsYWJlbHMYAyADKAsyMC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MZWFzZS5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpQBCg1DcmVhdGVSZXF1ZXN0EgoKAmlkGAEgASgJEkgKBmxhYmVscxgDIAMoCzI4LmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkNyZWF0ZVJlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJFCg5DcmVhdGVSZXNwb25zZRIzCgVsZWFzZRgBIAEoCzIkLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkxlYXNlIikKDURlbGV0ZVJlcXVlc3QSCgoCaWQYASABKAkSDAoEc3luYxgCIAEoCCIeCgtMaXN0UmVxdWVzdBIPCgdmaWx0ZXJzGAEgAygJIkQKDExpc3RSZXNwb25zZRI0CgZsZWFzZXMYASADKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MZWFzZSIkCghSZXNvdXJjZRIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJIlsKEkFkZFJlc291cmNlUmVxdWVzdBIKCgJpZBgBIAEoCRI5CghyZXNvdXJjZRgCIAEoCzInLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLlJlc291cmNlIiIKFExpc3RSZXNvdXJjZXNSZXF1ZXN0EgoKAmlkGAEgASgJIlMKFUxpc3RSZXNvdXJjZXNSZXNwb25zZRI6CglyZXNvdXJjZXMYASADKAsyJy5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5SZXNvdXJjZTL2AwoGTGVhc2VzEmUKBkNyZWF0ZRIsLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkNyZWF0ZVJlcXVlc3QaLS5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5DcmVhdGVSZXNwb25zZRJOCgZEZWxldGUSLC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5EZWxldGVSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5El8KBExpc3QSKi5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MaXN0UmVxdWVzdBorLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkxpc3RSZXNwb25zZRJYCgtBZGRSZXNvdXJjZRIxLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkFkZFJlc291cmNlUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJ6Cg1MaXN0UmVzb3VyY2VzEjMuY29udGFpbmVyZC5zZXJ2aWNlcy5sZWFzZXMudjEuTGlzdFJlc291cmNlc1JlcXVlc3QaNC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MaXN0UmVzb3VyY2VzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message containerd.services.leases.v1.Lease
@@ -139,6 +139,84 @@ export const ListResponseSchema: GenMessage<ListResponse> = /*@__PURE__*/
   messageDesc(file_leases, 5);
 
 /**
+ * @generated from message containerd.services.leases.v1.Resource
+ */
+export type Resource = Message<"containerd.services.leases.v1.Resource"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string type = 2;
+   */
+  type: string;
+};
+
+/**
+ * Describes the message containerd.services.leases.v1.Resource.
+ * Use `create(ResourceSchema)` to create a new message.
+ */
+export const ResourceSchema: GenMessage<Resource> = /*@__PURE__*/
+  messageDesc(file_leases, 6);
+
+/**
+ * @generated from message containerd.services.leases.v1.AddResourceRequest
+ */
+export type AddResourceRequest = Message<"containerd.services.leases.v1.AddResourceRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: containerd.services.leases.v1.Resource resource = 2;
+   */
+  resource?: Resource | undefined;
+};
+
+/**
+ * Describes the message containerd.services.leases.v1.AddResourceRequest.
+ * Use `create(AddResourceRequestSchema)` to create a new message.
+ */
+export const AddResourceRequestSchema: GenMessage<AddResourceRequest> = /*@__PURE__*/
+  messageDesc(file_leases, 7);
+
+/**
+ * @generated from message containerd.services.leases.v1.ListResourcesRequest
+ */
+export type ListResourcesRequest = Message<"containerd.services.leases.v1.ListResourcesRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message containerd.services.leases.v1.ListResourcesRequest.
+ * Use `create(ListResourcesRequestSchema)` to create a new message.
+ */
+export const ListResourcesRequestSchema: GenMessage<ListResourcesRequest> = /*@__PURE__*/
+  messageDesc(file_leases, 8);
+
+/**
+ * @generated from message containerd.services.leases.v1.ListResourcesResponse
+ */
+export type ListResourcesResponse = Message<"containerd.services.leases.v1.ListResourcesResponse"> & {
+  /**
+   * @generated from field: repeated containerd.services.leases.v1.Resource resources = 1;
+   */
+  resources: Resource[];
+};
+
+/**
+ * Describes the message containerd.services.leases.v1.ListResourcesResponse.
+ * Use `create(ListResourcesResponseSchema)` to create a new message.
+ */
+export const ListResourcesResponseSchema: GenMessage<ListResourcesResponse> = /*@__PURE__*/
+  messageDesc(file_leases, 9);
+
+/**
  * @generated from service containerd.services.leases.v1.Leases
  */
 export const Leases: GenService<{
@@ -165,6 +243,22 @@ export const Leases: GenService<{
     methodKind: "unary";
     input: typeof ListRequestSchema;
     output: typeof ListResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.leases.v1.Leases.AddResource
+   */
+  addResource: {
+    methodKind: "unary";
+    input: typeof AddResourceRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * @generated from rpc containerd.services.leases.v1.Leases.ListResources
+   */
+  listResources: {
+    methodKind: "unary";
+    input: typeof ListResourcesRequestSchema;
+    output: typeof ListResourcesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_leases, 0);

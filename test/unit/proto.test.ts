@@ -16,16 +16,17 @@ import { CreateTaskRequestSchema } from "../../src/gen/tasks_pb.js";
 
 const protoDir = fileURLToPath(new URL("../../../proto/containerd/", import.meta.url));
 
-/** `rpc Name(Request) returns (stream? Response)` of every service in proto/, read from the text itself. */
-function rpcsInProto(): { service: string; method: string; input: string; output: string; stream: boolean }[] {
+/** `rpc Name(stream? Request) returns (stream? Response)` of every service in proto/, read from the text itself. */
+function rpcsInProto(): { service: string; method: string; input: string; output: string; kind: string }[] {
   const out = [];
   for (const file of readdirSync(protoDir).filter((f) => f.endsWith(".proto"))) {
     const text = readFileSync(protoDir + file, "utf8");
     const pkg = /^package\s+([\w.]+);/m.exec(text)?.[1] ?? "";
     const qualify = (t: string) => (t.includes(".") ? t : `${pkg}.${t}`);
     for (const svc of text.matchAll(/service\s+(\w+)\s*\{([^}]*)\}/g)) {
-      for (const m of (svc[2] ?? "").matchAll(/rpc\s+(\w+)\s*\(\s*([\w.]+)\s*\)\s*returns\s*\(\s*(stream\s+)?([\w.]+)\s*\)/g)) {
-        out.push({ service: `${pkg}.${svc[1]}`, method: m[1] ?? "", input: qualify(m[2] ?? ""), output: qualify(m[4] ?? ""), stream: !!m[3] });
+      for (const m of (svc[2] ?? "").matchAll(/rpc\s+(\w+)\s*\(\s*(stream\s+)?([\w.]+)\s*\)\s*returns\s*\(\s*(stream\s+)?([\w.]+)\s*\)/g)) {
+        const kind = m[2] ? (m[4] ? "bidi_streaming" : "client_streaming") : m[4] ? "server_streaming" : "unary";
+        out.push({ service: `${pkg}.${svc[1]}`, method: m[1] ?? "", input: qualify(m[3] ?? ""), output: qualify(m[5] ?? ""), kind });
       }
     }
   }
@@ -42,7 +43,7 @@ describe("the generated containerd protocol (src/gen from proto/)", () => {
       assert.ok(m, `no generated method for ${rpc.service}/${rpc.method}`);
       assert.equal(m.input.typeName, rpc.input, `${rpc.method} request`);
       assert.equal(m.output.typeName, rpc.output, `${rpc.method} response`);
-      assert.equal(m.methodKind, rpc.stream ? "server_streaming" : "unary", `${rpc.method} kind`);
+      assert.equal(m.methodKind, rpc.kind, `${rpc.method} kind`);
     }
     assert.equal(generated.size, rpcs.length, "the generated services have methods proto/ does not declare");
   });

@@ -10,9 +10,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ContainerdClient } from "../../src/containerd/client.js";
-import { frame } from "../../src/containerd/grpc-wire.js";
-import { encode } from "../../src/containerd/proto.js";
-import { CanceledError, DeadlineExceededError, InvalidArgumentError, NotFoundError, UnavailableError, UnknownError } from "../../src/errors.js";
+import { FrameDecoder, frame } from "../../src/containerd/grpc-wire.js";
+import { Content, decode, encode } from "../../src/containerd/proto.js";
+import { GrpcTransport } from "../../src/containerd/transport.js";
+import {
+  CanceledError,
+  DataLossError,
+  DeadlineExceededError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+  UnknownError,
+} from "../../src/errors.js";
+import { WriteAction, WriteContentRequestSchema, WriteContentResponseSchema } from "../../src/gen/content_pb.js";
 import { EnvelopeSchema } from "../../src/gen/events_pb.js";
 import { VersionResponseSchema } from "../../src/gen/version_pb.js";
 
@@ -33,6 +43,8 @@ describe("gRPC transport (scripted server)", () => {
   let sock: string;
   let server: http2.Http2Server;
   let handler: Handler = () => {};
+  /** When set, streams go to it as they open, before their requests end (client and bidi streaming). */
+  let live: Handler | undefined;
   const sessions = new Set<http2.ServerHttp2Session>();
   let client: ContainerdClient;
 
@@ -45,6 +57,7 @@ describe("gRPC transport (scripted server)", () => {
       s.on("close", () => sessions.delete(s));
     });
     server.on("stream", (stream, headers) => {
+      if (live) return live(stream, headers);
       // Requests arrive whole before the handler acts, as a unary server would see them.
       const parts: Buffer[] = [];
       stream.on("data", (d: Buffer) => parts.push(d));
@@ -200,5 +213,187 @@ describe("gRPC transport (scripted server)", () => {
       Array.from({ length: 100 }, (_, i) => `/t/${i}`),
     );
     await closed;
+  });
+
+  describe("request streams", () => {
+    let transport: GrpcTransport;
+    before(() => {
+      transport = new GrpcTransport(`unix://${sock}`);
+    });
+    after(() => {
+      live = undefined;
+      transport.close();
+    });
+
+    const writeResponse = (offset: number) => frame(encode(WriteContentResponseSchema, { action: WriteAction.WRITE, offset: BigInt(offset) }));
+    /** Decodes the requests as they arrive and hands each to `onRequest`. */
+    const requests = (stream: http2.ServerHttp2Stream, onRequest: (r: ReturnType<typeof decodeWrite>) => void) => {
+      const decoder = new FrameDecoder(64 * 1024 * 1024);
+      stream.on("data", (d: Buffer) => {
+        for (const m of decoder.push(d)) onRequest(decodeWrite(m));
+      });
+    };
+    const decodeWrite = (m: Buffer) => decode(WriteContentRequestSchema, m);
+
+    it("frames each request, reads answers while sending, and half-closes", async () => {
+      let seen: http2.IncomingHttpHeaders = {};
+      const got: { action: number; offset: bigint; data: string; labels: Record<string, string> }[] = [];
+      live = (stream, headers) => {
+        seen = headers;
+        stream.respond(GRPC, { waitForTrailers: true });
+        stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+        // Answers each request at once: the client must read them while it still sends.
+        requests(stream, (r) => {
+          got.push({ action: r.action, offset: r.offset, data: Buffer.from(r.data).toString(), labels: r.labels });
+          stream.write(writeResponse(got.length));
+        });
+        stream.on("end", () => stream.end());
+      };
+      const call = transport.requestStream(Content.method.write, { namespace: "ns-w" }, 0, undefined);
+      const answers = (async () => {
+        const out: number[] = [];
+        for await (const r of call.responses()) out.push(Number(r.offset));
+        return out;
+      })();
+      await call.send({ action: WriteAction.STAT, ref: "r" });
+      // An encoded request in parts: the fields, then data (field 6) as its tag, length and two chunks.
+      const head = encode(WriteContentRequestSchema, { action: WriteAction.WRITE, offset: 0n });
+      await call.sendEncoded([head, Uint8Array.of(0x32, 11), Buffer.from("hello "), Buffer.from("world")]);
+      await call.send({ action: WriteAction.COMMIT, offset: 11n, data: Buffer.from("!"), labels: { k: "v" } });
+      call.end();
+      assert.deepEqual(await answers, [1, 2, 3]);
+      assert.equal(seen[":path"], "/containerd.services.content.v1.Content/Write");
+      assert.equal(seen["containerd-namespace"], "ns-w");
+      assert.equal(seen["grpc-timeout"], undefined, "no deadline was asked for");
+      assert.deepEqual(got, [
+        { action: WriteAction.STAT, offset: 0n, data: "", labels: {} },
+        { action: WriteAction.WRITE, offset: 0n, data: "hello world", labels: {} },
+        { action: WriteAction.COMMIT, offset: 11n, data: "!", labels: { k: "v" } },
+      ]);
+    });
+
+    it("holds send() back while the server reads nothing (flow control), and goes on when it reads", async () => {
+      let resume: () => void = () => {};
+      let received = 0;
+      live = (stream) => {
+        stream.pause();
+        resume = () => stream.resume();
+        stream.respond(GRPC, { waitForTrailers: true });
+        stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+        requests(stream, (r) => (received += r.data.length));
+        stream.on("end", () => stream.end());
+      };
+      const call = transport.requestStream(Content.method.write, {}, 0, undefined);
+      const drained = (async () => {
+        for await (const _ of call.responses());
+      })();
+      const block = Buffer.alloc(1024 * 1024, 7);
+      let sent = 0;
+      const sending = (async () => {
+        for (let i = 0; i < 16; i++) {
+          await call.send({ action: WriteAction.WRITE, data: block });
+          sent++;
+        }
+        call.end();
+      })();
+      // However long we wait, a server that reads nothing takes no more than its flow-control window.
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(sent < 4, `${sent} MiB went out to a server that read nothing`);
+      resume();
+      await sending;
+      await drained;
+      assert.equal(received, 16 * 1024 * 1024);
+    });
+
+    it("fails responses and send with the call's typed error (a commit mismatch is DataLossError)", async () => {
+      live = (stream) => {
+        stream.respond(GRPC, { waitForTrailers: true });
+        stream.on("wantTrailers", () =>
+          stream.sendTrailers({ "grpc-status": "9", "grpc-message": "unexpected commit digest sha256:aa, expected sha256:bb: failed precondition" }),
+        );
+        requests(stream, () => stream.end());
+      };
+      const call = transport.requestStream(Content.method.write, {}, 0, undefined);
+      await call.send({ action: WriteAction.COMMIT });
+      const err = await (async () => {
+        for await (const _ of call.responses());
+      })().catch((e: unknown) => e);
+      assert.ok(err instanceof DataLossError, String(err));
+      assert.match(err.message, /unexpected commit digest/);
+      await assert.rejects(call.send({ action: WriteAction.WRITE }), DataLossError);
+    });
+
+    it("an answer that ends the call before the client is done makes send() fail", async () => {
+      live = (stream) => {
+        stream.respond({ ...GRPC, "grpc-status": "0" }, { endStream: true });
+      };
+      const call = transport.requestStream(Content.method.write, {}, 0, undefined);
+      const responses = (async () => {
+        for await (const _ of call.responses());
+      })();
+      await responses;
+      await assert.rejects(call.send({ action: WriteAction.WRITE }), UnknownError);
+    });
+
+    it("cancels on abort (CanceledError, the stream reset) and ends at its deadline (DeadlineExceededError)", async () => {
+      let reset: Promise<number> | undefined;
+      let timeout: string | undefined;
+      live = (stream, headers) => {
+        timeout = headers["grpc-timeout"] as string | undefined;
+        stream.pause();
+        reset = new Promise((resolve) => stream.on("close", () => resolve(stream.rstCode)));
+      };
+      const ac = new AbortController();
+      const call = transport.requestStream(Content.method.write, {}, 0, { signal: ac.signal });
+      const pending = (async () => {
+        for (;;) await call.send({ action: WriteAction.WRITE, data: Buffer.alloc(256 * 1024) });
+      })().catch((e: unknown) => e);
+      const responses = (async () => {
+        for await (const _ of call.responses());
+      })().catch((e: unknown) => e);
+      await new Promise((r) => setTimeout(r, 20));
+      ac.abort(new Error("stop"));
+      const err = await pending;
+      assert.ok(err instanceof CanceledError, String(err));
+      assert.equal((err.cause as Error).message, "stop");
+      assert.ok((await responses) instanceof CanceledError);
+      assert.equal(await reset, http2.constants.NGHTTP2_CANCEL);
+      assert.throws(() => transport.requestStream(Content.method.write, {}, 0, { signal: ac.signal }), CanceledError);
+
+      const timed = transport.requestStream(Content.method.write, {}, 150, undefined);
+      const late = await (async () => {
+        for await (const _ of timed.responses());
+      })().catch((e: unknown) => e);
+      assert.ok(late instanceof DeadlineExceededError, String(late));
+      assert.equal(timeout, "150m");
+    });
+
+    it("content.write: a containerd that stops answering is a DeadlineExceededError, and the ingest is aborted", async () => {
+      const paths: string[] = [];
+      live = (stream, headers) => {
+        paths.push(String(headers[":path"]));
+        if (headers[":path"] === "/containerd.services.content.v1.Content/Abort") {
+          stream.on("data", () => {});
+          stream.on("end", () => answer(stream, frame(new Uint8Array(0))));
+          return;
+        }
+        stream.respond(GRPC);
+        // Answers STAT, then nothing: containerd hung on its disk.
+        requests(stream, (r) => {
+          if (r.action === WriteAction.STAT) stream.write(writeResponse(0));
+        });
+        stream.on("error", () => {});
+      };
+      const quick = new ContainerdClient({ address: `unix://${sock}`, namespace: "ns-w", timeoutMs: 200 });
+      try {
+        const data = Buffer.alloc(3 * 1024 * 1024, 1);
+        const err = await quick.content.write("ref-1", [data], { digest: `sha256:${"0".repeat(64)}`, size: data.length }).catch((e: unknown) => e);
+        assert.ok(err instanceof DeadlineExceededError, String(err));
+        assert.match(err.message, /did not answer Content.Write of ref-1 within 200 ms/);
+        assert.deepEqual(paths, ["/containerd.services.content.v1.Content/Write", "/containerd.services.content.v1.Content/Abort"]);
+      } finally {
+        await quick.close();
+      }
+    });
   });
 });
