@@ -10,7 +10,7 @@ module.exports = {
         "the executor, images, networks, the CLI or the default rootfs.",
       severity: "error",
       from: { path: "^src/(fs|oci)/" },
-      to: { path: "^src/(containerd|executor|image|network|cli|rootfs|gen)/" },
+      to: { path: "^src/(containerd|executor|image|network|cli|rootfs|gen|registry)/" },
     },
     {
       name: "containerd-knows-no-executor",
@@ -19,7 +19,7 @@ module.exports = {
         "images, networks, the CLI or the default rootfs.",
       severity: "error",
       from: { path: "^src/containerd/" },
-      to: { path: "^src/(executor|image|network|cli|rootfs)/" },
+      to: { path: "^src/(executor|image|network|cli|rootfs|registry)/" },
     },
     {
       name: "image-uses-no-executor-internals",
@@ -29,6 +29,15 @@ module.exports = {
       severity: "error",
       from: { path: "^src/image/" },
       to: { path: "^src/executor/", pathNot: "^src/executor/types\\.ts$" },
+    },
+    {
+      name: "registry-is-plain-http",
+      comment:
+        "src/registry/ is a registry client over HTTP: it knows nothing of containerd, the executor, images, " +
+        "networks, the CLI or the OCI runtime spec; src/image/pull.ts joins it to containerd.",
+      severity: "error",
+      from: { path: "^src/registry/" },
+      to: { path: "^src/", pathNot: "^src/(registry/|util/|errors\\.ts$)" },
     },
     {
       name: "cli-uses-public-entry-points",

@@ -16,12 +16,13 @@ import type { Attributes, Span, Tracer } from "@opentelemetry/api";
 import { ContainerdExecutor, type ExecutorOptions } from "../src/executor/executor.js";
 import { bindMountable } from "../src/executor/mountables.js";
 import type { ProcessMeta } from "../src/executor/types.js";
-import { resolveImage } from "../src/image/image.js";
 import { imageMountable } from "../src/image/mountables.js";
+import { resolveImage } from "../src/image/resolve.js";
 import { DEFAULT_IPAM_DIR } from "../src/network/bridge.js";
 import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
 import { removeRuntimeNamespaceDirs } from "../test/helpers/env.js";
 import { treeEntries, writeOciArchive } from "../test/helpers/oci-image.js";
+import { benchPull, pullRssChild } from "./pull.js";
 
 const exec = promisify(execFile);
 const args = process.argv.slice(2);
@@ -610,9 +611,14 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
   rss: rss32,
   network: networks,
   image: imageRoot,
+  pull: () => benchPull({ stateDir, rounds: quick ? 2 : 4, results, row: (name, unit, c, ctr) => row(name, unit, c, ctr), summary, median }),
 };
 
 async function main(): Promise<void> {
+  if (args[0] === "--pull-rss-child") {
+    await pullRssChild(args[1]!, args[2]!);
+    return;
+  }
   if (args[0] === "--rss-child") {
     // A fresh process for the RSS scenario: node dist/bench/main.js --rss-child NAMESPACE STATE_DIR
     stateDir = args[2]!;

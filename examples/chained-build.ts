@@ -12,8 +12,9 @@ import { resolve } from "node:path";
 import { ContainerdExecutor, type ExecutorOptions } from "../src/executor/executor.js";
 import { bindMountable } from "../src/executor/mountables.js";
 import type { Mountable, MountSpec } from "../src/executor/types.js";
-import { resolveImage, withImageDefaults } from "../src/image/image.js";
+import { withImageDefaults } from "../src/image/image.js";
 import { imageMountable, snapshotMountable } from "../src/image/mountables.js";
+import { resolveImage } from "../src/image/resolve.js";
 
 const [imageRef, outDir = "./site-out"] = process.argv.slice(2);
 if (!imageRef) {

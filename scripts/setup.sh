@@ -17,7 +17,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # 1. Debian packages.
-packages=(containerd runc busybox-static containernetworking-plugins iproute2 python3 make g++ tmux)
+# docker-registry, skopeo, zstd, openssl and apache2-utils (htpasswd) serve the image pull tests' local registry.
+packages=(containerd runc busybox-static containernetworking-plugins iproute2 python3 make g++ tmux
+  docker-registry skopeo zstd openssl apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -25,6 +25,8 @@ export {
   ContainerExitedError,
   /** The base class; `code` is stable, `CtrexecError.is(err)` also recognises errors of another copy of ctrexec. */
   CtrexecError,
+  /** Content did not match its digest or size: a corrupt or truncated download. */
+  DataLossError,
   /** A deadline passed. */
   DeadlineExceededError,
   /** The stable codes of CtrexecError. */
@@ -47,7 +49,9 @@ export {
   type StartFailure,
   /** containerd's exit status for "could not be determined" (255). */
   UNKNOWN_EXIT_STATUS,
-  /** containerd cannot be reached. */
+  /** A registry wants credentials it was not given, or refused those it was. */
+  UnauthenticatedError,
+  /** containerd or a registry cannot be reached (or a registry failed after retries). */
   UnavailableError,
   /** Anything else, in the daemon's or runtime's own words. */
   UnknownError,
@@ -131,21 +135,47 @@ export {
   type ImageConfig,
   /** A resolved image: name, manifest, config, layers and their chain IDs. */
   type ResolvedImage,
-  /** Looks an image up in containerd's store (for this host's platform): its manifest, config and layers. */
-  resolveImage,
-  /** Makes sure each of an image's layers is unpacked as a committed snapshot; returns the top chain ID. */
-  unpackImage,
   /** Applies an image's config to a ProcessMeta: env under the caller's, cwd and user unless given, entrypoint + cmd. */
   withImageDefaults,
 } from "./image/image.js";
 export {
-  /** An image from containerd's store: unpacked if needed, a fresh snapshot per run. */
+  /** What loginRegistry takes besides the credentials. */
+  type LoginOptions,
+  /** Checks credentials against a registry and saves them in docker's config.json. */
+  loginRegistry,
+  /** Removes a registry's saved credentials from docker's config.json. */
+  logoutRegistry,
+} from "./image/login.js";
+export {
+  /** imageMountable's options: the snapshot's, and when and how to pull. */
+  type ImageMountOptions,
+  /** An image as a root or mount: pulled when `pull` says so, unpacked if needed, a fresh snapshot per run. */
   imageMountable,
   /** Snapshotter, and whether and under what name to commit the run's changes. */
   type SnapshotMountOptions,
   /** A committed snapshot, e.g. an earlier run's commit: a fresh snapshot on it per run. */
   snapshotMountable,
 } from "./image/mountables.js";
+export {
+  /** What pullImage takes: platform, credentials, insecure registries, progress, signal. */
+  type PullOptions,
+  /** When to pull: "missing", "always" or "never". */
+  type PullPolicy,
+  /** One progress event of a pull: a blob's state, and bytes while downloading. */
+  type PullProgress,
+  /** Pulls an image from a registry into containerd: content, snapshots and the image record. */
+  pullImage,
+} from "./image/pull.js";
+export {
+  /** What resolveImage takes: the pull policy, and PullOptions for when it pulls. */
+  type ResolveImageOptions,
+  /** Looks an image up in containerd's store (for this host's platform), pulling it first when `pull` says so. */
+  resolveImage,
+} from "./image/resolve.js";
+export {
+  /** Makes sure each of an image's layers is unpacked as a committed snapshot; returns the top chain ID. */
+  unpackImage,
+} from "./image/unpack.js";
 export {
   /** The host's network stack. */
   hostNetwork,
@@ -192,6 +222,16 @@ export type {
   /** One rlimit of a run, e.g. { name: "nofile", soft: 1024, hard: 2048 }. */
   Ulimit,
 } from "./oci/spec.js";
+export {
+  /** The normalized parts of an image reference (docker's rules: alpine → docker.io/library/alpine:latest). */
+  type ImageReference,
+  /** Parses an image reference as docker does. */
+  parseReference,
+} from "./registry/reference.js";
+export type {
+  /** A registry user name and password (or token). */
+  RegistryCredentials,
+} from "./registry/types.js";
 export {
   /** Where the default rootfs lives under a state dir. */
   defaultRootfsPath,

@@ -1,7 +1,9 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { ContainerdClient } from "../containerd/client.js";
 import type { Descriptor } from "../containerd/types.js";
-import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
+import { INDEX_TYPES, MANIFEST_TYPES } from "./media-types.js";
+import { choosePlatform, formatPlatform, hostPlatform, normalizePlatform, type Platform, platformRank } from "./platform.js";
 
 /**
  * Images from containerd's image store, unpacked into its snapshotter the way containerd's unpacker does it:
@@ -9,9 +11,6 @@ import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotF
  * snapshot of the previous one, committed under its chain ID, and the chain recorded on the config blob
  * (a `containerd.io/gc.ref.snapshot.<snapshotter>` label) so containerd's GC keeps the snapshots with the image.
  */
-
-const INDEX_TYPES = new Set(["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"]);
-const MANIFEST_TYPES = new Set(["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"]);
 
 export const DEFAULT_SNAPSHOTTER = "overlayfs";
 
@@ -26,6 +25,9 @@ export interface ImageConfig {
 
 export interface ResolvedImage {
   name: string;
+  /** What the name points to: the index for a multi-platform image (docker's "Digest:"), else the manifest. */
+  target: Descriptor;
+  /** The manifest for the platform. */
   manifest: Descriptor;
   config: Descriptor;
   imageConfig: ImageConfig;
@@ -35,17 +37,28 @@ export interface ResolvedImage {
   chainIds: string[];
 }
 
-interface Platform {
+/** An image index as JSON (OCI index or Docker manifest list). */
+export interface IndexJson {
+  schemaVersion?: number;
+  mediaType?: string;
+  manifests?: (Descriptor & { platform?: Platform })[];
+}
+
+/** An image manifest as JSON (OCI or Docker schema 2). */
+export interface ManifestJson {
+  schemaVersion?: number;
+  mediaType?: string;
+  config?: Descriptor;
+  layers?: Descriptor[];
+}
+
+/** An image config as JSON: the parts ctrexec reads. */
+export interface ConfigJson {
   os?: string;
   architecture?: string;
   variant?: string;
-}
-
-function hostPlatform(): { os: string; architecture: string } {
-  const arch = ({ x64: "amd64", arm64: "arm64", arm: "arm", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" } as Record<string, string>)[
-    process.arch
-  ];
-  return { os: "linux", architecture: arch ?? process.arch };
+  config?: { Env?: string[] | null; WorkingDir?: string; User?: string; Entrypoint?: string[] | null; Cmd?: string[] | null };
+  rootfs?: { type?: string; diff_ids?: string[] };
 }
 
 /** containerd's chain IDs: the first layer's diff ID, then sha256 of "<parent chain> <diff ID>". */
@@ -74,12 +87,12 @@ async function readJson<T>(client: ContainerdClient, d: Descriptor): Promise<T> 
   }
 }
 
-/** Looks an image up by name and resolves it for this host's platform. */
-export async function resolveImage(client: ContainerdClient, ref: string): Promise<ResolvedImage> {
+/** Looks an image up in containerd's store by name and resolves it for this host's platform (or `platform`). */
+export async function lookupImage(client: ContainerdClient, ref: string, platform: Platform = hostPlatform()): Promise<ResolvedImage> {
   const record = await client.images.get(ref).catch((err: unknown) => {
     if (err instanceof NotFoundError) {
       throw new NotFoundError(
-        `image ${ref} not found in namespace ${client.namespace}: import it first, e.g. ctr -n ${client.namespace} images import IMAGE.tar`,
+        `image ${ref} not found in namespace ${client.namespace}: pull it (ctrexec pull ${ref}, or pull: "missing") or import it (ctr -n ${client.namespace} images import IMAGE.tar)`,
         { cause: err },
       );
     }
@@ -87,38 +100,74 @@ export async function resolveImage(client: ContainerdClient, ref: string): Promi
   });
   if (!record.target) throw new FailedPreconditionError(`image ${ref} has no target`);
   let manifestDesc: Descriptor = record.target;
-  const want = hostPlatform();
-  if (INDEX_TYPES.has(manifestDesc.mediaType)) {
-    const index = await readJson<{ manifests?: (Descriptor & { platform?: Platform })[] }>(client, manifestDesc);
-    const match = (index.manifests ?? []).find((m) => m.platform?.os === want.os && m.platform?.architecture === want.architecture);
-    if (!match) {
-      const have = (index.manifests ?? []).map((m) => `${m.platform?.os}/${m.platform?.architecture}`).join(", ");
-      throw new FailedPreconditionError(`image ${ref} has no ${want.os}/${want.architecture} variant (it has: ${have || "none"})`);
-    }
-    manifestDesc = match;
+  for (let depth = 0; INDEX_TYPES.has(manifestDesc.mediaType); depth++) {
+    const index = await readJson<IndexJson>(client, manifestDesc);
+    manifestDesc = pickManifest(ref, index, platform, depth);
   }
   if (!MANIFEST_TYPES.has(manifestDesc.mediaType)) {
     throw new FailedPreconditionError(`image ${ref}: unsupported manifest type ${manifestDesc.mediaType}`);
   }
-  const manifest = await readJson<{ config: Descriptor; layers: Descriptor[] }>(client, manifestDesc);
-  const config = await readJson<{
-    os?: string;
-    architecture?: string;
-    config?: { Env?: string[]; WorkingDir?: string; User?: string; Entrypoint?: string[] | null; Cmd?: string[] | null };
-    rootfs?: { diff_ids?: string[] };
-  }>(client, manifest.config);
-  if (config.architecture && config.architecture !== want.architecture) {
-    throw new FailedPreconditionError(`image ${ref} is for ${config.os ?? "?"}/${config.architecture}, not ${want.os}/${want.architecture}`);
+  const manifest = await readJson<ManifestJson>(client, manifestDesc);
+  const configDesc = checkManifest(ref, manifest);
+  const config = await readJson<ConfigJson>(client, configDesc);
+  return resolvedImage(ref, record.target, manifestDesc, manifest, config, platform);
+}
+
+/** The manifest of an index for `platform`, or a NotFoundError listing what the index has. */
+export function pickManifest(ref: string, index: IndexJson, platform: Platform, depth = 0): Descriptor {
+  if (depth > 2) throw new FailedPreconditionError(`image ${ref}: indexes nested more than 3 deep`);
+  const candidates = (index.manifests ?? []).filter((m) => MANIFEST_TYPES.has(m.mediaType) || INDEX_TYPES.has(m.mediaType));
+  const match = choosePlatform(candidates, platform);
+  if (!match) {
+    const have = candidates
+      .map((m) => (m.platform?.os && m.platform.architecture ? formatPlatform(normalizePlatform(m.platform)) : undefined))
+      .filter((p) => p !== undefined && p !== "unknown/unknown");
+    throw new NotFoundError(`image ${ref} has no ${formatPlatform(platform)} variant (it has: ${[...new Set(have)].join(", ") || "none"})`);
+  }
+  const { platform: _p, ...desc } = match;
+  return desc;
+}
+
+/** A manifest's config descriptor, after checking the manifest is one ctrexec can use. */
+export function checkManifest(ref: string, manifest: ManifestJson): Descriptor {
+  if (manifest.schemaVersion !== undefined && manifest.schemaVersion !== 2) {
+    throw new FailedPreconditionError(`image ${ref}: manifest schema version ${manifest.schemaVersion} is not supported (only 2)`);
+  }
+  if (!manifest.config?.digest) throw new FailedPreconditionError(`image ${ref}: the manifest has no config`);
+  return manifest.config;
+}
+
+/** The resolved image from its manifest and config, checked against the platform asked for. */
+export function resolvedImage(
+  name: string,
+  target: Descriptor,
+  manifestDesc: Descriptor,
+  manifest: ManifestJson,
+  config: ConfigJson,
+  platform: Platform,
+): ResolvedImage {
+  const configDesc = checkManifest(name, manifest);
+  const layers = manifest.layers ?? [];
+  if (
+    config.architecture &&
+    platformRank(platform, {
+      os: config.os ?? platform.os,
+      architecture: config.architecture,
+      ...(config.variant ? { variant: config.variant } : {}),
+    }) === undefined
+  ) {
+    throw new FailedPreconditionError(`image ${name} is for ${config.os ?? "?"}/${config.architecture}, not ${formatPlatform(platform)}`);
   }
   const diffIds = config.rootfs?.diff_ids ?? [];
-  if (diffIds.length !== manifest.layers.length) {
-    throw new FailedPreconditionError(`image ${ref}: ${manifest.layers.length} layers but ${diffIds.length} diff IDs in its config`);
+  if (diffIds.length !== layers.length) {
+    throw new FailedPreconditionError(`image ${name}: ${layers.length} layers but ${diffIds.length} diff IDs in its config`);
   }
   const c = config.config ?? {};
   return {
-    name: ref,
+    name,
+    target,
     manifest: manifestDesc,
-    config: manifest.config,
+    config: configDesc,
     imageConfig: {
       env: c.Env ?? [],
       workingDir: c.WorkingDir ?? "",
@@ -126,45 +175,10 @@ export async function resolveImage(client: ContainerdClient, ref: string): Promi
       entrypoint: c.Entrypoint ?? [],
       cmd: c.Cmd ?? [],
     },
-    layers: manifest.layers,
+    layers,
     diffIds,
     chainIds: chainIds(diffIds),
   };
-}
-
-/**
- * Makes sure every layer's snapshot exists (committed under its chain ID), applying the missing ones. `client`
- * should carry a lease so that nothing half-made is collected meanwhile. Returns the top chain ID ("" for an
- * image without layers).
- */
-export async function unpackImage(client: ContainerdClient, image: ResolvedImage, snapshotter = DEFAULT_SNAPSHOTTER): Promise<string> {
-  let parent = "";
-  for (const [i, chain] of image.chainIds.entries()) {
-    const exists = await client.snapshots.stat({ snapshotter, key: chain }).then(
-      () => true,
-      (err: unknown) => {
-        if (err instanceof NotFoundError) return false;
-        throw err;
-      },
-    );
-    if (!exists) {
-      const key = `extract-${randomBytes(6).toString("hex")} ${chain}`;
-      const mounts = await client.snapshots.prepare({ snapshotter, key, ...(parent ? { parent } : {}) });
-      try {
-        await client.diff.apply(image.layers[i]!, mounts);
-        await client.snapshots.commit({ snapshotter, name: chain, key });
-      } catch (err) {
-        await client.snapshots.remove({ snapshotter, key }).catch(() => {});
-        // Another unpack of the same image got there first: its snapshot is as good as ours.
-        if (!(err instanceof AlreadyExistsError)) throw err;
-      }
-    }
-    parent = chain;
-  }
-  if (parent) {
-    await client.content.setLabels(image.config.digest, { [`containerd.io/gc.ref.snapshot.${snapshotter}`]: parent });
-  }
-  return parent;
 }
 
 /** Applies an image's config to a process: its env under the caller's, its cwd and user unless given, and its entrypoint + cmd when no args are given. */

@@ -3,10 +3,10 @@ import type { ContainerdClient } from "../containerd/client.js";
 import type { Mount } from "../containerd/types.js";
 import { AlreadyExistsError } from "../errors.js";
 import type { Mountable, MountRef } from "../executor/types.js";
-import { ownerId } from "../util/owner.js";
-import { DEFAULT_SNAPSHOTTER, type ResolvedImage, resolveImage, unpackImage } from "./image.js";
-
-export const LEASE_OWNER_LABEL = "ctrexec.owner";
+import { DEFAULT_SNAPSHOTTER, type ResolvedImage } from "./image.js";
+import { createLease, deleteLease } from "./lease.js";
+import { type ResolveImageOptions, resolveImage } from "./resolve.js";
+import { unpackImage } from "./unpack.js";
 
 export interface SnapshotMountOptions {
   snapshotter?: string;
@@ -19,20 +19,12 @@ export interface SnapshotMountOptions {
   commitOnFailure?: boolean;
 }
 
-/** Leases of ours live a day at most, so a crash cannot pin snapshots forever. */
-const LEASE_TTL_MS = 24 * 3600 * 1000;
-
 async function withLease<T>(client: ContainerdClient, f: (leased: ContainerdClient, lease: string) => Promise<T>): Promise<T> {
-  const lease = `ctrexec-${randomBytes(8).toString("hex")}`;
-  await client.leases.create(lease, {
-    "containerd.io/gc.expire": new Date(Date.now() + LEASE_TTL_MS).toISOString(),
-    // Lets prune drop the lease (and so the run's snapshot) of a process that died, without waiting a day.
-    [LEASE_OWNER_LABEL]: ownerId(),
-  });
+  const lease = await createLease(client, "");
   try {
     return await f(client.withLease(lease), lease);
   } catch (err) {
-    await client.leases.delete(lease).catch(() => {});
+    await deleteLease(client, lease).catch(() => {});
     throw err;
   }
 }
@@ -85,13 +77,32 @@ async function activeSnapshot(
   });
 }
 
-/** A root (or mount) from an image in containerd's store: unpacked if needed, a fresh snapshot per run. */
-export function imageMountable(client: ContainerdClient, image: string | ResolvedImage, options: SnapshotMountOptions = {}): Mountable {
+/** What imageMountable takes: how the run's snapshot is made, and when and how the image is pulled. */
+export interface ImageMountOptions extends SnapshotMountOptions {
+  /** Default "never": the image must be in containerd's store. "missing" pulls it when it is not. */
+  pull?: ResolveImageOptions["pull"];
+  /** Registry settings for a pull (credentials, insecure registries, platform...). */
+  pullOptions?: Omit<ResolveImageOptions, "pull" | "snapshotter">;
+}
+
+/** A root (or mount) from an image in containerd's store (pulled first when `pull` says so): unpacked if needed, a fresh snapshot per run. */
+export function imageMountable(client: ContainerdClient, image: string | ResolvedImage, options: ImageMountOptions = {}): Mountable {
   return {
     mount: (readonly) =>
       activeSnapshot(
         client,
-        async (leased) => unpackImage(leased, typeof image === "string" ? await resolveImage(client, image) : image, options.snapshotter),
+        async (leased) =>
+          unpackImage(
+            leased,
+            typeof image === "string"
+              ? await resolveImage(client, image, {
+                  ...options.pullOptions,
+                  ...(options.pull ? { pull: options.pull } : {}),
+                  ...(options.snapshotter ? { snapshotter: options.snapshotter } : {}),
+                })
+              : image,
+            options.snapshotter,
+          ),
         readonly,
         options,
       ),

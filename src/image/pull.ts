@@ -1,0 +1,500 @@
+import type { Readable } from "node:stream";
+import type { ContainerdClient } from "../containerd/client.js";
+import type { Descriptor } from "../containerd/types.js";
+import { AlreadyExistsError, CanceledError, FailedPreconditionError, NotFoundError, UnavailableError } from "../errors.js";
+import { RegistryClient } from "../registry/client.js";
+import { TruncatedBodyError } from "../registry/http.js";
+import { type ImageReference, parseReference } from "../registry/reference.js";
+import type { RegistryCredentials, RegistryDescriptor } from "../registry/types.js";
+import { type Logger, silentLogger } from "../util/logger.js";
+import {
+  type ConfigJson,
+  checkManifest,
+  DEFAULT_SNAPSHOTTER,
+  type IndexJson,
+  type ManifestJson,
+  pickManifest,
+  type ResolvedImage,
+  resolvedImage,
+} from "./image.js";
+import { createLease, deleteLease } from "./lease.js";
+import { childGcLabels, INDEX_TYPES, isForeignLayer, isLayerType, MANIFEST_TYPES, SCHEMA1_TYPES } from "./media-types.js";
+import { hostPlatform, type Platform, parsePlatform } from "./platform.js";
+import { markUnpacked, snapshotExists, unpackLayer } from "./unpack.js";
+
+/**
+ * Pulls an image from a registry into containerd, as containerd's Go client does it (containerd 1.6 has no
+ * server-side transfer service): resolve the reference, fetch the index, manifest, config and layers into the
+ * content store, unpack the layers into the snapshotter as they arrive, and record the image. Everything is held by
+ * a lease while it is written, so GC cannot take half a pull; the lease goes at the end either way, so a failed or
+ * canceled pull leaves nothing referenced, and a finished one leaves what the image record references.
+ */
+
+export type PullPolicy = "missing" | "always" | "never";
+
+/** What a pull reports as it goes, one event per blob state change (and per chunk while downloading). */
+export interface PullProgress {
+  /** The normalized reference being pulled (docker.io/library/alpine:latest). */
+  name: string;
+  /** The blob's digest; "" on the first event, while the reference is being resolved. */
+  digest: string;
+  kind: "index" | "manifest" | "config" | "layer";
+  /**
+   * resolving → (per blob) waiting → downloading* → verifying → [unpacking] → done; a blob already in the store
+   * is `exists` (followed by unpacking → done when its snapshot is missing). Every blob ends in done or exists.
+   */
+  state: "resolving" | "waiting" | "downloading" | "verifying" | "unpacking" | "done" | "exists";
+  /** Bytes so far, while downloading or verifying. */
+  current?: number;
+  /** The blob's size in bytes. */
+  total?: number;
+}
+
+export interface PullOptions {
+  /** `os/arch[/variant]` to pull from an index; default this host's. */
+  platform?: string;
+  /** Wins over the credentials in docker's config.json. */
+  credentials?: RegistryCredentials;
+  /** Registries (`host` or `host:port`) that may be reached over plain HTTP; loopback registries always may. */
+  insecureRegistries?: readonly string[];
+  /** Where docker's config.json is: default `$DOCKER_CONFIG`, else `~/.docker`. */
+  dockerConfigDir?: string;
+  /** PEM certificates of CAs trusted in addition to the system's. */
+  caCerts?: readonly (string | Buffer)[];
+  /** Fetch non-distributable ("foreign") layers from the URLs in their descriptors. Default false: the registry only. */
+  allowForeignLayers?: boolean;
+  /** Default overlayfs. */
+  snapshotter?: string;
+  /** Unpack the layers into the snapshotter (default true); false stores the content only. */
+  unpack?: boolean;
+  /** Layers fetched at once; default 3. */
+  maxConcurrentDownloads?: number;
+  onProgress?: (event: PullProgress) => void;
+  signal?: AbortSignal;
+  logger?: Logger;
+}
+
+/** Retries of a layer whose download broke off after it began (the registry client retries before that). */
+const LAYER_ATTEMPTS = 3;
+
+/** While another writer holds a blob's ingest (a concurrent pull of the same layer), poll this often at most. */
+const LOCKED_MAX_WAIT_MS = 2_000;
+
+type Emit = (event: Omit<PullProgress, "name">) => void;
+
+function canceled(signal: AbortSignal | undefined): CanceledError {
+  return new CanceledError("image pull canceled", { cause: signal?.reason });
+}
+
+function throwIfCanceled(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw canceled(signal);
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(canceled(signal));
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(canceled(signal));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function parseJson<T>(body: Buffer, what: string, ref: string): T {
+  try {
+    return JSON.parse(body.toString("utf8")) as T;
+  } catch (err) {
+    throw new FailedPreconditionError(`image ${ref}: its ${what} is not valid JSON`, { cause: err });
+  }
+}
+
+/** A descriptor as containerd stores it (no platform, no URLs). */
+function toDescriptor(d: RegistryDescriptor | Descriptor): Descriptor {
+  return { mediaType: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {} };
+}
+
+function toRegistryDescriptor(d: Descriptor & { urls?: string[] }): RegistryDescriptor {
+  return { mediaType: d.mediaType, digest: d.digest, size: Number(d.size), ...(d.urls ? { urls: d.urls } : {}) };
+}
+
+/** containerd's ingest refs (remotes.MakeRefKey), so a pull by ctr and one by ctrexec share a blob's ingest. */
+function refKey(kind: PullProgress["kind"], digest: string): string {
+  return `${kind}-${digest}`;
+}
+
+/**
+ * One pull: the registry, the leased containerd client, what it has written, and the progress sink. Its methods
+ * are the steps of `pullImage`, in order.
+ */
+class Pull {
+  readonly #sourceKey: string;
+  readonly #sourceRepo: string;
+  readonly #stop = new AbortController();
+  /** The caller's signal, or the pull's own failure (which stops the downloads still running). */
+  readonly signal: AbortSignal;
+
+  constructor(
+    readonly ref: ImageReference,
+    readonly registry: RegistryClient,
+    readonly client: ContainerdClient,
+    readonly lease: string,
+    readonly emit: Emit,
+    readonly options: PullOptions,
+  ) {
+    this.signal = options.signal ? AbortSignal.any([options.signal, this.#stop.signal]) : this.#stop.signal;
+    // containerd's AppendDistributionSourceLabel: the host without its port, the repository as the value.
+    const host = ref.domain.startsWith("[") ? ref.domain.slice(0, ref.domain.indexOf("]") + 1) : ref.domain.replace(/:\d+$/, "");
+    this.#sourceKey = `containerd.io/distribution.source.${host}`;
+    this.#sourceRepo = ref.repository;
+  }
+
+  /** Stops what is still running after one step failed. */
+  abort(reason: unknown): void {
+    this.#stop.abort(reason);
+  }
+
+  /**
+   * Labels for a blob: its children's gc.ref labels, and where it came from (added to the sources it has), and
+   * whether it is in the store already.
+   */
+  async #labels(
+    digest: string,
+    children: readonly { mediaType: string; digest: string }[],
+  ): Promise<{ labels: Record<string, string>; exists: boolean }> {
+    const labels = childGcLabels(children);
+    const have = await this.#info(digest);
+    const sources = (have?.labels[this.#sourceKey] ?? "").split(",").filter(Boolean);
+    labels[this.#sourceKey] = sources.includes(this.#sourceRepo) ? sources.join(",") : [...sources, this.#sourceRepo].join(",");
+    return { labels, exists: have !== undefined };
+  }
+
+  async #info(digest: string): Promise<{ labels: Record<string, string> } | undefined> {
+    return this.client.content.info(digest, { signal: this.signal }).catch((err: unknown) => {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    });
+  }
+
+  /** Holds an existing blob with the pull's lease, so GC cannot take it before the image record references it. */
+  async #hold(type: "content" | string, id: string): Promise<void> {
+    await this.client.leases.addResource(this.lease, { id, type }, { signal: this.signal });
+  }
+
+  /**
+   * Writes `source` as blob `desc` (size and digest verified by containerd at commit), waiting while another
+   * writer holds the same ingest, and labels it. Returns whether it was there already.
+   */
+  async #write(
+    kind: PullProgress["kind"],
+    desc: RegistryDescriptor,
+    source: () => Promise<Readable | Buffer>,
+    labels: Record<string, string>,
+    onProgress?: (written: number) => void,
+  ): Promise<"written" | "exists"> {
+    for (let wait = 50; ; wait = Math.min(wait * 2, LOCKED_MAX_WAIT_MS)) {
+      try {
+        const body = await source();
+        let result: "written" | "exists";
+        try {
+          result = await this.client.content.write(
+            refKey(kind, desc.digest),
+            Buffer.isBuffer(body) ? [body] : body,
+            { digest: desc.digest, size: desc.size },
+            { labels, signal: this.signal, ...(onProgress ? { onProgress } : {}) },
+          );
+        } finally {
+          // A download the write did not finish reading (it failed, or found the blob there) is closed here, and
+          // an error it reports later (the pull's signal firing) has a listener instead of crashing the process.
+          if (!Buffer.isBuffer(body)) {
+            body.on("error", () => {});
+            body.destroy();
+          }
+        }
+        if (result === "exists") await this.#existing(desc.digest, labels);
+        return result;
+      } catch (err) {
+        // containerd answers Unavailable "ref ... locked" while another writer has this ingest open.
+        if (!(err instanceof UnavailableError && /locked/.test(err.message))) throw err;
+        this.options.logger?.debug("blob is being written by another pull; waiting", { digest: desc.digest });
+        await sleep(wait, this.signal);
+        if (await this.#info(desc.digest)) {
+          await this.#existing(desc.digest, labels);
+          return "exists";
+        }
+      }
+    }
+  }
+
+  async #existing(digest: string, labels: Record<string, string>): Promise<void> {
+    await this.#hold("content", digest);
+    await this.client.content.setLabels(digest, labels, { signal: this.signal });
+  }
+
+  /** A small blob (index, manifest, config): stored with its labels unless it is there already. */
+  async storeSmall(kind: PullProgress["kind"], desc: RegistryDescriptor, body: Buffer | undefined, children: readonly Descriptor[]): Promise<Buffer> {
+    const { labels, exists } = await this.#labels(desc.digest, children);
+    if (exists) {
+      await this.#existing(desc.digest, labels);
+      this.emit({ digest: desc.digest, kind, state: "exists", total: desc.size });
+      return body ?? this.client.content.read(desc.digest, { signal: this.signal });
+    }
+    const data = body ?? (await this.registry.fetchBlobBytes(desc, this.signal));
+    const result = await this.#write(kind, desc, async () => data, labels);
+    this.emit({ digest: desc.digest, kind, state: result === "exists" ? "exists" : "done", total: desc.size });
+    return data;
+  }
+
+  /** The bytes of a manifest or config, from the content store when there, else the registry (not stored yet). */
+  async fetchSmall(desc: RegistryDescriptor): Promise<Buffer> {
+    if (await this.#info(desc.digest)) return this.client.content.read(desc.digest, { signal: this.signal });
+    return this.registry.fetchBlobBytes(desc, this.signal);
+  }
+
+  /**
+   * Downloads one layer into the content store (unless there), retrying a download that broke off. `slot` is
+   * this layer's place in the download queue, taken in layer order by the caller so that the layers below,
+   * which are unpacked first, are downloaded first.
+   */
+  async fetchLayer(desc: RegistryDescriptor, slot: Promise<() => void>): Promise<"written" | "exists"> {
+    const release = await slot;
+    try {
+      const { labels, exists } = await this.#labels(desc.digest, []);
+      if (exists) {
+        await this.#existing(desc.digest, labels);
+        this.emit({ digest: desc.digest, kind: "layer", state: "exists", total: desc.size });
+        return "exists";
+      }
+      for (let attempt = 1; ; attempt++) {
+        throwIfCanceled(this.signal);
+        this.emit({ digest: desc.digest, kind: "layer", state: "downloading", current: 0, total: desc.size });
+        try {
+          const foreign = this.options.allowForeignLayers === true && isForeignLayer(desc.mediaType);
+          const result = await this.#write(
+            "layer",
+            desc,
+            () => this.registry.fetchBlob(desc, { signal: this.signal, foreign }),
+            labels,
+            (written) => {
+              this.emit({
+                digest: desc.digest,
+                kind: "layer",
+                state: written >= desc.size ? "verifying" : "downloading",
+                current: written,
+                total: desc.size,
+              });
+            },
+          );
+          if (result === "exists") this.emit({ digest: desc.digest, kind: "layer", state: "exists", total: desc.size });
+          return result;
+        } catch (err) {
+          const transient = err instanceof UnavailableError || err instanceof TruncatedBodyError;
+          if (!transient || attempt >= LAYER_ATTEMPTS || this.signal.aborted) throw err;
+          this.options.logger?.warn("layer download broke off; starting it again", { digest: desc.digest, attempt, error: err.message });
+        }
+      }
+    } finally {
+      release();
+    }
+  }
+}
+
+/** A counting semaphore: at most `n` holders at once, served in order of asking. */
+function semaphore(n: number): () => Promise<() => void> {
+  let free = n;
+  const queue: (() => void)[] = [];
+  const release = () => {
+    const next = queue.shift();
+    if (next) next();
+    else free++;
+  };
+  return () =>
+    new Promise((resolve) => {
+      const grant = () => resolve(once(release));
+      if (free > 0) {
+        free--;
+        grant();
+      } else queue.push(grant);
+    });
+}
+
+function once(f: () => void): () => void {
+  let done = false;
+  return () => {
+    if (!done) {
+      done = true;
+      f();
+    }
+  };
+}
+
+/** Checks what `pullImage` is given before anything is created. */
+function checkPullOptions(ref: string, options: PullOptions): { reference: ImageReference; platform: Platform } {
+  const reference = parseReference(ref);
+  const platform = options.platform !== undefined ? parsePlatform(options.platform) : hostPlatform();
+  const n = options.maxConcurrentDownloads;
+  if (n !== undefined && (!Number.isInteger(n) || n < 1)) {
+    throw new FailedPreconditionError(`maxConcurrentDownloads must be a positive integer (got ${n})`);
+  }
+  return { reference, platform };
+}
+
+/**
+ * Pulls `ref` (`alpine`, `host:5000/name:tag`, `name@sha256:…`) into containerd: content, snapshots (unless
+ * `unpack: false`) and an image record under the normalized name. Returns the resolved image, as `resolveImage`
+ * does for an image already there.
+ */
+export async function pullImage(client: ContainerdClient, ref: string, options: PullOptions = {}): Promise<ResolvedImage> {
+  const { reference, platform } = checkPullOptions(ref, options);
+  const signal = options.signal;
+  const logger = options.logger ?? silentLogger;
+  throwIfCanceled(signal);
+  const registry = new RegistryClient(reference, {
+    ...(options.credentials ? { credentials: options.credentials } : {}),
+    ...(options.insecureRegistries ? { insecureRegistries: options.insecureRegistries } : {}),
+    ...(options.dockerConfigDir ? { dockerConfigDir: options.dockerConfigDir } : {}),
+    ...(options.caCerts ? { caCerts: options.caCerts } : {}),
+    logger,
+  });
+  let progressFailed = false;
+  const emit: Emit = (event) => {
+    if (!options.onProgress || progressFailed) return;
+    try {
+      options.onProgress({ name: reference.name, ...event });
+    } catch (err) {
+      // A progress display that throws must not break the pull it displays.
+      progressFailed = true;
+      logger.warn("onProgress threw; no more progress events for this pull", { error: String(err) });
+    }
+  };
+  emit({ digest: "", kind: "manifest", state: "resolving" });
+  const lease = await createLease(client, "pull");
+  try {
+    const pull = new Pull(reference, registry, client.withLease(lease), lease, emit, options);
+    return await runPull(pull, platform);
+  } finally {
+    await deleteLease(client, lease).catch((err: unknown) =>
+      logger.warn("could not delete the pull's lease; prune will", { lease, error: String(err) }),
+    );
+  }
+}
+
+async function runPull(pull: Pull, platform: Platform): Promise<ResolvedImage> {
+  const { ref, registry, signal } = pull;
+  const name = ref.name;
+  const top = await registry.resolve(signal);
+  throwIfCanceled(signal);
+  const topDesc = top.descriptor;
+  let manifestDesc: RegistryDescriptor = topDesc;
+  let manifestBody: Buffer | undefined = top.body;
+  for (let depth = 0; INDEX_TYPES.has(manifestDesc.mediaType); depth++) {
+    const index = parseJson<IndexJson>(manifestBody ?? (await pull.fetchSmall(manifestDesc)), "index", name);
+    await pull.storeSmall("index", manifestDesc, manifestBody, index.manifests ?? []);
+    manifestDesc = toRegistryDescriptor(pickManifest(name, index, platform, depth));
+    manifestBody = undefined;
+  }
+  checkMediaType(name, manifestDesc.mediaType);
+  const manifestBytes = manifestBody ?? (await pull.fetchSmall(manifestDesc));
+  const manifest = parseJson<ManifestJson>(manifestBytes, "manifest", name);
+  const configDesc = checkManifest(name, manifest);
+  const layers = manifest.layers ?? [];
+  for (const layer of layers) {
+    if (!isLayerType(layer.mediaType)) {
+      throw new FailedPreconditionError(`image ${name}: layer ${layer.digest} has media type ${layer.mediaType}, which containerd cannot unpack`);
+    }
+  }
+  const configBytes = await pull.fetchSmall(toRegistryDescriptor(configDesc));
+  const config = parseJson<ConfigJson>(configBytes, "config", name);
+  // Checks the platform and the layer count against the diff IDs before a layer is fetched.
+  const image = resolvedImage(name, toDescriptor(topDesc), toDescriptor(manifestDesc), manifest, config, platform);
+  await pull.storeSmall("config", toRegistryDescriptor(configDesc), configBytes, []);
+  await pullLayers(pull, image);
+  // The manifest last: its labels reference the config and layers, which are all in the store by now.
+  await pull.storeSmall("manifest", manifestDesc, manifestBytes, [configDesc, ...layers]);
+  await recordImage(pull, name, image.target);
+  return image;
+}
+
+function checkMediaType(name: string, mediaType: string): void {
+  if (MANIFEST_TYPES.has(mediaType)) return;
+  if (SCHEMA1_TYPES.has(mediaType)) {
+    throw new FailedPreconditionError(
+      `image ${name} is a Docker schema 1 image, which containerd and ctrexec no longer support: push it again with a current docker, buildah or skopeo`,
+    );
+  }
+  throw new FailedPreconditionError(`image ${name}: unsupported manifest media type "${mediaType}"`);
+}
+
+/**
+ * Fetches the layers (up to `maxConcurrentDownloads` at once) and unpacks each, in order, as soon as it and the
+ * ones below it are in: unpacking overlaps the downloads, as containerd's unpacker does. Layers whose snapshot
+ * already exists are neither fetched nor unpacked again. Returns only when nothing it started is still running.
+ */
+async function pullLayers(pull: Pull, image: ResolvedImage): Promise<void> {
+  const { options, signal } = pull;
+  const unpack = options.unpack !== false;
+  const snapshotter = options.snapshotter ?? DEFAULT_SNAPSHOTTER;
+  const layers = image.layers.map(toRegistryDescriptor);
+  // The first layer whose snapshot is missing: everything below it is unpacked already.
+  let first = 0;
+  if (unpack) {
+    for (let i = layers.length - 1; i >= 0; i--) {
+      if (await snapshotExists(pull.client, snapshotter, image.chainIds[i]!, signal)) {
+        first = i + 1;
+        break;
+      }
+    }
+    for (let i = 0; i < first; i++) {
+      const layer = layers[i]!;
+      await pull.client.leases.addResource(pull.lease, { id: image.chainIds[i]!, type: `snapshots/${snapshotter}` }, { signal });
+      pull.emit({ digest: layer.digest, kind: "layer", state: "exists", total: layer.size });
+    }
+  }
+  const todo = layers.slice(first);
+  for (const layer of todo) pull.emit({ digest: layer.digest, kind: "layer", state: "waiting", total: layer.size });
+  const slot = semaphore(options.maxConcurrentDownloads ?? 3);
+  // The queue's places are taken here, synchronously and in layer order.
+  const fetches = todo.map((layer) => pull.fetchLayer(layer, slot()));
+  // Every fetch is awaited below or here: none may outlive the pull (and its lease).
+  const settled = Promise.allSettled(fetches);
+  try {
+    for (const [j, fetch] of fetches.entries()) {
+      const i = first + j;
+      const layer = layers[i]!;
+      const fetched = await fetch;
+      if (!unpack) {
+        if (fetched === "written") pull.emit({ digest: layer.digest, kind: "layer", state: "done", total: layer.size });
+        continue;
+      }
+      pull.emit({ digest: layer.digest, kind: "layer", state: "unpacking", total: layer.size });
+      await unpackLayer(pull.client, image.layers[i]!, image.diffIds[i]!, image.chainIds[i]!, i > 0 ? image.chainIds[i - 1]! : "", {
+        snapshotter,
+        signal,
+      });
+      pull.emit({ digest: layer.digest, kind: "layer", state: "done", total: layer.size });
+    }
+  } catch (err) {
+    // Stop the other downloads: the pull has failed.
+    pull.abort(err);
+    await settled;
+    throw err;
+  }
+  if (unpack) await markUnpacked(pull.client, image, snapshotter, signal);
+}
+
+/** Creates the image record (a GC root for everything the pull wrote), or points an existing one at the new target. */
+async function recordImage(pull: Pull, name: string, target: Descriptor): Promise<void> {
+  const record = { name, target, labels: {} };
+  try {
+    await pull.client.images.create(record, { signal: pull.signal });
+  } catch (err) {
+    if (!(err instanceof AlreadyExistsError)) throw err;
+    await pull.client.images.update(record, ["target"], { signal: pull.signal });
+  }
+}
+
+export type { RegistryCredentials };
