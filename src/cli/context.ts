@@ -12,6 +12,7 @@ import {
   stderrLogger,
 } from "../index.js";
 import type { OptionSpec, Parsed } from "./args.js";
+import { flagError } from "./flags.js";
 
 /** Options every command takes (before or after its name). */
 export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
@@ -19,6 +20,12 @@ export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
   { name: "namespace", kind: "value", arg: "NS", help: "containerd namespace (default $CONTAINERD_NAMESPACE or ctrexec)" },
   { name: "root", kind: "value", arg: "DIR", help: "state dir (default $CTREXEC_ROOT or /var/lib/ctrexec)" },
   { name: "log-level", kind: "value", arg: "LEVEL", help: "log to stderr at debug, info, warn or error (default: no logs)" },
+  {
+    name: "insecure-registry",
+    kind: "list",
+    arg: "HOST",
+    help: "registry HOST[:PORT] that may be reached over plain HTTP (repeatable; loopback always may)",
+  },
   { name: "help", kind: "flag", help: "show this help" },
 ];
 
@@ -28,6 +35,8 @@ export interface Context {
   root: string;
   fifoRoot: string;
   logger: Logger;
+  /** --insecure-registry, from before and after the command's name. */
+  insecureRegistries: string[];
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
 }
@@ -57,12 +66,19 @@ export function contextFrom(parsed: Parsed, inherited?: Context): Context {
       field: "--log-level",
     });
   }
+  const insecure = parsed.lists.get("insecure-registry") ?? [];
+  for (const host of insecure) {
+    if (!/^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$/.test(host)) {
+      throw flagError("--insecure-registry", host, "expected HOST or HOST:PORT (no scheme, no path)");
+    }
+  }
   return {
     address: parsed.values.get("address") ?? inherited?.address,
     namespace: parsed.values.get("namespace") ?? inherited?.namespace,
     root: parsed.values.get("root") ?? inherited?.root ?? process.env["CTREXEC_ROOT"] ?? DEFAULT_STATE_DIR,
     fifoRoot: inherited?.fifoRoot ?? process.env["CTREXEC_FIFO_ROOT"] ?? DEFAULT_FIFO_ROOT,
     logger: level ? stderrLogger(level) : (inherited?.logger ?? stderrLogger("silent")),
+    insecureRegistries: [...(inherited?.insecureRegistries ?? []), ...insecure],
     stdout: inherited?.stdout ?? process.stdout,
     stderr: inherited?.stderr ?? process.stderr,
   };

@@ -5,10 +5,12 @@
 import { type OptionSpec, optionsHelp, parseOptions } from "./args.js";
 import { EXEC_HELP, execCommand } from "./commands/exec.js";
 import { infoCommand } from "./commands/info.js";
+import { loginCommand, logoutCommand } from "./commands/login.js";
 import { imagesCommand, killCommand, pruneCommand, psCommand, snapshotsCommand } from "./commands/manage.js";
+import { pullCommand } from "./commands/pull.js";
 import { runCommand } from "./commands/run.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "./context.js";
-import { EXIT_OWN_FAILURE, errorLine } from "./exit-codes.js";
+import { EXIT_OWN_FAILURE, errorLine, exitCodeFor } from "./exit-codes.js";
 import { VERSION } from "./version.js";
 
 const MAIN_OPTIONS: OptionSpec[] = [...GLOBAL_OPTIONS, { name: "version", kind: "flag", help: "print ctrexec's version" }];
@@ -25,6 +27,9 @@ Commands:
   prune     remove what dead ctrexec processes left behind
   info      show the setup ctrexec runs on
   images    list the images --image can run
+  pull      pull an image from a registry
+  login     log in to a registry (credentials for pull)
+  logout    log out from a registry
   snapshots list or remove committed snapshots
   version   print the versions of ctrexec and containerd
 
@@ -36,6 +41,8 @@ Environment:
   CTREXEC_ROOT, CTREXEC_FIFO_ROOT            state dir and FIFO root
   CTREXEC_SHIM_LAUNCHER                      "off", or the path of the runtime binary containerd runs
                                              for ctrexec's tasks (default: the built launcher; ctrexec info)
+  DOCKER_CONFIG                              where login keeps credentials (default ~/.docker)
+  NODE_EXTRA_CA_CERTS                        a PEM file of CAs registries are trusted with, besides the system's
 
 Run 'ctrexec COMMAND --help' for a command's options and examples.
 `;
@@ -63,6 +70,9 @@ const COMMANDS: Record<string, Command> = {
   prune: pruneCommand,
   info: infoCommand,
   images: imagesCommand,
+  pull: pullCommand,
+  login: loginCommand,
+  logout: logoutCommand,
   snapshots: snapshotsCommand,
   version: versionCommand,
 };
@@ -95,7 +105,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     return await command(rest, ctx);
   } catch (err) {
+    // Errors of run and exec are mapped in their session; what gets here is ctrexec's own failure (125), or a
+    // pull ended by a signal (128+n).
+    const { code } = exitCodeFor(err);
     process.stderr.write(`${errorLine(err)}\n`);
-    return EXIT_OWN_FAILURE;
+    return code;
   }
 }

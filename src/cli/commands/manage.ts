@@ -157,8 +157,9 @@ export async function pruneCommand(argv: string[], parent: Context): Promise<num
 const IMAGES_OPTIONS: OptionSpec[] = [FORMAT, ...GLOBAL_OPTIONS];
 export const IMAGES_HELP = `Usage: ctrexec images [--format table|json]
 
-List the images in the namespace's image store (what --image can run). Import one with
-\`ctr -n NAMESPACE images import IMAGE.tar\` or pull it with \`ctr -n NAMESPACE images pull REF\`.
+List the images in the namespace's image store (what --image runs without pulling). Pull one
+with \`ctrexec pull REF\` (\`ctrexec run --image REF\` pulls a missing one), or import one with
+\`ctr -n NAMESPACE images import IMAGE.tar\`.
 
 Options:
 ${optionsHelp(IMAGES_OPTIONS)}

@@ -1,11 +1,15 @@
 import {
   bindMountable,
+  type ContainerdClient,
   type HostIP,
   InvalidArgumentError,
   imageMountable,
   type LinuxResources,
   type MountSpec,
+  NotFoundError,
   type ProcessMeta,
+  type PullPolicy,
+  parseReference,
   type RootSpec,
   resolveImage,
   snapshotMountable,
@@ -28,11 +32,14 @@ import {
   parseUlimit,
   parseVolume,
 } from "../flags.js";
+import { withPull } from "../pulling.js";
 import { withProcessSession } from "../session.js";
 
 const OPTIONS: OptionSpec[] = [
   { name: "rootfs", kind: "value", arg: "DIR", help: "root filesystem: a host directory (default: the built-in busybox rootfs)" },
-  { name: "image", kind: "value", arg: "REF", help: "root filesystem: an image in containerd's store (its env, cwd, user, cmd apply)" },
+  { name: "image", kind: "value", arg: "REF", help: "root filesystem: an image, pulled if missing (its env, cwd, user, cmd apply)" },
+  { name: "pull", kind: "value", arg: "POLICY", help: "with --image: missing (default), always or never pull it first" },
+  { name: "quiet", short: "q", kind: "flag", help: "with --image: print nothing while pulling it" },
   { name: "snapshot", kind: "value", arg: "NAME", help: "root filesystem: a committed snapshot (e.g. an earlier --commit)" },
   { name: "commit", kind: "value", arg: "NAME", help: "with --image or --snapshot: keep the run's changes as snapshot NAME if it succeeds" },
   { name: "commit-on-failure", kind: "flag", help: "with --commit: commit a failed run's changes too (for debugging)" },
@@ -79,7 +86,8 @@ failed; 126 when the command cannot be executed; 127 when it was not found.
 
 Examples:
   ctrexec run -- sh -c 'echo hello from ctrexec; id'
-  ctrexec run --image docker.io/library/alpine:3 --commit step1 -- sh -c 'apk add make'
+  ctrexec run --image alpine:3 --commit step1 -- sh -c 'apk add make'
+  ctrexec run --image 127.0.0.1:5000/tools/build:1 --pull always make check
   ctrexec run --snapshot step1 make --version
   ctrexec run --rootfs /srv/rootfs -u user -w /work -e CI=1 make test
   echo hi | ctrexec run -i cat
@@ -126,6 +134,9 @@ export async function buildRun(argv: string[], parent: Context) {
   if (commit !== undefined && image === undefined && snapshot === undefined) {
     throw flagError("--commit", commit, "needs --image or --snapshot (a directory root has no snapshot to commit)");
   }
+  const pullFlag = p.values.get("pull");
+  if (pullFlag !== undefined && image === undefined) throw flagError("--pull", pullFlag, "needs --image (only an image is pulled)");
+  const pull = parsePullPolicy(pullFlag ?? "missing");
   const commitOnFailure = p.flags.has("commit-on-failure");
   if (commitOnFailure && commit === undefined) {
     throw new InvalidArgumentError("--commit-on-failure needs --commit NAME", { field: "--commit-on-failure" });
@@ -168,7 +179,7 @@ export async function buildRun(argv: string[], parent: Context) {
     options: p.lists.get("dns-option") ?? [],
   };
   const snapshotter = p.values.get("snapshotter");
-  const from = image !== undefined ? { image } : snapshot !== undefined ? { snapshot } : {};
+  const from = image !== undefined ? { image, pull } : snapshot !== undefined ? { snapshot } : {};
   return {
     help: false as const,
     ctx,
@@ -185,7 +196,34 @@ export async function buildRun(argv: string[], parent: Context) {
     dns,
     id: p.values.get("id"),
     interactive: p.flags.has("interactive"),
+    quiet: p.flags.has("quiet"),
   };
+}
+
+const PULL_POLICIES: readonly string[] = ["missing", "always", "never"] satisfies PullPolicy[];
+
+/** docker's --pull: missing, always or never. */
+export function parsePullPolicy(value: string): PullPolicy {
+  if (!PULL_POLICIES.includes(value)) throw flagError("--pull", value, "use missing, always or never");
+  return value as PullPolicy;
+}
+
+/** Whether the store has no image under `ref`, nor under its normalized name (not: the image lacks this platform). */
+async function absent(client: ContainerdClient, ref: string): Promise<boolean> {
+  let names = [ref];
+  try {
+    names = [...new Set([ref, parseReference(ref).name])];
+  } catch {
+    // Not a docker reference: the store may still hold an image of that name (imported under any name).
+  }
+  for (const name of names) {
+    const found = await client.images.get(name).then(
+      () => true,
+      () => false,
+    );
+    if (found) return false;
+  }
+  return true;
 }
 
 export async function runCommand(argv: string[], parent: Context): Promise<number> {
@@ -199,7 +237,22 @@ export async function runCommand(argv: string[], parent: Context): Promise<numbe
   let meta = r.meta;
   try {
     if (r.image !== undefined) {
-      const image = await resolveImage(executor.client, r.image);
+      const ref = r.image;
+      const pull = r.pull ?? "missing";
+      const snapshotter = r.snapshotOptions.snapshotter;
+      const image = await withPull(
+        r.ctx,
+        { quiet: r.quiet, header: `Pulling ${ref}`, ...(snapshotter !== undefined ? { snapshotter } : {}) },
+        (options) => resolveImage(executor.client, ref, { ...options, pull }),
+      ).catch(async (err: unknown) => {
+        if (pull === "never" && err instanceof NotFoundError && (await absent(executor.client, ref))) {
+          throw new NotFoundError(
+            `image ${ref} is not in namespace ${executor.client.namespace} and --pull never forbids pulling it: run \`ctrexec pull ${ref}\` first, or use --pull missing`,
+            { cause: err },
+          );
+        }
+        throw err;
+      });
       meta = withImageDefaults(meta, image.imageConfig);
       root = { source: imageMountable(executor.client, image, r.snapshotOptions) };
     } else if (r.snapshot !== undefined) {
