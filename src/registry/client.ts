@@ -18,7 +18,7 @@ import { digestOf, isDigest } from "./digest.js";
 import { plainHttpAllowed } from "./hosts.js";
 import { ResponseBody, readBody, statusOf, TruncatedBodyError } from "./http.js";
 import type { ImageReference } from "./reference.js";
-import { registryCodes, registryMessage } from "./registry-errors.js";
+import { printable, registryCodes, registryMessage } from "./registry-errors.js";
 import { backoffMs } from "./retry.js";
 import { type Budget, header, RegistrySession, resolveOptions } from "./session.js";
 import { isManifestMediaType, MediaType, type RegistryDescriptor, type RegistryOptions } from "./types.js";
@@ -108,7 +108,9 @@ export class RegistryClient {
       throw new FailedPreconditionError(`${what} is not an image manifest or index ctrexec knows (no media type in the response or the body)`);
     }
     if (!SUPPORTED.has(mediaType)) {
-      throw new FailedPreconditionError(`${what} has media type ${mediaType}, which is not an image manifest or index ctrexec can pull`);
+      throw new FailedPreconditionError(
+        `${what} has media type ${printable(mediaType).slice(0, 200)}, which is not an image manifest or index ctrexec can pull`,
+      );
     }
     return { descriptor: { mediaType, digest, size: body.length }, body };
   }
@@ -176,7 +178,7 @@ export class RegistryClient {
     const length = header(res, "content-length");
     if (length !== undefined && Number(length) !== desc.size) {
       res.destroy();
-      throw new DataLossError(`${what} from ${from} is ${length} bytes, but its descriptor says ${desc.size}`);
+      throw new DataLossError(`${what} from ${from} is ${printable(length).slice(0, 40)} bytes, but its descriptor says ${desc.size}`);
     }
     return new ResponseBody(res, { expected: desc.size, idleTimeoutMs: this.#session.options.idleTimeoutMs, signal, what, from });
   }
@@ -243,7 +245,7 @@ export class RegistryClient {
     }
     const attempts = budget.used > 1 ? ` after ${budget.used} attempts` : "";
     if (statusOf(res) === 429) {
-      const after = header(res, "retry-after");
+      const after = printable(header(res, "retry-after") ?? "").slice(0, 100);
       return new UnavailableError(
         `registry ${domain} is limiting requests (429${detail})${attempts}${after ? `, asking to wait ${after}` : ""}: wait and retry, or log in for a higher limit`,
       );

@@ -13,6 +13,7 @@ import { Readable } from "node:stream";
 import tls from "node:tls";
 import { CanceledError, DataLossError, FailedPreconditionError, UnavailableError } from "../errors.js";
 import { agentFor } from "./agents.js";
+import { printable } from "./registry-errors.js";
 
 /** Why a request got no response: what the caller's retry and fallback decisions need. */
 export type FailureKind = "connect" | "idle" | "tls-protocol" | "tls-trust";
@@ -40,6 +41,12 @@ export interface SendInit {
   what: string;
   /** Called once the connection is set up (for https: its TLS handshake completed), before any response. */
   onSecured?: () => void;
+  /**
+   * Whether the host may be served over plain HTTP (loopback, insecure): then a connection reset during the TLS
+   * handshake may be a plain-HTTP server hanging up on the ClientHello, a protocol failure. For any other host it
+   * is a network failure, and retried like one.
+   */
+  plainHttpAllowed?: boolean;
 }
 
 export function canceled(what: string, signal: AbortSignal | undefined): CanceledError {
@@ -124,7 +131,11 @@ export function send(url: URL, init: SendInit): Promise<IncomingMessage> {
       const reason = oneLine(err.message);
       if (isTls && code !== undefined && TRUST_CODES.test(code)) {
         reject(new TransportFailure("tls-trust", `its TLS certificate is not trusted (${code}: ${reason})`, code, { cause: err }));
-      } else if (isTls && !secured && (code === "EPROTO" || code === "ECONNRESET" || code?.startsWith("ERR_SSL_"))) {
+      } else if (
+        isTls &&
+        !secured &&
+        (code === "EPROTO" || (code === "ECONNRESET" && init.plainHttpAllowed === true) || code?.startsWith("ERR_SSL_"))
+      ) {
         reject(new TransportFailure("tls-protocol", `TLS handshake failed (${code}: ${reason})`, code, { cause: err }));
       } else {
         reject(new TransportFailure("connect", `${code ?? err.name}: ${reason}`, code, { cause: err }));
@@ -139,11 +150,12 @@ export function send(url: URL, init: SendInit): Promise<IncomingMessage> {
 /**
  * A transport error's message as one line: OpenSSL's ("write EPROTO 80..:error:0A00010B:SSL routines:
  * ssl3_get_record:wrong version number:../deps/openssl/...:350:\n") reduced to its reason ("wrong version number").
+ * Printable only: a certificate error quotes names the server chose.
  */
 export function oneLine(message: string): string {
   const openssl = /:error:[0-9A-Fa-f]+:[^:\n]*:[^:\n]*:([^:\n]+)/.exec(message);
-  if (openssl) return openssl[1]!.trim();
-  return message.split("\n")[0]!.trim();
+  if (openssl) return printable(openssl[1]!);
+  return printable(message.split("\n")[0]!);
 }
 
 export function seconds(ms: number): string {
@@ -317,13 +329,17 @@ export function statusOf(res: IncomingMessage): number {
 /** A context that trusts nothing: cheap to make (the full CA list costs tens of ms to parse), enough to probe. */
 let probeContext: tls.SecureContext | undefined;
 
+/** What a TLS probe learned: "refused" is a connection refused, which says nothing of TLS but that no one listens. */
+export type TlsProbe = "tls" | "plain" | "refused" | undefined;
+
 /**
  * Whether `host` speaks TLS, for a registry that may also be reached over plain HTTP (loopback, insecure): a
  * ClientHello with a context that trusts nothing. A certificate error means TLS; a protocol error (an HTTP
- * server answering a ClientHello) means plain HTTP; anything else (refused, reset, silence for `timeoutMs`, a
- * cancel) tells nothing. No request is sent on this connection, so nothing can be read from an unverified peer.
+ * server answering a ClientHello) means plain HTTP; a refused connection means nothing listens there; anything
+ * else (reset, silence for `timeoutMs`, a cancel) tells nothing. No request is sent on this connection, so
+ * nothing can be read from an unverified peer.
  */
-export function speaksTls(host: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<boolean | undefined> {
+export function speaksTls(host: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<TlsProbe> {
   const url = new URL(`https://${host}`);
   const hostname = url.hostname.replace(/^\[|\]$/g, "");
   const port = Number(url.port || 443);
@@ -336,7 +352,7 @@ export function speaksTls(host: string, timeoutMs: number, signal: AbortSignal |
       secureContext: probeContext,
       ...(isIP(hostname) ? {} : { servername: hostname }),
     });
-    const done = (answer: boolean | undefined) => {
+    const done = (answer: TlsProbe) => {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       socket.destroy();
@@ -345,11 +361,12 @@ export function speaksTls(host: string, timeoutMs: number, signal: AbortSignal |
     const onAbort = () => done(undefined);
     const timer = setTimeout(() => done(undefined), timeoutMs);
     signal?.addEventListener("abort", onAbort, { once: true });
-    socket.once("secureConnect", () => done(true));
+    socket.once("secureConnect", () => done("tls"));
     socket.once("error", (err: NodeJS.ErrnoException) => {
       const code = err.code;
-      if (code !== undefined && TRUST_CODES.test(code)) done(true);
-      else if (code === "EPROTO" || code?.startsWith("ERR_SSL_")) done(false);
+      if (code !== undefined && TRUST_CODES.test(code)) done("tls");
+      else if (code === "EPROTO" || code?.startsWith("ERR_SSL_")) done("plain");
+      else if (code === "ECONNREFUSED") done("refused");
       else done(undefined);
     });
   });

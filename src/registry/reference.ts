@@ -77,6 +77,9 @@ export function parseReference(ref: string): ImageReference {
   if (remote.toLowerCase() !== remote) throw bad(ref, `the repository name must be lowercase (${remote.toLowerCase()})`);
   const m = referenceRe.exec(`${domain}/${remainder}`);
   if (!m) throw bad(ref, explain(domain, remainder));
+  const port = /:(\d+)$/.exec(domain)?.[1];
+  // The grammar takes any digits; a URL (and so every request) cannot.
+  if (port !== undefined && !(Number(port) >= 1 && Number(port) <= 65535)) throw bad(ref, `port ${port} of ${domain} is not 1 to 65535`);
   const repository = m[2]!;
   const tag = m[3];
   const digest = m[4];

@@ -8,7 +8,7 @@ import { CanceledError, FailedPreconditionError, UnauthenticatedError, Unavailab
 import { type Logger, silentLogger } from "../util/logger.js";
 import { type Challenge, parseChallenges } from "./challenge.js";
 import { type CredentialLookup, lookupCredentials } from "./docker-config.js";
-import { apiHost, plainHttpAllowed } from "./hosts.js";
+import { apiHost, plainHttpAllowed, splitHostPort } from "./hosts.js";
 import { canceled, discard, readBody, send, speaksTls, statusOf, TransportFailure } from "./http.js";
 import { registryMessage } from "./registry-errors.js";
 import { backoffMs, retryAfterMs, sleepFor } from "./retry.js";
@@ -47,6 +47,13 @@ interface SchemeTurn {
 
 type AuthMode = { kind: "basic" } | { kind: "bearer"; realm: string; service: string | undefined; scopes: string[] };
 
+/** A response and where it came from: the last URL of its redirect chain, and whether that is the origin asked. */
+interface Answer {
+  res: IncomingMessage;
+  url: URL;
+  sameOrigin: boolean;
+}
+
 export interface ResolvedOptions {
   credentials: RegistryCredentials | undefined;
   insecureRegistries: readonly string[];
@@ -57,6 +64,11 @@ export interface ResolvedOptions {
   caCerts: readonly (string | Buffer)[] | undefined;
   sleep: (ms: number, signal: AbortSignal | undefined) => Promise<void>;
   tokens: TokenCache;
+  /**
+   * The ports a registry domain without one is reached at. Always 443 and 80 but in tests, which cannot count
+   * on binding those: the choice between them is tested on ports of their own.
+   */
+  defaultPorts: Readonly<Record<Scheme, number>>;
 }
 
 export function resolveOptions(options: RegistryOptions | undefined): ResolvedOptions {
@@ -70,6 +82,7 @@ export function resolveOptions(options: RegistryOptions | undefined): ResolvedOp
     caCerts: options?.caCerts,
     sleep: options?.sleep ?? sleepFor,
     tokens: sharedTokens,
+    defaultPorts: { "https:": 443, "http:": 80 },
   };
 }
 
@@ -110,6 +123,14 @@ export class RegistrySession {
     return plainHttpAllowed(this.host, this.options.insecureRegistries);
   }
 
+  /** A path of the registry's API by `scheme`, at the port the domain names, else that scheme's default port. */
+  #registryUrl(scheme: Scheme, path: string): URL {
+    const url = new URL(path, `${scheme}//${this.host}`);
+    // URL drops a scheme's standard port, so this changes nothing unless a test moved the defaults.
+    if (url.port === "") url.port = String(this.options.defaultPorts[scheme]);
+    return url;
+  }
+
   /**
    * The scheme for the next request to the registry. While none is settled, the first caller gets HTTPS and
    * the `settle` that ends its probe; later callers wait for that probe (or their signal).
@@ -132,11 +153,25 @@ export class RegistrySession {
         };
         // A handshake that trusts nothing answers "plain HTTP" without building the full CA context, which
         // costs more than a whole pull from a loopback registry; a host that speaks TLS is then tried for real.
-        const tls = await speaksTls(this.host, this.options.idleTimeoutMs, signal);
-        if (tls === false) {
+        let tls: Awaited<ReturnType<typeof speaksTls>>;
+        try {
+          tls = await speaksTls(this.#registryUrl("https:", "/").host, this.options.idleTimeoutMs, signal);
+        } catch (err) {
+          // Requests waiting for this probe must not wait forever on one that threw.
+          settle(undefined);
+          throw err;
+        }
+        if (tls === "plain") {
           this.options.logger.debug("registry does not speak TLS: using plain HTTP", { registry: this.domain });
           settle("http:");
           return { scheme: "http:", settle: undefined };
+        }
+        // A domain without a port that refuses HTTPS may serve plain HTTP on port 80 (docker tries https, then
+        // http, for such a registry). Only a connection there settles it: if nothing listens on either, the next
+        // request asks both again.
+        if (tls === "refused" && splitHostPort(this.host)[1] === undefined) {
+          this.options.logger.debug("registry refuses HTTPS on its default port: trying plain HTTP", { registry: this.domain });
+          return { scheme: "http:", settle };
         }
         return { scheme: "https:", settle };
       }
@@ -155,8 +190,12 @@ export class RegistrySession {
       const { authorization, token, key } = await this.#authorization(opts.scope, opts.signal, opts.what);
       const headers: Record<string, string> = { "user-agent": USER_AGENT };
       if (opts.accept !== undefined) headers["accept"] = opts.accept;
-      const res = await this.#withRetries(budget, opts, path, headers, authorization);
+      const { res, url, sameOrigin } = await this.#withRetries(budget, opts, path, headers, authorization);
       if (statusOf(res) !== 401 && statusOf(res) !== 403) return res;
+      // A host the registry redirected to (object storage) is not the registry: it got no credentials, so its
+      // refusal says nothing of them, and its challenge is not the registry's to follow: a realm it names would
+      // collect the registry's password.
+      if (!sameOrigin) throw storageRefused(url.host, statusOf(res), await this.#errorText(res, opts), opts.what, this.#from);
       const challenges = parseChallenges(res.headers["www-authenticate"]);
       const detail = await this.#errorText(res, opts);
       if (token !== undefined && key !== undefined) this.options.tokens.invalidate(key, token);
@@ -171,7 +210,7 @@ export class RegistrySession {
 
   /** GET a URL outside the registry (a foreign layer's): never with credentials; redirects and retries as for the registry. */
   async getForeign(url: URL, opts: Omit<GetOptions, "scope" | "accept">): Promise<IncomingMessage> {
-    return this.#withRetries(opts.budget ?? { used: 0 }, opts, url, { "user-agent": USER_AGENT }, undefined);
+    return (await this.#withRetries(opts.budget ?? { used: 0 }, opts, url, { "user-agent": USER_AGENT }, undefined)).res;
   }
 
   /** Credentials for this registry: the explicit ones, else config.json's (read once, when first needed). */
@@ -285,8 +324,15 @@ export class RegistrySession {
     if (credentials && scopes.length === 0) url.searchParams.set("account", credentials.username);
     const tokenWhat = `a token for ${what} from ${url.host}`;
     const opts = { what: tokenWhat, signal, scope: undefined };
-    const res = await this.#withRetries({ used: 0 }, opts, url, { "user-agent": USER_AGENT }, credentials ? basic(credentials) : undefined);
-    const body = await readBody(res, { limit: 1 << 20, idleTimeoutMs: this.options.idleTimeoutMs, signal, what: tokenWhat, from: url.host });
+    const answer = await this.#withRetries({ used: 0 }, opts, url, { "user-agent": USER_AGENT }, credentials ? basic(credentials) : undefined);
+    const res = answer.res;
+    const body = await readBody(res, { limit: 1 << 20, idleTimeoutMs: this.options.idleTimeoutMs, signal, what: tokenWhat, from: answer.url.host });
+    if ((statusOf(res) === 401 || statusOf(res) === 403) && !answer.sameOrigin) {
+      // Not a refusal of the credentials either: they went to the token service only.
+      throw new UnavailableError(
+        `token service ${url.host} redirected the request for a token for ${what} to ${answer.url.host}, which refused it (${statusOf(res)}${suffix(registryMessage(body), ": ")}): check the registry's token service`,
+      );
+    }
     if (statusOf(res) === 401 || statusOf(res) === 403) {
       const detail = registryMessage(body);
       throw await this.#refused(
@@ -322,19 +368,20 @@ export class RegistrySession {
     target: string | URL,
     headers: Record<string, string>,
     authorization: string | undefined,
-  ): Promise<IncomingMessage> {
+  ): Promise<Answer> {
     const max = this.options.maxAttempts;
     const atRegistry = typeof target === "string";
     let fellBack = false;
     for (;;) {
       budget.used++;
       const turn = atRegistry ? await this.#schemeTurn(opts.signal, opts.what) : undefined;
-      const url = atRegistry ? new URL(target, `${turn!.scheme}//${this.host}`) : target;
-      let res: IncomingMessage;
+      const url = atRegistry ? this.#registryUrl(turn!.scheme, target) : target;
+      let answer: Answer;
       try {
-        // A completed handshake settles the probe at once: waiting requests need not wait for the answer.
+        // A completed handshake (or for plain HTTP, connection) settles the probe at once: waiting requests
+        // need not wait for the answer.
         const settle = turn?.settle;
-        res = await this.#follow(url, opts, headers, authorization, settle && (() => settle("https:")));
+        answer = await this.#follow(url, opts, headers, authorization, settle && (() => settle(turn!.scheme)));
       } catch (err) {
         // The registry itself (not a host it redirected to) failed its TLS handshake: does it speak TLS at all?
         const handshake = atRegistry && err instanceof TransportFailure && !(err instanceof HopFailure) ? err.kind : undefined;
@@ -359,21 +406,22 @@ export class RegistrySession {
           await this.options.sleep(wait, opts.signal);
           continue;
         }
-        const registry = where === this.host && !(err instanceof HopFailure);
+        const registry = !(err instanceof HopFailure) && (atRegistry || where === this.host);
         const insecureCandidate = atRegistry && registry && !this.#plainHttpAllowed ? this.domain : undefined;
         throw unreachable(registry ? this.#from : where, err, budget.used, insecureCandidate);
       }
-      turn?.settle?.("https:");
+      const res = answer.res;
+      turn?.settle?.(turn.scheme);
       if (RETRY_STATUS.has(statusOf(res)) && budget.used < max) {
         const asked = retryAfterMs(header(res, "retry-after"));
-        if (asked !== undefined && asked > MAX_RETRY_AFTER_MS) return res; // the caller says: rate-limited, retry later
+        if (asked !== undefined && asked > MAX_RETRY_AFTER_MS) return answer; // the caller says: rate-limited, retry later
         discard(res, this.options.idleTimeoutMs);
         const wait = asked ?? backoffMs(budget.used);
         this.options.logger.debug("registry answered a retryable status: retrying", { what: opts.what, status: statusOf(res), waitMs: wait });
         await this.options.sleep(wait, opts.signal);
         continue;
       }
-      return res;
+      return answer;
     }
   }
 
@@ -384,7 +432,7 @@ export class RegistrySession {
     baseHeaders: Record<string, string>,
     authorization: string | undefined,
     onSecured: (() => void) | undefined,
-  ): Promise<IncomingMessage> {
+  ): Promise<Answer> {
     const authOrigin = start.origin;
     let url = start;
     for (let hop = 0; ; hop++) {
@@ -400,6 +448,7 @@ export class RegistrySession {
           idleTimeoutMs: this.options.idleTimeoutMs,
           caCerts: this.options.caCerts,
           what: opts.what,
+          plainHttpAllowed: plainHttpAllowed(url.host, this.options.insecureRegistries),
           ...(hop === 0 && onSecured !== undefined ? { onSecured } : {}),
         });
       } catch (err) {
@@ -407,7 +456,7 @@ export class RegistrySession {
         throw err;
       }
       const location = header(res, "location");
-      if (!REDIRECT_STATUS.has(statusOf(res)) || location === undefined) return res;
+      if (!REDIRECT_STATUS.has(statusOf(res)) || location === undefined) return { res, url, sameOrigin: url.origin === authOrigin };
       discard(res, this.options.idleTimeoutMs);
       if (hop >= MAX_REDIRECTS) {
         throw new UnavailableError(
@@ -464,6 +513,17 @@ export function unreachable(where: string, err: TransportFailure, attempts: numb
   return new UnavailableError(`${where} unreachable: ${err.message}${tries}: check the address and that it is up, then retry`, { cause: err });
 }
 
+/**
+ * A 401/403 from the host a registry redirected a download to (object storage). Unavailable, not
+ * unauthenticated: no credentials went there, and a download link that expired may work on the next attempt,
+ * which gets a fresh redirect.
+ */
+function storageRefused(host: string, status: number, detail: string, what: string, registry: string): UnavailableError {
+  return new UnavailableError(
+    `storage ${host} refused the download (${status}${suffix(detail, ": ")}) of ${what}, which ${registry} redirected there: retry later; if it persists, the registry's storage is misconfigured`,
+  );
+}
+
 /** Waits for `probe` (which never rejects), or until `signal` cancels the wait. */
 function untilSettled(probe: Promise<void>, signal: AbortSignal | undefined, what: string): Promise<void> {
   if (signal === undefined) return probe;
@@ -487,6 +547,8 @@ export function header(res: IncomingMessage, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-function suffix(s: string): string {
-  return s ? ` (${s})` : "";
+/** " (s)", or with `separator` ": s"; nothing for an empty `s`. */
+function suffix(s: string, separator?: string): string {
+  if (!s) return "";
+  return separator === undefined ? ` (${s})` : `${separator}${s}`;
 }

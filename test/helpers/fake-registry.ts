@@ -20,6 +20,8 @@ const run = promisify(execFile);
 
 /** The queue key of the token service's behaviours (not a path the registry serves). */
 const TOKEN_QUEUE = " token";
+/** The queue key of the blob store's behaviours. */
+const STORE_QUEUE = " store";
 
 export const MEDIA = {
   ociIndex: "application/vnd.oci.image.index.v1+json",
@@ -301,6 +303,14 @@ export class FakeRegistry {
     return this.on(TOKEN_QUEUE, behaviour, times);
   }
 
+  /**
+   * Scripts the blob store, for every path it is asked (only "status" applies there): object storage that
+   * refuses a download, with a challenge of its own in `headers` if the test wants one.
+   */
+  onBlobStore(behaviour: Extract<Behaviour, { kind: "status" }>, times = Number.POSITIVE_INFINITY): this {
+    return this.on(STORE_QUEUE, behaviour, times);
+  }
+
   /** Forgets every token issued so far: the registry answers 401 invalid_token to them, as after expiry. */
   revokeTokens(): void {
     this.#tokens.clear();
@@ -459,6 +469,12 @@ export class FakeRegistry {
   }
 
   #handleBlobStore(req: IncomingMessage, res: ServerResponse): void {
+    const scripted = this.#next(STORE_QUEUE);
+    if (scripted?.kind === "status") {
+      res.writeHead(scripted.status, { "content-type": "text/plain", ...scripted.headers });
+      res.end(scripted.body ?? "");
+      return;
+    }
     const m = /^\/blob\/(.+)\/(sha256:[a-f0-9]{64})/.exec(req.url ?? "");
     const blob = m ? this.#repos.get(m[1]!)?.blobs.get(m[2]!) : undefined;
     if (!blob) {

@@ -348,26 +348,45 @@ describe("RegistryClient: retries", () => {
 });
 
 describe("RegistryClient: idle timeout and cancel", () => {
-  it("fails a registry that sends no headers within the idle timeout, after retrying it", async () => {
+  // The idle timeout also bounds the TLS probe and each step of setting up a connection, so a short one could
+  // fail an attempt that should succeed on a loaded machine. Where an attempt must succeed the timeout is
+  // generous (GENEROUS_IDLE_MS), and what is asserted does not depend on how many attempts a slow machine needs.
+  const GENEROUS_IDLE_MS = 2_000;
+
+  it("fails a registry that sends no headers within the idle timeout", async () => {
     const f = await fake();
     f.putImage("x", "t", { layers: ["a"] });
-    f.on(manifestPath("x", "t"), { kind: "stall" }, 1);
-    const s = sleeps();
-    await client(f, "x:t", { sleep: s.sleep, idleTimeoutMs: 300 }).resolve();
-    assert.equal(s.waits.length, 1, "the stalled attempt was retried");
+    // Every attempt stalls: whichever step a slow machine times out in, the answer is the same.
     f.on(manifestPath("x", "t"), { kind: "stall" });
+    const s = sleeps();
     await assert.rejects(
       client(f, "x:t", { sleep: s.sleep, idleTimeoutMs: 300, maxAttempts: 1 }).resolve(),
       isError(UnavailableError, /sent nothing for 0\.3 s/),
     );
+    assert.deepEqual(s.waits, []);
+  });
+
+  it("retries an attempt whose registry sent no headers within the idle timeout", async () => {
+    const f = await fake();
+    const img = f.putImage("x", "t", { layers: ["a"] });
+    f.on(manifestPath("x", "t"), { kind: "stall" }, 1);
+    const s = sleeps();
+    const log = logger();
+    const got = await client(f, "x:t", { sleep: s.sleep, logger: log, idleTimeoutMs: GENEROUS_IDLE_MS }).resolve();
+    assert.equal(got.descriptor.digest, img.manifests[0]!.digest);
+    const retries = log.lines.filter((l) => l.message === "registry request failed: retrying");
+    assert.ok(retries.length >= 1, "the stalled attempt was retried");
+    assert.equal(retries.length, s.waits.length);
+    assert.match(String(retries[0]!.fields?.["error"]), /sent nothing for 2 s/);
+    assert.equal(f.requests.filter((r) => r.url === manifestPath("x", "t")).length, s.waits.length + 1);
   });
 
   it("errors a layer stream whose registry goes silent mid-body", async () => {
     const f = await fake();
     const layer = f.putBlob("x", Buffer.alloc(200_000, 1));
     f.on(blobPath("x", layer.digest), { kind: "stall", after: 50_000 });
-    const stream = await client(f, "x:t", { idleTimeoutMs: 300 }).fetchBlob(layer);
-    await assert.rejects(readAll(stream), isError(UnavailableError, /sent nothing for 0\.3 s while sending blob sha256:/));
+    const stream = await client(f, "x:t", { idleTimeoutMs: GENEROUS_IDLE_MS }).fetchBlob(layer);
+    await assert.rejects(readAll(stream), isError(UnavailableError, /sent nothing for 2 s while sending blob sha256:/));
   });
 
   it("cancels before connecting: no request is made", async () => {
@@ -450,6 +469,54 @@ describe("RegistryClient: redirects and plain HTTP", () => {
     });
   }
 
+  for (const auth of [
+    { kind: "basic", username: "u", password: "p" },
+    { kind: "bearer", username: "u", password: "p" },
+  ] as const) {
+    it(`a ${auth.kind} registry's storage that refuses a redirected download with a challenge of its own gets no credentials`, async () => {
+      const f = await fake(auth);
+      const img = f.putImage("x", "t", { layers: ["stored bytes"] });
+      const [layer, config] = [img.layers[0]!, img.configs[0]!];
+      f.on(blobPath("x", layer.digest), { kind: "redirect" });
+      f.on(blobPath("x", config.digest), { kind: "redirect" });
+      // Object storage that names itself as a token service: following its challenge would send it the password.
+      const challenge = { "www-authenticate": `Bearer realm="${f.blobStore.url}/token",service="storage"` };
+      f.onBlobStore({ kind: "status", status: 401, headers: challenge, body: "AccessDenied: signature expired" }, 1);
+      f.onBlobStore({ kind: "status", status: 403, headers: challenge, body: "AccessDenied" }, 1);
+      const s = sleeps();
+      const c = client(f, "x:t", { credentials: { username: "u", password: "p" }, sleep: s.sleep });
+      await assert.rejects(
+        c.fetchBlob(layer),
+        isError(
+          UnavailableError,
+          new RegExp(
+            `^storage ${f.blobStore.host} refused the download \\(401: AccessDenied: signature expired\\) of blob ${layer.digest} .*registry ${f.host} redirected`,
+          ),
+        ),
+      );
+      // The challenge did not become the session's: the next download is refused by the storage again, not
+      // turned into a token request to it.
+      await assert.rejects(
+        c.fetchBlobBytes(config),
+        isError(UnavailableError, new RegExp(`^storage ${f.blobStore.host} refused the download \\(403: AccessDenied\\)`)),
+      );
+      assert.deepEqual(
+        f.blobStore.requests.map((r) => [r.url.split("?")[0], r.headers.authorization]),
+        [
+          [`/blob/x/${layer.digest}`, undefined],
+          [`/blob/x/${config.digest}`, undefined],
+        ],
+        "the storage was asked for the blobs only, and never with credentials",
+      );
+      // The registry's own authentication is as it was: its manifest comes with the credentials it asked for.
+      const tokensBefore = f.tokenServer.requests.length;
+      await c.resolve();
+      assert.ok(f.requests.at(-1)?.headers.authorization?.startsWith(auth.kind === "basic" ? "Basic " : "Bearer "));
+      if (auth.kind === "bearer") assert.equal(f.tokenServer.requests.length, tokensBefore, "the token it had still served");
+      assert.deepEqual(s.waits, []);
+    });
+  }
+
   it("keeps the Authorization header on a same-origin redirect", async () => {
     const f = await fake({ kind: "basic", username: "u", password: "p" });
     const layer = f.putBlob("x", "moved bytes");
@@ -484,6 +551,40 @@ describe("RegistryClient: redirects and plain HTTP", () => {
       client(f, "x:t", { insecureRegistries: ["storage.example.invalid"], sleep: s.sleep, maxAttempts: 1 }).fetchBlob(layer),
       isError(UnavailableError, /storage\.example\.invalid:1 unreachable/),
     );
+  });
+});
+
+describe("RegistryClient: text from registries in messages", () => {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it matches
+  const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
+  const noControl = (cls: abstract new (...args: never[]) => Error, message: RegExp) => (e: unknown) => {
+    isError(cls, message)(e);
+    assert.doesNotMatch((e as Error).message, CONTROL, JSON.stringify((e as Error).message));
+    return true;
+  };
+
+  it("strips control characters from a registry's errors, a token service's and a storage host's", async () => {
+    const f = await fake();
+    const img = f.putImage("x", "t", { layers: ["a"] });
+    // A registry's errors document, a proxy's page, and what a storage host says: none may reach a terminal raw.
+    const doc = JSON.stringify({ errors: [{ code: "DENIED\u001b[2J", message: "go\u001b]0;owned\u0007 away\r\nnow\u009b31m" }] });
+    f.on(manifestPath("x", "t"), { kind: "status", status: 405, body: doc }, 1);
+    await assert.rejects(client(f, "x:t").resolve(), noControl(UnknownError, /answered 405 .*\(DENIED\[2J: go\]0;owned away now31m\)$/));
+    f.on(manifestPath("x", "t"), { kind: "status", status: 418, body: "<html>\u001b[1A\u001b[2K\tteapot\u0000</html>" }, 1);
+    await assert.rejects(client(f, "x:t").resolve(), noControl(UnknownError, /answered 418 .*\(<html>\[1A\[2K teapot<\/html>\)$/));
+    f.on(blobPath("x", img.configs[0]!.digest), { kind: "redirect" });
+    f.onBlobStore({ kind: "status", status: 403, body: "\u001b[31mAccessDenied\u001b[0m" }, 1);
+    await assert.rejects(client(f, "x:t").fetchBlobBytes(img.configs[0]!), noControl(UnavailableError, /\(403: \[31mAccessDenied\[0m\)/));
+
+    const g = await fake({ kind: "bearer", username: "u", password: "p" });
+    g.putImage("x", "t", { layers: ["a"] });
+    g.onToken({ kind: "status", status: 401, body: '{"details":"bad\\u001b[2J password"}' }, 1);
+    await assert.rejects(
+      client(g, "x:t", { credentials: { username: "u", password: "p" } }).resolve(),
+      noControl(UnauthenticatedError, /token service .*bad\[2J password/),
+    );
+    g.onToken({ kind: "status", status: 400, body: "\u009b2Jbroken" }, 1);
+    await assert.rejects(client(g, "x:t", { maxAttempts: 1 }).resolve(), noControl(UnavailableError, /answered 400 \(2Jbroken\)/));
   });
 });
 

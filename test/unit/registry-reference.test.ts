@@ -54,6 +54,8 @@ describe("parseReference (docker's normalization)", () => {
   }
 
   const bad: [string, RegExp][] = [
+    ["127.0.0.1:99999/foo", /port 99999 of 127\.0\.0\.1:99999 is not 1 to 65535/],
+    ["localhost:0/foo", /port 0 of localhost:0 is not 1 to 65535/],
     ["", /empty/],
     ["Alpine", /lowercase \(library\/alpine\)/],
     ["example.com/Foo", /lowercase \(foo\)/],
