@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { ContainerdClient } from "../containerd/client.js";
 import type { Descriptor } from "../containerd/types.js";
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
+import { DataLossError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
 import { INDEX_TYPES, MANIFEST_TYPES } from "./media-types.js";
 import { choosePlatform, formatPlatform, hostPlatform, normalizePlatform, type Platform, platformRank } from "./platform.js";
 
@@ -71,19 +71,34 @@ export function chainIds(diffIds: readonly string[]): string[] {
   return out;
 }
 
+/** The most a manifest, index or config may be (what the registry client reads whole, too). */
+const MAX_JSON_BYTES = 8 << 20;
+
 async function readJson<T>(client: ContainerdClient, d: Descriptor): Promise<T> {
+  if (!(d.size <= MAX_JSON_BYTES)) {
+    throw new FailedPreconditionError(`content ${d.digest} is ${d.size} bytes, more than the ${MAX_JSON_BYTES} a manifest or config may be`);
+  }
+  let bytes: Buffer;
   try {
-    return JSON.parse((await client.content.read(d.digest)).toString("utf8")) as T;
+    // The stored blob's own size first: a manifest may name any blob (a large layer) with a small size.
+    const info = await client.content.info(d.digest);
+    if (info.size !== d.size) {
+      throw new DataLossError(`content ${d.digest} is ${info.size} bytes in the store, but the image's descriptor says ${d.size}`);
+    }
+    bytes = await client.content.read(d.digest);
   } catch (err) {
     if (err instanceof NotFoundError) {
       throw new FailedPreconditionError(
         `content ${d.digest} of the image is missing from containerd's content store: pull or import the image again`,
-        {
-          cause: err,
-        },
+        { cause: err },
       );
     }
     throw err;
+  }
+  try {
+    return JSON.parse(bytes.toString("utf8")) as T;
+  } catch (err) {
+    throw new FailedPreconditionError(`content ${d.digest} of the image is not valid JSON: pull or import the image again`, { cause: err });
   }
 }
 

@@ -12,31 +12,41 @@ export interface Platform {
   variant?: string;
 }
 
-const ARCH_ALIASES: Record<string, { architecture: string; variant?: string }> = {
-  x86_64: { architecture: "amd64" },
-  "x86-64": { architecture: "amd64" },
-  amd64: { architecture: "amd64" },
-  i386: { architecture: "386" },
-  i686: { architecture: "386" },
-  aarch64: { architecture: "arm64" },
-  armhf: { architecture: "arm", variant: "v7" },
-  armel: { architecture: "arm", variant: "v6" },
-};
-
-/** Normalizes names and variants as containerd's platforms.Normalize does; keeps unknown values as given. */
+/** containerd's platforms.Normalize: lower case, Go's architecture names, and each architecture's default variant. */
 export function normalizePlatform(p: Platform): Platform {
-  const os = p.os.toLowerCase();
+  let os = (p.os || "linux").toLowerCase();
+  if (os === "macos") os = "darwin";
   let architecture = p.architecture.toLowerCase();
-  let variant = p.variant?.toLowerCase() || undefined;
-  const alias = ARCH_ALIASES[architecture];
-  if (alias) {
-    architecture = alias.architecture;
-    variant ??= alias.variant;
+  let variant = (p.variant ?? "").toLowerCase();
+  switch (architecture) {
+    case "i386":
+      architecture = "386";
+      variant = "";
+      break;
+    case "x86_64":
+    case "x86-64":
+    case "amd64":
+      architecture = "amd64";
+      if (variant === "v1") variant = "";
+      break;
+    case "aarch64":
+    case "arm64":
+      architecture = "arm64";
+      if (variant === "8" || variant === "v8") variant = "";
+      break;
+    case "armhf":
+      architecture = "arm";
+      variant = "v7";
+      break;
+    case "armel":
+      architecture = "arm";
+      variant = "v6";
+      break;
+    case "arm":
+      if (variant === "" || variant === "7") variant = "v7";
+      else if (variant === "5" || variant === "6" || variant === "8") variant = `v${variant}`;
+      break;
   }
-  if (architecture === "arm64" && (variant === "8" || variant === "v8")) variant = undefined;
-  if (architecture === "arm" && variant === undefined) variant = "v7";
-  if (architecture === "arm" && variant && /^[5-8]$/.test(variant)) variant = `v${variant}`;
-  if (architecture === "amd64" && variant === "v1") variant = undefined;
   return variant ? { os, architecture, variant } : { os, architecture };
 }
 
@@ -73,24 +83,39 @@ export function formatPlatform(p: Platform): string {
 }
 
 /**
- * How well `have` serves a host that wants `want`: 0 for an exact match, a larger number for a compatible older
- * variant (arm/v7 runs v6 and v5 code; an image without variant runs anywhere its architecture does), undefined
- * for no match. containerd's default matcher orders an index's manifests the same way.
+ * What a host of platform `want` runs, best first: containerd's platformVector. amd64/vN also runs vN-1…v1 and
+ * 386; arm/vN runs vN-1…v5; arm64 runs arm/v8…v5.
+ */
+function platformVector(want: Platform): Platform[] {
+  const p = normalizePlatform(want);
+  const out: Platform[] = [p];
+  const version = (v: string | undefined) => Number((v ?? "").replace(/^v/, ""));
+  if (p.architecture === "amd64") {
+    const n = version(p.variant);
+    if (Number.isInteger(n) && n > 1)
+      for (let v = n - 1; v >= 1; v--) out.push(normalizePlatform({ os: p.os, architecture: "amd64", variant: `v${v}` }));
+    out.push({ os: p.os, architecture: "386" });
+  } else if (p.architecture === "arm") {
+    const n = version(p.variant);
+    if (Number.isInteger(n) && n > 5) for (let v = n - 1; v >= 5; v--) out.push({ os: p.os, architecture: "arm", variant: `v${v}` });
+  } else if (p.architecture === "arm64") {
+    out.push(...platformVector({ os: p.os, architecture: "arm", variant: want.variant || "v8" }));
+  }
+  return out;
+}
+
+/**
+ * How well `have` serves a host that wants `want`: its place in `want`'s platform vector (0 for an exact match),
+ * undefined when the host cannot run it. An entry without a platform ranks last, as containerd's
+ * FilterPlatforms keeps it and LimitManifests sorts it after every match.
  */
 export function platformRank(want: Platform, have: Platform | undefined): number | undefined {
-  if (!have?.os || !have.architecture) return undefined;
-  const w = normalizePlatform(want);
+  const vector = platformVector(want);
+  if (!have) return vector.length;
+  if (!have.architecture) return undefined;
   const h = normalizePlatform(have);
-  if (w.os !== h.os || w.architecture !== h.architecture) return undefined;
-  if (w.variant === h.variant) return 0;
-  if (w.architecture === "arm" && w.variant && h.variant) {
-    const wv = Number(w.variant.slice(1));
-    const hv = Number(h.variant.slice(1));
-    return hv < wv ? wv - hv : undefined;
-  }
-  // An unnamed variant: containerd's matcher treats it as the architecture's baseline.
-  if (h.variant === undefined) return 10;
-  return undefined;
+  const i = vector.findIndex((v) => v.os === h.os && v.architecture === h.architecture && (v.variant ?? "") === (h.variant ?? ""));
+  return i < 0 ? undefined : i;
 }
 
 /** The best entry of an index for `want` (ties go to the first listed), or undefined. */

@@ -1,8 +1,16 @@
 import type { Readable } from "node:stream";
 import type { ContainerdClient } from "../containerd/client.js";
 import type { Descriptor } from "../containerd/types.js";
-import { AlreadyExistsError, CanceledError, FailedPreconditionError, NotFoundError, UnavailableError } from "../errors.js";
-import { RegistryClient } from "../registry/client.js";
+import {
+  AlreadyExistsError,
+  CanceledError,
+  DataLossError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+} from "../errors.js";
+import { MAX_WHOLE_BYTES, RegistryClient } from "../registry/client.js";
 import { TruncatedBodyError } from "../registry/http.js";
 import { type ImageReference, parseReference } from "../registry/reference.js";
 import type { RegistryCredentials, RegistryDescriptor } from "../registry/types.js";
@@ -74,11 +82,11 @@ export interface PullOptions {
   logger?: Logger;
 }
 
+/** containerd's limit on a label's key and value together. */
+const MAX_LABEL_BYTES = 4096;
+
 /** Retries of a layer whose download broke off after it began (the registry client retries before that). */
 const LAYER_ATTEMPTS = 3;
-
-/** While another writer holds a blob's ingest (a concurrent pull of the same layer), poll this often at most. */
-const LOCKED_MAX_WAIT_MS = 2_000;
 
 type Emit = (event: Omit<PullProgress, "name">) => void;
 
@@ -88,21 +96,6 @@ function canceled(signal: AbortSignal | undefined): CanceledError {
 
 function throwIfCanceled(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw canceled(signal);
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(canceled(signal));
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(canceled(signal));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 function parseJson<T>(body: Buffer, what: string, ref: string): T {
@@ -147,8 +140,9 @@ class Pull {
     readonly options: PullOptions,
   ) {
     this.signal = options.signal ? AbortSignal.any([options.signal, this.#stop.signal]) : this.#stop.signal;
-    // containerd's AppendDistributionSourceLabel: the host without its port, the repository as the value.
-    const host = ref.domain.startsWith("[") ? ref.domain.slice(0, ref.domain.indexOf("]") + 1) : ref.domain.replace(/:\d+$/, "");
+    // containerd's AppendDistributionSourceLabel: the host without its port (url.Hostname(): no IPv6 brackets),
+    // the repository as the value.
+    const host = ref.domain.startsWith("[") ? ref.domain.slice(1, ref.domain.indexOf("]")) : ref.domain.replace(/:\d+$/, "");
     this.#sourceKey = `containerd.io/distribution.source.${host}`;
     this.#sourceRepo = ref.repository;
   }
@@ -160,34 +154,35 @@ class Pull {
 
   /**
    * Labels for a blob: its children's gc.ref labels, and where it came from (added to the sources it has), and
-   * whether it is in the store already.
+   * whether it is in the store already (then `size` is its size there). The blob is added to the pull's lease
+   * before it is looked at, so a blob found is held: GC cannot take it between the look and the image record.
    */
   async #labels(
     digest: string,
     children: readonly { mediaType: string; digest: string }[],
-  ): Promise<{ labels: Record<string, string>; exists: boolean }> {
+  ): Promise<{ labels: Record<string, string>; exists: boolean; size: number | undefined }> {
+    await this.client.leases.addResource(this.lease, { id: digest, type: "content" }, { signal: this.signal });
     const labels = childGcLabels(children);
     const have = await this.#info(digest);
-    const sources = (have?.labels[this.#sourceKey] ?? "").split(",").filter(Boolean);
-    labels[this.#sourceKey] = sources.includes(this.#sourceRepo) ? sources.join(",") : [...sources, this.#sourceRepo].join(",");
-    return { labels, exists: have !== undefined };
+    const had = have?.labels[this.#sourceKey];
+    const sources = (had ?? "").split(",").filter(Boolean);
+    const value = sources.includes(this.#sourceRepo) ? sources.join(",") : [...sources, this.#sourceRepo].join(",");
+    // containerd refuses a label over 4096 bytes: like its own client, keep what is there rather than fail.
+    if (this.#sourceKey.length + value.length <= MAX_LABEL_BYTES) labels[this.#sourceKey] = value;
+    else this.options.logger?.debug("distribution source label full; not adding this repository", { digest });
+    return { labels, exists: have !== undefined, size: have?.size };
   }
 
-  async #info(digest: string): Promise<{ labels: Record<string, string> } | undefined> {
+  async #info(digest: string): Promise<{ labels: Record<string, string>; size: number } | undefined> {
     return this.client.content.info(digest, { signal: this.signal }).catch((err: unknown) => {
       if (err instanceof NotFoundError) return undefined;
       throw err;
     });
   }
 
-  /** Holds an existing blob with the pull's lease, so GC cannot take it before the image record references it. */
-  async #hold(type: "content" | string, id: string): Promise<void> {
-    await this.client.leases.addResource(this.lease, { id, type }, { signal: this.signal });
-  }
-
   /**
-   * Writes `source` as blob `desc` (size and digest verified by containerd at commit), waiting while another
-   * writer holds the same ingest, and labels it. Returns whether it was there already.
+   * Writes `source` as blob `desc` (size and digest verified by containerd at commit; content.write waits while
+   * another writer holds the same ingest) and labels it. Returns whether it was there already.
    */
   async #write(
     kind: PullProgress["kind"],
@@ -196,42 +191,28 @@ class Pull {
     labels: Record<string, string>,
     onProgress?: (written: number) => void,
   ): Promise<"written" | "exists"> {
-    for (let wait = 50; ; wait = Math.min(wait * 2, LOCKED_MAX_WAIT_MS)) {
-      try {
-        const body = await source();
-        let result: "written" | "exists";
-        try {
-          result = await this.client.content.write(
-            refKey(kind, desc.digest),
-            Buffer.isBuffer(body) ? [body] : body,
-            { digest: desc.digest, size: desc.size },
-            { labels, signal: this.signal, ...(onProgress ? { onProgress } : {}) },
-          );
-        } finally {
-          // A download the write did not finish reading (it failed, or found the blob there) is closed here, and
-          // an error it reports later (the pull's signal firing) has a listener instead of crashing the process.
-          if (!Buffer.isBuffer(body)) {
-            body.on("error", () => {});
-            body.destroy();
-          }
-        }
-        if (result === "exists") await this.#existing(desc.digest, labels);
-        return result;
-      } catch (err) {
-        // containerd answers Unavailable "ref ... locked" while another writer has this ingest open.
-        if (!(err instanceof UnavailableError && /locked/.test(err.message))) throw err;
-        this.options.logger?.debug("blob is being written by another pull; waiting", { digest: desc.digest });
-        await sleep(wait, this.signal);
-        if (await this.#info(desc.digest)) {
-          await this.#existing(desc.digest, labels);
-          return "exists";
-        }
+    const body = await source();
+    let result: "written" | "exists";
+    try {
+      result = await this.client.content.write(
+        refKey(kind, desc.digest),
+        Buffer.isBuffer(body) ? [body] : body,
+        { digest: desc.digest, size: desc.size },
+        { labels, signal: this.signal, ...(onProgress ? { onProgress } : {}) },
+      );
+    } finally {
+      // A download the write did not finish reading (it failed, or found the blob there) is closed here, and an
+      // error it reports later (the pull's signal firing) has a listener instead of crashing the process.
+      if (!Buffer.isBuffer(body)) {
+        body.on("error", () => {});
+        body.destroy();
       }
     }
+    if (result === "exists") await this.#existing(desc.digest, labels);
+    return result;
   }
 
   async #existing(digest: string, labels: Record<string, string>): Promise<void> {
-    await this.#hold("content", digest);
     await this.client.content.setLabels(digest, labels, { signal: this.signal });
   }
 
@@ -249,9 +230,22 @@ class Pull {
     return data;
   }
 
-  /** The bytes of a manifest or config, from the content store when there, else the registry (not stored yet). */
+  /**
+   * The bytes of a manifest or config, from the content store when there, else the registry (not stored yet).
+   * Either way bounded and checked against the descriptor: a manifest may name any blob (a large layer of the
+   * store) as its config, and that must not be read into memory.
+   */
   async fetchSmall(desc: RegistryDescriptor): Promise<Buffer> {
-    if (await this.#info(desc.digest)) return this.client.content.read(desc.digest, { signal: this.signal });
+    if (desc.size > MAX_WHOLE_BYTES) {
+      throw new FailedPreconditionError(
+        `image ${this.ref.name}: ${desc.digest} is ${desc.size} bytes, more than the ${MAX_WHOLE_BYTES} a manifest or config may be`,
+      );
+    }
+    const have = await this.#info(desc.digest);
+    if (have && have.size !== desc.size) {
+      throw new DataLossError(`image ${this.ref.name}: ${desc.digest} is ${have.size} bytes in the store, but its descriptor says ${desc.size}`);
+    }
+    if (have) return this.client.content.read(desc.digest, { signal: this.signal });
     return this.registry.fetchBlobBytes(desc, this.signal);
   }
 
@@ -338,7 +332,7 @@ function checkPullOptions(ref: string, options: PullOptions): { reference: Image
   const platform = options.platform !== undefined ? parsePlatform(options.platform) : hostPlatform();
   const n = options.maxConcurrentDownloads;
   if (n !== undefined && (!Number.isInteger(n) || n < 1)) {
-    throw new FailedPreconditionError(`maxConcurrentDownloads must be a positive integer (got ${n})`);
+    throw new InvalidArgumentError(`maxConcurrentDownloads must be a positive integer (got ${n})`, { field: "maxConcurrentDownloads" });
   }
   return { reference, platform };
 }
@@ -443,6 +437,8 @@ async function pullLayers(pull: Pull, image: ResolvedImage): Promise<void> {
   let first = 0;
   if (unpack) {
     for (let i = layers.length - 1; i >= 0; i--) {
+      // Leased before it is looked at: a snapshot found stays (its parents are kept by it).
+      await pull.client.leases.addResource(pull.lease, { id: image.chainIds[i]!, type: `snapshots/${snapshotter}` }, { signal });
       if (await snapshotExists(pull.client, snapshotter, image.chainIds[i]!, signal)) {
         first = i + 1;
         break;
@@ -450,7 +446,6 @@ async function pullLayers(pull: Pull, image: ResolvedImage): Promise<void> {
     }
     for (let i = 0; i < first; i++) {
       const layer = layers[i]!;
-      await pull.client.leases.addResource(pull.lease, { id: image.chainIds[i]!, type: `snapshots/${snapshotter}` }, { signal });
       pull.emit({ digest: layer.digest, kind: "layer", state: "exists", total: layer.size });
     }
   }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
@@ -256,6 +256,73 @@ describe("pull from a real registry", () => {
     assert.deepEqual(events, [], "pull missing went to the registry for an image it has");
     assert.equal((await resolveImage(env.client, first.ref, { pull: "always" })).manifest.digest, second.digest);
     assert.equal(await execRun(first.ref, "cat", "/layer.txt"), `${second.marker}\n`);
+  });
+
+  it("a shared layer whose distribution.source label is full: the pull from another repository keeps it and succeeds", async () => {
+    const first = await pushRunnable(plain, "t19c/src-a");
+    await plain.push(`${first.dir}:v1`, "t19c/src-b:v1");
+    await pullImage(env.client, first.ref);
+    const layer = first.image.layers[0]!.descriptor.digest;
+    const key = "containerd.io/distribution.source.127.0.0.1";
+    // About 170 repositories of one registry host: the next one would pass containerd's 4096-byte limit.
+    const full = Array.from({ length: 400 }, (_, i) => `r/${i}`)
+      .join(",")
+      .slice(0, 4096 - key.length - 2);
+    await env.client.content.setLabels(layer, { [key]: full });
+    await pullImage(env.client, `${plain.host}/t19c/src-b:v1`);
+    assert.equal((await env.client.content.info(layer)).labels[key], full);
+  });
+
+  it("a config descriptor larger than a config may be is refused before anything is read", async () => {
+    const fake = await FakeRegistry.start();
+    try {
+      const cfg = fake.putBlob("t19c/bigcfg", "{}", "application/vnd.oci.image.config.v1+json");
+      const manifest = { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", config: { ...cfg, size: 9 << 20 }, layers: [] };
+      fake.putManifest("t19c/bigcfg", manifest, manifest.mediaType, "v1");
+      const ref = `${fake.host}/t19c/bigcfg:v1`;
+      await assert.rejects(
+        pullImage(env.client, ref),
+        (e: unknown) => e instanceof CtrexecError && /more than the \d+ a manifest or config may be/.test(e.message),
+      );
+      assert.equal(fake.requests.filter((r) => r.url.includes(cfg.digest)).length, 0, "the config was fetched");
+      await assertNothingLeft(ref);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it("a stored image whose manifest names a large blob as a small config: DataLossError, the blob is not read", async () => {
+    const lease = `ctrexec-test-bigcfg-${randomBytes(4).toString("hex")}`;
+    await env.client.leases.create(lease);
+    const leased = env.client.withLease(lease);
+    const name = `${plain.host}/t19c/local-bigcfg:v1`;
+    try {
+      const big = randomBytes(4 << 20);
+      const bigDigest = `sha256:${createHash("sha256").update(big).digest("hex")}`;
+      await leased.content.write(`t19c-big-${randomBytes(4).toString("hex")}`, [big], { digest: bigDigest, size: big.length });
+      const manifest = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: "application/vnd.oci.image.manifest.v1+json",
+          config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: bigDigest, size: 100 },
+          layers: [],
+        }),
+      );
+      const manifestDigest = `sha256:${createHash("sha256").update(manifest).digest("hex")}`;
+      await leased.content.write(`t19c-m-${randomBytes(4).toString("hex")}`, [manifest], { digest: manifestDigest, size: manifest.length });
+      await leased.images.create({
+        name,
+        target: { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: manifestDigest, size: manifest.length },
+      });
+      await assert.rejects(resolveImage(env.client, name), (e: unknown) => {
+        assert.ok(e instanceof DataLossError, String(e));
+        assert.match(e.message, /is 4194304 bytes in the store, but the image's descriptor says 100/);
+        return true;
+      });
+    } finally {
+      await ctr("images", "rm", "--sync", name).catch(() => {});
+      await env.client.leases.delete(lease, { sync: true });
+    }
   });
 
   it("runs an image `ctr images pull` fetched, without downloading it again", async () => {

@@ -27,15 +27,21 @@ describe("platforms, as containerd reads and matches them", () => {
     }
   });
 
-  it("ranks exact matches first, older arm variants next, an unnamed variant last, other architectures never", () => {
+  it("ranks as containerd's platform vector: exact first, then what the host also runs; no platform last", () => {
     const want = normalizePlatform({ os: "linux", architecture: "arm", variant: "v7" });
     assert.equal(platformRank(want, { os: "linux", architecture: "arm", variant: "v7" }), 0);
     assert.equal(platformRank(want, { os: "linux", architecture: "arm", variant: "v6" }), 1);
     assert.equal(platformRank(want, { os: "linux", architecture: "arm", variant: "v8" }), undefined);
     assert.equal(platformRank({ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "arm64" }), undefined);
     assert.equal(platformRank({ os: "linux", architecture: "amd64" }, { os: "windows", architecture: "amd64" }), undefined);
-    assert.equal(platformRank({ os: "linux", architecture: "amd64" }, undefined), undefined);
     assert.equal(platformRank({ os: "linux", architecture: "arm64" }, { os: "linux", architecture: "arm64", variant: "v8" }), 0);
+    // amd64 runs 386; arm64 runs arm/v8…v5; amd64/v3 runs v2 and v1 (the unnamed baseline).
+    assert.equal(platformRank({ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "386" }), 1);
+    assert.equal(platformRank({ os: "linux", architecture: "arm64" }, { os: "linux", architecture: "arm", variant: "v7" }), 2);
+    assert.equal(platformRank(parsePlatform("linux/amd64/v3"), { os: "linux", architecture: "amd64" }), 2);
+    assert.equal(platformRank({ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "amd64", variant: "v2" }), undefined);
+    // An entry without a platform matches anything, after every real match (containerd keeps it, sorted last).
+    assert.equal(platformRank({ os: "linux", architecture: "amd64" }, undefined), 2);
   });
 
   it("chooses from an index like containerd: the best rank, the first listed on a tie; attestations never", () => {
@@ -48,7 +54,9 @@ describe("platforms, as containerd reads and matches them", () => {
     ];
     assert.equal(choosePlatform(entries, parsePlatform("linux/arm/v7"))?.id, "v7");
     assert.equal(choosePlatform(entries, parsePlatform("linux/arm/v6"))?.id, "v6");
-    assert.equal(choosePlatform(entries, parsePlatform("linux/amd64")), undefined);
+    assert.equal(choosePlatform(entries, parsePlatform("linux/amd64"))?.id, "none");
+    assert.equal(choosePlatform(entries.slice(0, 4), parsePlatform("linux/amd64")), undefined);
+    assert.equal(choosePlatform(entries.slice(0, 4), parsePlatform("linux/arm64"))?.id, "v7");
   });
 });
 
