@@ -105,6 +105,53 @@ const STREAM_WINDOW = 4 * 1024 * 1024;
 const CONNECTION_WINDOW = 16 * 1024 * 1024;
 /** A server stream's consumer that falls this far behind pauses the stream (HTTP/2 flow control does the rest). */
 const STREAM_HIGH_WATER = 16;
+
+/**
+ * A streaming call's answers as they arrive, read by one loop: the call is paused while this many wait, and
+ * resumed once they are read, so a slow reader holds back the server instead of filling memory.
+ */
+class ResponseQueue {
+  readonly #messages: Buffer[] = [];
+  #wake: (() => void) | undefined;
+  #call: Call | undefined;
+  done = false;
+  failure: unknown;
+  readonly sink: Sink = {
+    onMessage: (message) => {
+      this.#messages.push(message);
+      if (this.#messages.length >= STREAM_HIGH_WATER) this.#call?.pause();
+      this.#wake?.();
+    },
+    onEnd: (error) => {
+      this.done = true;
+      this.failure = error;
+      this.#wake?.();
+    },
+  };
+
+  attach(call: Call): Call {
+    this.#call = call;
+    return call;
+  }
+
+  /** The answers until the call ends; its failure, if any, is thrown as `fail` makes it. */
+  async *messages(fail: (failure: unknown) => Error): AsyncGenerator<Buffer, void, undefined> {
+    for (;;) {
+      const message = this.#messages.shift();
+      if (message) {
+        if (this.#messages.length === 0) this.#call?.resume();
+        yield message;
+        continue;
+      }
+      if (this.done) {
+        if (this.failure) throw fail(this.failure);
+        return;
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#wake = undefined;
+    }
+  }
+}
 /** What `session.request()` throws when the session it was called on can serve no more streams. */
 const SESSION_GONE = new Set(["ERR_HTTP2_INVALID_SESSION", "ERR_HTTP2_GOAWAY_SESSION"]);
 
@@ -363,6 +410,15 @@ export class GrpcTransport {
     }
   }
 
+  /** A response message, decoded; a message that does not decode is an INTERNAL error of the call. */
+  #decode<O extends DescMessage>(output: O, message: Buffer, m: Method, timeoutMs: number, signal: AbortSignal | undefined): MessageShape<O> {
+    try {
+      return fromBinary(output, message);
+    } catch (err) {
+      throw this.#error(new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`), m, timeoutMs, signal);
+    }
+  }
+
   /** A unary call of a generated method: the request is encoded from its fields, the response decoded. */
   unary<I extends DescMessage, O extends DescMessage>(
     method: DescMethodUnary<I, O>,
@@ -393,9 +449,9 @@ export class GrpcTransport {
           if (error) return reject(this.#error(error, m, timeout, signal));
           if (!response) return reject(this.#error(new GrpcStatusError(Status.INTERNAL, "no response message"), m, timeout, signal));
           try {
-            resolve(fromBinary(method.output, response));
+            resolve(this.#decode(method.output, response, m, timeout, signal));
           } catch (err) {
-            reject(this.#error(new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`), m, timeout, signal));
+            reject(err);
           }
         },
       });
@@ -415,42 +471,11 @@ export class GrpcTransport {
     const refused = this.#refuse(m, signal);
     if (refused) throw refused;
     const body = this.#encode(method, request, m, timeout, signal);
-    const queue: Buffer[] = [];
-    let done = false;
-    let failure: unknown;
-    let wake: (() => void) | undefined;
-    const call = this.#start(m, body, scope, timeout, options, {
-      onMessage: (message) => {
-        queue.push(message);
-        if (queue.length >= STREAM_HIGH_WATER) call.pause();
-        wake?.();
-      },
-      onEnd: (error) => {
-        done = true;
-        failure = error;
-        wake?.();
-      },
-    });
+    const answers = new ResponseQueue();
+    const call = answers.attach(this.#start(m, body, scope, timeout, options, answers.sink));
     try {
-      for (;;) {
-        const message = queue.shift();
-        if (message) {
-          if (queue.length === 0) call.resume();
-          let value: MessageShape<O>;
-          try {
-            value = fromBinary(method.output, message);
-          } catch (err) {
-            throw this.#error(new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`), m, timeout, signal);
-          }
-          yield value;
-          continue;
-        }
-        if (done) {
-          if (failure) throw this.#error(failure, m, timeout, signal);
-          return;
-        }
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
+      for await (const message of answers.messages((failure) => this.#error(failure, m, timeout, signal))) {
+        yield this.#decode(method.output, message, m, timeout, signal);
       }
     } finally {
       call.abort(new GrpcStatusError(Status.CANCELLED, "the consumer stopped reading"));
@@ -472,27 +497,13 @@ export class GrpcTransport {
     const timeout = options?.timeoutMs ?? timeoutMs;
     const refused = this.#refuse(m, signal);
     if (refused) throw refused;
-    const queue: Buffer[] = [];
-    let done = false;
-    let failure: unknown;
-    let wake: (() => void) | undefined;
+    const answers = new ResponseQueue();
     let reading = false;
-    const call = this.#start(m, undefined, scope, timeout, options, {
-      onMessage: (message) => {
-        queue.push(message);
-        if (queue.length >= STREAM_HIGH_WATER) call.pause();
-        wake?.();
-      },
-      onEnd: (error) => {
-        done = true;
-        failure = error;
-        wake?.();
-      },
-    });
+    const call = answers.attach(this.#start(m, undefined, scope, timeout, options, answers.sink));
     const ended = (): CtrexecError | undefined => {
-      if (!done) return undefined;
+      if (!answers.done) return undefined;
       return this.#error(
-        failure ?? new GrpcStatusError(Status.INTERNAL, "the server ended the call before the client sent all its requests"),
+        answers.failure ?? new GrpcStatusError(Status.INTERNAL, "the server ended the call before the client sent all its requests"),
         m,
         timeout,
         signal,
@@ -537,28 +548,11 @@ export class GrpcTransport {
         if (reading) throw new TypeError("responses() of a call can be read only once");
         reading = true;
         try {
-          for (;;) {
-            const message = queue.shift();
-            if (message) {
-              if (queue.length === 0) call.resume();
-              let value: MessageShape<O>;
-              try {
-                value = fromBinary(method.output, message);
-              } catch (err) {
-                throw transport.#error(new GrpcStatusError(Status.INTERNAL, `bad response: ${String(err)}`), m, timeout, signal);
-              }
-              yield value;
-              continue;
-            }
-            if (done) {
-              if (failure) throw transport.#error(failure, m, timeout, signal);
-              return;
-            }
-            await new Promise<void>((resolve) => (wake = resolve));
-            wake = undefined;
+          for await (const message of answers.messages((failure) => transport.#error(failure, m, timeout, signal))) {
+            yield transport.#decode(method.output, message, m, timeout, signal);
           }
         } finally {
-          if (!done) call.abort(new GrpcStatusError(Status.CANCELLED, "the consumer stopped reading"));
+          if (!answers.done) call.abort(new GrpcStatusError(Status.CANCELLED, "the consumer stopped reading"));
         }
       },
     };
