@@ -611,7 +611,7 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
   rss: rss32,
   network: networks,
   image: imageRoot,
-  pull: () => benchPull({ stateDir, rounds: quick ? 2 : 4, results, row: (name, unit, c, ctr) => row(name, unit, c, ctr), summary, median }),
+  pull: () => benchPull({ stateDir, rounds: quick ? 3 : 10, results, row: (name, unit, c, ctr) => row(name, unit, c, ctr), summary, median }),
 };
 
 async function main(): Promise<void> {
