@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { ContainerdClient } from "../containerd/client.js";
-import type { Descriptor } from "../containerd/types.js";
+import type { Descriptor, ImageRecord } from "../containerd/types.js";
 import { DataLossError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
 import { INDEX_TYPES, MANIFEST_TYPES } from "./media-types.js";
 import { choosePlatform, formatPlatform, hostPlatform, normalizePlatform, type Platform, platformRank } from "./platform.js";
@@ -102,17 +102,24 @@ async function readJson<T>(client: ContainerdClient, d: Descriptor): Promise<T> 
   }
 }
 
-/** Looks an image up in containerd's store by name and resolves it for this host's platform (or `platform`). */
-export async function lookupImage(client: ContainerdClient, ref: string, platform: Platform = hostPlatform()): Promise<ResolvedImage> {
-  const record = await client.images.get(ref).catch((err: unknown) => {
-    if (err instanceof NotFoundError) {
-      throw new NotFoundError(
-        `image ${ref} not found in namespace ${client.namespace}: pull it (ctrexec pull ${ref}, or pull: "missing") or import it (ctr -n ${client.namespace} images import IMAGE.tar)`,
-        { cause: err },
-      );
-    }
+/** The store's record of the image `name`, or undefined when there is none. */
+export async function findImageRecord(client: ContainerdClient, name: string): Promise<ImageRecord | undefined> {
+  return client.images.get(name).catch((err: unknown) => {
+    if (err instanceof NotFoundError) return undefined;
     throw err;
   });
+}
+
+/** What to say when the store has no image `ref`. */
+export function imageNotFound(client: ContainerdClient, ref: string): NotFoundError {
+  return new NotFoundError(
+    `image ${ref} not found in namespace ${client.namespace}: pull it (ctrexec pull ${ref}, or pull: "missing") or import it (ctr -n ${client.namespace} images import IMAGE.tar)`,
+  );
+}
+
+/** Resolves a record of the store for this host's platform (or `platform`): index → manifest → config. */
+export async function resolveRecord(client: ContainerdClient, record: ImageRecord, platform: Platform = hostPlatform()): Promise<ResolvedImage> {
+  const ref = record.name;
   if (!record.target) throw new FailedPreconditionError(`image ${ref} has no target`);
   let manifestDesc: Descriptor = record.target;
   for (let depth = 0; INDEX_TYPES.has(manifestDesc.mediaType); depth++) {

@@ -1,28 +1,15 @@
+import { MediaType } from "../registry/types.js";
+
 /**
  * The media types an image pull and an image lookup accept. containerd 1.6 and the registries speak two dialects:
- * OCI's and Docker's schema 2; Docker's schema 1 (signed, without a config blob) was retired by Docker in 2019
- * and is refused by name so the user learns why.
+ * OCI's and Docker's schema 2 (the registry client refuses Docker's retired schema 1 by name when it resolves).
  */
 
-export const INDEX_TYPES: ReadonlySet<string> = new Set([
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-]);
+export const INDEX_TYPES: ReadonlySet<string> = new Set([MediaType.ociIndex, MediaType.dockerList]);
 
-export const MANIFEST_TYPES: ReadonlySet<string> = new Set([
-  "application/vnd.oci.image.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.v2+json",
-]);
+export const MANIFEST_TYPES: ReadonlySet<string> = new Set([MediaType.ociManifest, MediaType.dockerManifest]);
 
-export const SCHEMA1_TYPES: ReadonlySet<string> = new Set([
-  "application/vnd.docker.distribution.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.v1+prettyjws",
-]);
-
-export const CONFIG_TYPES: ReadonlySet<string> = new Set([
-  "application/vnd.oci.image.config.v1+json",
-  "application/vnd.docker.container.image.v1+json",
-]);
+const CONFIG_TYPES: ReadonlySet<string> = new Set(["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"]);
 
 /** Layers containerd's differ applies: it detects gzip and zstd by their magic bytes, so all of these work. */
 const LAYER_TYPES: ReadonlySet<string> = new Set([
@@ -50,7 +37,7 @@ export function isForeignLayer(mediaType: string): boolean {
 }
 
 /** The suffix of the gc.ref label containerd's client puts on a parent for this child (images.ChildGCLabels). */
-export function childLabelKind(mediaType: string): "config" | "m" | "l" | "" {
+function childLabelKind(mediaType: string): "config" | "m" | "l" | "" {
   if (CONFIG_TYPES.has(mediaType)) return "config";
   if (MANIFEST_TYPES.has(mediaType)) return "m";
   if (isLayerType(mediaType)) return "l";

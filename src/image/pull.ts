@@ -14,6 +14,7 @@ import { MAX_WHOLE_BYTES, RegistryClient } from "../registry/client.js";
 import { TruncatedBodyError } from "../registry/http.js";
 import { type ImageReference, parseReference } from "../registry/reference.js";
 import type { RegistryCredentials, RegistryDescriptor } from "../registry/types.js";
+import { KeyedLimit } from "../util/keyed-limit.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import {
   type ConfigJson,
@@ -26,7 +27,7 @@ import {
   resolvedImage,
 } from "./image.js";
 import { createLease, deleteLease } from "./lease.js";
-import { childGcLabels, INDEX_TYPES, isForeignLayer, isLayerType, MANIFEST_TYPES, SCHEMA1_TYPES } from "./media-types.js";
+import { childGcLabels, INDEX_TYPES, isForeignLayer, isLayerType } from "./media-types.js";
 import { hostPlatform, type Platform, parsePlatform } from "./platform.js";
 import { markUnpacked, snapshotExists, unpackLayer } from "./unpack.js";
 
@@ -89,6 +90,16 @@ const MAX_LABEL_BYTES = 4096;
 const LAYER_ATTEMPTS = 3;
 
 type Emit = (event: Omit<PullProgress, "name">) => void;
+
+/** A blob as the store has it. */
+type BlobFound = { labels: Record<string, string>; size: number };
+
+/** A manifest, index or config: its descriptor, its bytes, and what the store had of it when the pull looked. */
+interface SmallBlob {
+  desc: RegistryDescriptor;
+  bytes: Buffer;
+  have: BlobFound | undefined;
+}
 
 function canceled(signal: AbortSignal | undefined): CanceledError {
   return new CanceledError("image pull canceled", { cause: signal?.reason });
@@ -153,27 +164,26 @@ class Pull {
   }
 
   /**
-   * Labels for a blob: its children's gc.ref labels, and where it came from (added to the sources it has), and
-   * whether it is in the store already (then `size` is its size there). The blob is added to the pull's lease
-   * before it is looked at, so a blob found is held: GC cannot take it between the look and the image record.
+   * Adds a blob to the pull's lease, then looks it up in the store: a blob found is held from here on, so GC
+   * cannot take it between this look and the image record.
    */
-  async #labels(
-    digest: string,
-    children: readonly { mediaType: string; digest: string }[],
-  ): Promise<{ labels: Record<string, string>; exists: boolean; size: number | undefined }> {
+  async #look(digest: string): Promise<BlobFound | undefined> {
     await this.client.leases.addResource(this.lease, { id: digest, type: "content" }, { signal: this.signal });
+    return this.#info(digest);
+  }
+
+  /** A blob's labels: its children's gc.ref labels, and where it came from (added to the sources it has). */
+  #labels(have: BlobFound | undefined, digest: string, children: readonly { mediaType: string; digest: string }[]): Record<string, string> {
     const labels = childGcLabels(children);
-    const have = await this.#info(digest);
-    const had = have?.labels[this.#sourceKey];
-    const sources = (had ?? "").split(",").filter(Boolean);
+    const sources = (have?.labels[this.#sourceKey] ?? "").split(",").filter(Boolean);
     const value = sources.includes(this.#sourceRepo) ? sources.join(",") : [...sources, this.#sourceRepo].join(",");
     // containerd refuses a label over 4096 bytes: like its own client, keep what is there rather than fail.
     if (this.#sourceKey.length + value.length <= MAX_LABEL_BYTES) labels[this.#sourceKey] = value;
     else this.options.logger?.debug("distribution source label full; not adding this repository", { digest });
-    return { labels, exists: have !== undefined, size: have?.size };
+    return labels;
   }
 
-  async #info(digest: string): Promise<{ labels: Record<string, string>; size: number } | undefined> {
+  async #info(digest: string): Promise<BlobFound | undefined> {
     return this.client.content.info(digest, { signal: this.signal }).catch((err: unknown) => {
       if (err instanceof NotFoundError) return undefined;
       throw err;
@@ -201,12 +211,9 @@ class Pull {
         { labels, signal: this.signal, ...(onProgress ? { onProgress } : {}) },
       );
     } finally {
-      // A download the write did not finish reading (it failed, or found the blob there) is closed here, and an
-      // error it reports later (the pull's signal firing) has a listener instead of crashing the process.
-      if (!Buffer.isBuffer(body)) {
-        body.on("error", () => {});
-        body.destroy();
-      }
+      // A download the write did not finish reading (it failed, or found the blob there) is closed here; the
+      // registry's body stream keeps its own error listener for what it reports after that.
+      if (!Buffer.isBuffer(body)) body.destroy();
     }
     if (result === "exists") await this.#existing(desc.digest, labels);
     return result;
@@ -216,114 +223,76 @@ class Pull {
     await this.client.content.setLabels(digest, labels, { signal: this.signal });
   }
 
-  /** A small blob (index, manifest, config): stored with its labels unless it is there already. */
-  async storeSmall(kind: PullProgress["kind"], desc: RegistryDescriptor, body: Buffer | undefined, children: readonly Descriptor[]): Promise<Buffer> {
-    const { labels, exists } = await this.#labels(desc.digest, children);
-    if (exists) {
-      await this.#existing(desc.digest, labels);
-      this.emit({ digest: desc.digest, kind, state: "exists", total: desc.size });
-      return body ?? this.client.content.read(desc.digest, { signal: this.signal });
-    }
-    const data = body ?? (await this.registry.fetchBlobBytes(desc, this.signal));
-    const result = await this.#write(kind, desc, async () => data, labels);
-    this.emit({ digest: desc.digest, kind, state: result === "exists" ? "exists" : "done", total: desc.size });
-    return data;
-  }
-
   /**
-   * The bytes of a manifest or config, from the content store when there, else the registry (not stored yet).
-   * Either way bounded and checked against the descriptor: a manifest may name any blob (a large layer of the
-   * store) as its config, and that must not be read into memory.
+   * A manifest, index or config: leased and looked up in the store once, its bytes as given (the top manifest
+   * the registry resolved), from the store, or from the registry. Bounded and checked against the descriptor
+   * either way: a manifest may name any blob (a large layer of the store) as its config, and that must not be
+   * read into memory.
    */
-  async fetchSmall(desc: RegistryDescriptor): Promise<Buffer> {
+  async small(desc: RegistryDescriptor, body?: Buffer): Promise<SmallBlob> {
     if (desc.size > MAX_WHOLE_BYTES) {
       throw new FailedPreconditionError(
         `image ${this.ref.name}: ${desc.digest} is ${desc.size} bytes, more than the ${MAX_WHOLE_BYTES} a manifest or config may be`,
       );
     }
-    const have = await this.#info(desc.digest);
+    const have = await this.#look(desc.digest);
     if (have && have.size !== desc.size) {
       throw new DataLossError(`image ${this.ref.name}: ${desc.digest} is ${have.size} bytes in the store, but its descriptor says ${desc.size}`);
     }
-    if (have) return this.client.content.read(desc.digest, { signal: this.signal });
-    return this.registry.fetchBlobBytes(desc, this.signal);
+    const bytes =
+      body ?? (have ? await this.client.content.read(desc.digest, { signal: this.signal }) : await this.registry.fetchBlobBytes(desc, this.signal));
+    return { desc, bytes, have };
+  }
+
+  /** Stores a small blob with its labels, or only labels it when it is there already. */
+  async storeSmall(kind: PullProgress["kind"], blob: SmallBlob, children: readonly Descriptor[]): Promise<void> {
+    const { desc } = blob;
+    const labels = this.#labels(blob.have, desc.digest, children);
+    const result = blob.have ? "exists" : await this.#write(kind, desc, async () => blob.bytes, labels);
+    if (blob.have) await this.#existing(desc.digest, labels);
+    this.emit({ digest: desc.digest, kind, state: result === "exists" ? "exists" : "done", total: desc.size });
   }
 
   /**
-   * Downloads one layer into the content store (unless there), retrying a download that broke off. `slot` is
-   * this layer's place in the download queue, taken in layer order by the caller so that the layers below,
-   * which are unpacked first, are downloaded first.
+   * Downloads one layer into the content store (unless there), retrying a download that broke off.
    */
-  async fetchLayer(desc: RegistryDescriptor, slot: Promise<() => void>): Promise<"written" | "exists"> {
-    const release = await slot;
-    try {
-      const { labels, exists } = await this.#labels(desc.digest, []);
-      if (exists) {
-        await this.#existing(desc.digest, labels);
-        this.emit({ digest: desc.digest, kind: "layer", state: "exists", total: desc.size });
-        return "exists";
+  async fetchLayer(desc: RegistryDescriptor): Promise<"written" | "exists"> {
+    const have = await this.#look(desc.digest);
+    const labels = this.#labels(have, desc.digest, []);
+    if (have) {
+      await this.#existing(desc.digest, labels);
+      this.emit({ digest: desc.digest, kind: "layer", state: "exists", total: desc.size });
+      return "exists";
+    }
+    for (let attempt = 1; ; attempt++) {
+      throwIfCanceled(this.signal);
+      this.emit({ digest: desc.digest, kind: "layer", state: "downloading", current: 0, total: desc.size });
+      try {
+        const foreign = this.options.allowForeignLayers === true && isForeignLayer(desc.mediaType);
+        const result = await this.#write(
+          "layer",
+          desc,
+          () => this.registry.fetchBlob(desc, { signal: this.signal, foreign }),
+          labels,
+          (written) => {
+            this.emit({
+              digest: desc.digest,
+              kind: "layer",
+              state: written >= desc.size ? "verifying" : "downloading",
+              current: written,
+              total: desc.size,
+            });
+          },
+        );
+        if (result === "exists") this.emit({ digest: desc.digest, kind: "layer", state: "exists", total: desc.size });
+        return result;
+      } catch (err) {
+        const transient = err instanceof UnavailableError || err instanceof TruncatedBodyError;
+        if (!transient || attempt >= LAYER_ATTEMPTS || this.signal.aborted) throw err;
+        this.options.logger?.warn("layer download broke off; starting it again", { digest: desc.digest, attempt, error: err.message });
       }
-      for (let attempt = 1; ; attempt++) {
-        throwIfCanceled(this.signal);
-        this.emit({ digest: desc.digest, kind: "layer", state: "downloading", current: 0, total: desc.size });
-        try {
-          const foreign = this.options.allowForeignLayers === true && isForeignLayer(desc.mediaType);
-          const result = await this.#write(
-            "layer",
-            desc,
-            () => this.registry.fetchBlob(desc, { signal: this.signal, foreign }),
-            labels,
-            (written) => {
-              this.emit({
-                digest: desc.digest,
-                kind: "layer",
-                state: written >= desc.size ? "verifying" : "downloading",
-                current: written,
-                total: desc.size,
-              });
-            },
-          );
-          if (result === "exists") this.emit({ digest: desc.digest, kind: "layer", state: "exists", total: desc.size });
-          return result;
-        } catch (err) {
-          const transient = err instanceof UnavailableError || err instanceof TruncatedBodyError;
-          if (!transient || attempt >= LAYER_ATTEMPTS || this.signal.aborted) throw err;
-          this.options.logger?.warn("layer download broke off; starting it again", { digest: desc.digest, attempt, error: err.message });
-        }
-      }
-    } finally {
-      release();
     }
   }
-}
-
-/** A counting semaphore: at most `n` holders at once, served in order of asking. */
-function semaphore(n: number): () => Promise<() => void> {
-  let free = n;
-  const queue: (() => void)[] = [];
-  const release = () => {
-    const next = queue.shift();
-    if (next) next();
-    else free++;
-  };
-  return () =>
-    new Promise((resolve) => {
-      const grant = () => resolve(once(release));
-      if (free > 0) {
-        free--;
-        grant();
-      } else queue.push(grant);
-    });
-}
-
-function once(f: () => void): () => void {
-  let done = false;
-  return () => {
-    if (!done) {
-      done = true;
-      f();
-    }
-  };
 }
 
 /** Checks what `pullImage` is given before anything is created. */
@@ -383,17 +352,14 @@ async function runPull(pull: Pull, platform: Platform): Promise<ResolvedImage> {
   const top = await registry.resolve(signal);
   throwIfCanceled(signal);
   const topDesc = top.descriptor;
-  let manifestDesc: RegistryDescriptor = topDesc;
-  let manifestBody: Buffer | undefined = top.body;
-  for (let depth = 0; INDEX_TYPES.has(manifestDesc.mediaType); depth++) {
-    const index = parseJson<IndexJson>(manifestBody ?? (await pull.fetchSmall(manifestDesc)), "index", name);
-    await pull.storeSmall("index", manifestDesc, manifestBody, index.manifests ?? []);
-    manifestDesc = toRegistryDescriptor(pickManifest(name, index, platform, depth));
-    manifestBody = undefined;
+  let current = await pull.small(topDesc, top.body);
+  for (let depth = 0; INDEX_TYPES.has(current.desc.mediaType); depth++) {
+    const index = parseJson<IndexJson>(current.bytes, "index", name);
+    await pull.storeSmall("index", current, index.manifests ?? []);
+    current = await pull.small(toRegistryDescriptor(pickManifest(name, index, platform, depth)));
   }
-  checkMediaType(name, manifestDesc.mediaType);
-  const manifestBytes = manifestBody ?? (await pull.fetchSmall(manifestDesc));
-  const manifest = parseJson<ManifestJson>(manifestBytes, "manifest", name);
+  const manifestBlob = current;
+  const manifest = parseJson<ManifestJson>(manifestBlob.bytes, "manifest", name);
   const configDesc = checkManifest(name, manifest);
   const layers = manifest.layers ?? [];
   for (const layer of layers) {
@@ -401,26 +367,16 @@ async function runPull(pull: Pull, platform: Platform): Promise<ResolvedImage> {
       throw new FailedPreconditionError(`image ${name}: layer ${layer.digest} has media type ${layer.mediaType}, which containerd cannot unpack`);
     }
   }
-  const configBytes = await pull.fetchSmall(toRegistryDescriptor(configDesc));
-  const config = parseJson<ConfigJson>(configBytes, "config", name);
+  const configBlob = await pull.small(toRegistryDescriptor(configDesc));
+  const config = parseJson<ConfigJson>(configBlob.bytes, "config", name);
   // Checks the platform and the layer count against the diff IDs before a layer is fetched.
-  const image = resolvedImage(name, toDescriptor(topDesc), toDescriptor(manifestDesc), manifest, config, platform);
-  await pull.storeSmall("config", toRegistryDescriptor(configDesc), configBytes, []);
+  const image = resolvedImage(name, toDescriptor(topDesc), toDescriptor(manifestBlob.desc), manifest, config, platform);
+  await pull.storeSmall("config", configBlob, []);
   await pullLayers(pull, image);
   // The manifest last: its labels reference the config and layers, which are all in the store by now.
-  await pull.storeSmall("manifest", manifestDesc, manifestBytes, [configDesc, ...layers]);
+  await pull.storeSmall("manifest", manifestBlob, [configDesc, ...layers]);
   await recordImage(pull, name, image.target);
   return image;
-}
-
-function checkMediaType(name: string, mediaType: string): void {
-  if (MANIFEST_TYPES.has(mediaType)) return;
-  if (SCHEMA1_TYPES.has(mediaType)) {
-    throw new FailedPreconditionError(
-      `image ${name} is a Docker schema 1 image, which containerd and ctrexec no longer support: push it again with a current docker, buildah or skopeo`,
-    );
-  }
-  throw new FailedPreconditionError(`image ${name}: unsupported manifest media type "${mediaType}"`);
 }
 
 /**
@@ -451,9 +407,10 @@ async function pullLayers(pull: Pull, image: ResolvedImage): Promise<void> {
   }
   const todo = layers.slice(first);
   for (const layer of todo) pull.emit({ digest: layer.digest, kind: "layer", state: "waiting", total: layer.size });
-  const slot = semaphore(options.maxConcurrentDownloads ?? 3);
-  // The queue's places are taken here, synchronously and in layer order.
-  const fetches = todo.map((layer) => pull.fetchLayer(layer, slot()));
+  const downloads = new KeyedLimit(options.maxConcurrentDownloads ?? 3);
+  // The queue's places are taken here, synchronously and in layer order: the layers below, unpacked first, are
+  // downloaded first.
+  const fetches = todo.map((layer) => downloads.run("layer", () => pull.fetchLayer(layer)));
   // Every fetch is awaited below or here: none may outlive the pull (and its lease).
   const settled = Promise.allSettled(fetches);
   try {

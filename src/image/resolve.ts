@@ -1,7 +1,7 @@
 import type { ContainerdClient } from "../containerd/client.js";
-import { InvalidArgumentError, NotFoundError } from "../errors.js";
+import { InvalidArgumentError } from "../errors.js";
 import { parseReference } from "../registry/reference.js";
-import { lookupImage, type ResolvedImage } from "./image.js";
+import { findImageRecord, imageNotFound, type ResolvedImage, resolveRecord } from "./image.js";
 import { hostPlatform, parsePlatform } from "./platform.js";
 import { type PullOptions, type PullPolicy, pullImage } from "./pull.js";
 
@@ -27,12 +27,12 @@ export async function resolveImage(client: ContainerdClient, ref: string, option
   }
   const platform = options.platform !== undefined ? parsePlatform(options.platform) : hostPlatform();
   if (policy === "always") return pullImage(client, ref, options);
-  try {
-    return await lookupLocal(client, ref, platform);
-  } catch (err) {
-    if (policy === "missing" && err instanceof NotFoundError && (await absent(client, ref))) return pullImage(client, ref, options);
-    throw err;
-  }
+  const normalized = normalizedName(ref);
+  const record = (await findImageRecord(client, ref)) ?? (normalized !== undefined ? await findImageRecord(client, normalized) : undefined);
+  // Only a missing record is a reason to pull: an image without this platform is not pulled again.
+  if (record) return resolveRecord(client, record, platform);
+  if (policy === "missing") return pullImage(client, ref, options);
+  throw imageNotFound(client, ref);
 }
 
 /** The normalized name, when `ref` parses as a docker reference and differs from it. */
@@ -43,32 +43,4 @@ function normalizedName(ref: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-async function lookupLocal(client: ContainerdClient, ref: string, platform: ReturnType<typeof hostPlatform>): Promise<ResolvedImage> {
-  const normalized = normalizedName(ref);
-  try {
-    return await lookupImage(client, ref, platform);
-  } catch (err) {
-    if (!(err instanceof NotFoundError) || normalized === undefined) throw err;
-    return lookupImage(client, normalized, platform).catch((again: unknown) => {
-      throw again instanceof NotFoundError ? err : again;
-    });
-  }
-}
-
-/** Whether the store has no record under either name: a NotFoundError for a missing platform is not a reason to pull. */
-async function absent(client: ContainerdClient, ref: string): Promise<boolean> {
-  for (const name of [ref, normalizedName(ref)]) {
-    if (name === undefined) continue;
-    const found = await client.images.get(name).then(
-      () => true,
-      (err: unknown) => {
-        if (err instanceof NotFoundError) return false;
-        throw err;
-      },
-    );
-    if (found) return false;
-  }
-  return true;
 }

@@ -79,13 +79,18 @@ export async function markUnpacked(client: ContainerdClient, image: ResolvedImag
  * nothing half-made is collected meanwhile. Returns the top chain ID ("" for an image without layers).
  */
 export async function unpackImage(client: ContainerdClient, image: ResolvedImage, snapshotter = DEFAULT_SNAPSHOTTER): Promise<string> {
-  let parent = "";
-  for (const [i, chain] of image.chainIds.entries()) {
-    if (!(await snapshotExists(client, snapshotter, chain))) {
-      await unpackLayer(client, image.layers[i]!, image.diffIds[i]!, chain, parent, { snapshotter });
+  const top = image.chainIds[image.chainIds.length - 1] ?? "";
+  // The top chain's snapshot stands on all the others: when it exists (every run of an unpacked image, on the run
+  // path), one Stat answers for the whole chain.
+  if (top && !(await snapshotExists(client, snapshotter, top))) {
+    let parent = "";
+    for (const [i, chain] of image.chainIds.entries()) {
+      if (!(await snapshotExists(client, snapshotter, chain))) {
+        await unpackLayer(client, image.layers[i]!, image.diffIds[i]!, chain, parent, { snapshotter });
+      }
+      parent = chain;
     }
-    parent = chain;
   }
   await markUnpacked(client, image, snapshotter);
-  return parent;
+  return top;
 }

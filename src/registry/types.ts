@@ -58,11 +58,6 @@ export const MediaType = {
   dockerSchema1Signed: "application/vnd.docker.distribution.manifest.v1+prettyjws",
 } as const;
 
-/** Index and list types: their body lists manifests. */
-export function isIndexMediaType(mediaType: string): boolean {
-  return mediaType === MediaType.ociIndex || mediaType === MediaType.dockerList;
-}
-
 /** Anything a registry serves from /manifests/ rather than /blobs/. */
 export function isManifestMediaType(mediaType: string): boolean {
   return (
