@@ -71,6 +71,7 @@ static napi_value TrimHeap(napi_env env, napi_callback_info info) {
 }
 
 void register_mount(napi_env env, napi_value exports);
+void register_idmap(napi_env env, napi_value exports);
 void register_safe_fs(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
@@ -82,6 +83,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_create_function(env, "trimHeap", NAPI_AUTO_LENGTH, TrimHeap, NULL, &fn);
   napi_set_named_property(env, exports, "trimHeap", fn);
   register_mount(env, exports);
+  register_idmap(env, exports);
   register_safe_fs(env, exports);
   return exports;
 }

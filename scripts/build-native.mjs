@@ -1,9 +1,10 @@
-// Builds the native addon (native/fifo.c, native/mount.c, native/safe-fs.c, native/remove-tree.c: mkfifo, pipe
-// size, heap trim, mount, fd-relative file operations and tree removal) and the shim launcher
-// (native/shim-launcher.c, a program containerd runs) when a source is newer than its binary. Runs as
-// the package's install script too, so it never fails: without the addon ctrexec falls back to mkfifo(1), and
-// without the launcher containerd runs its own shim binary; either only costs speed (src/containerd/fifo.ts,
-// src/executor/shims/launcher.ts).
+// Builds the native addon (native/fifo.c, native/mount.c, native/safe-fs.c, native/remove-tree.c,
+// native/idmap.c: mkfifo, pipe size, heap trim, mount, fd-relative file operations, tree removal, idmapped
+// mounts) and the shim launcher (native/shim-launcher.c, a program containerd runs) when a source is newer
+// than its binary. Runs as the package's install script too, so it never fails: without the addon ctrexec
+// falls back to mkfifo(1), and without the launcher containerd runs its own shim binary; either only costs
+// speed (src/containerd/fifo.ts, src/executor/shims/launcher.ts). Runs in a user namespace are the exception:
+// they need the addon, and fail with a FailedPreconditionError that says so without it (src/fs/idmap.ts).
 import { spawnSync } from "node:child_process";
 import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -11,9 +12,15 @@ import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const addon = join(root, "build/Release/ctrexec_fifo.node");
-const sources = ["native/fifo.c", "native/mount.c", "native/safe-fs.c", "native/remove-tree.c", "native/errno-error.h", "binding.gyp"].map((f) =>
-  join(root, f),
-);
+const sources = [
+  "native/fifo.c",
+  "native/mount.c",
+  "native/safe-fs.c",
+  "native/remove-tree.c",
+  "native/idmap.c",
+  "native/errno-error.h",
+  "binding.gyp",
+].map((f) => join(root, f));
 
 if (!existsSync(addon) || sources.some((f) => statSync(addon).mtimeMs < statSync(f).mtimeMs)) {
   // Build against the headers of the node that runs us; never download headers (CI has no network for that).
