@@ -40,3 +40,9 @@ export {
 } from "./spec.js";
 /** The OCI runtime spec types (Spec, Process, Mount, Linux, Seccomp…). */
 export type * from "./types.js";
+/** A user namespace's maps (SpecInput.userns). */
+export type { IdMapEntry, IdMapping } from "./userns.js";
+export {
+  /** podman's `--uidmap`/`--gidmap` CONTAINER:HOST:SIZE as one map entry; bad input names `field`. */
+  parseIdMapFlag,
+} from "./userns.js";

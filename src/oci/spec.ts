@@ -5,6 +5,7 @@ import type { HostFeatures } from "./host-features.js";
 import { DEFAULT_HOSTNAME } from "./hosts.js";
 import { defaultSeccompProfile } from "./seccomp.js";
 import type { Device, Mount, Resources, Rlimit, Spec } from "./types.js";
+import { assertUserMapped, type IdMapping, mapToHost, toOciMappings, validateIdMapping } from "./userns.js";
 import { validateArgs, validateCgroupParent, validateConsoleSize, validateContainerHostname, validateCwd, validateMounts } from "./validate.js";
 
 export type SecurityMode = "sandbox" | "insecure";
@@ -61,6 +62,11 @@ export interface SpecInput {
   /** Host path of an OTLP gRPC socket to offer at /dev/otel-grpc.sock (pass only when it exists). */
   traceSocket?: string | undefined;
   rootless?: boolean | undefined;
+  /**
+   * A user namespace for the run with these maps (checked by validateIdMapping); the process's user and groups
+   * must be mapped. Unset: the host's user namespace. Not with `rootless` (that has one already).
+   */
+  userns?: IdMapping | undefined;
   annotations?: Record<string, string> | undefined;
   /**
    * Absolute host path of the root, for runc to mount inside the container's own mount namespace. Unset, the
@@ -172,9 +178,13 @@ function insecureDevices(host: HostFeatures): Device[] {
   return devices;
 }
 
-/** docker's --privileged: all of this process's capabilities, no masks, no seccomp, all devices, writable cgroup/sysfs. */
+/**
+ * docker's --privileged: all of this process's capabilities, no masks, no seccomp, all devices, writable
+ * cgroup/sysfs. No device nodes in a user namespace (BuildKit §9.2): runc bind-mounts them from the host there,
+ * and one the host lacks (/dev/kvm) would fail the start.
+ */
 export const withInsecure =
-  (host: HostFeatures): SpecOpt =>
+  (host: HostFeatures, userns = false): SpecOpt =>
   (s) => {
     const caps = [...host.capabilities];
     proc(s).capabilities = { bounding: caps, effective: [...caps], inheritable: [...caps], permitted: [...caps], ambient: [...caps] };
@@ -191,7 +201,7 @@ export const withInsecure =
         { allow: true, type: "b", access: "rwm" },
       ],
     };
-    if (!host.inUserNamespace) l.devices = [...(l.devices ?? []), ...insecureDevices(host)];
+    if (!host.inUserNamespace && !userns) l.devices = [...(l.devices ?? []), ...insecureDevices(host)];
     for (const m of s.mounts ?? []) {
       if ((m.type === "cgroup" || m.type === "sysfs") && m.options) {
         m.options = m.options.map((o) => (o === "ro" ? "rw" : o));
@@ -346,8 +356,45 @@ export const withRootless: SpecOpt = (s) => {
 };
 
 /**
+ * /sys for a container whose network namespace its user namespace does not own: a read-only rbind of the
+ * host's, as BuildKit and nerdctl do. A fresh sysfs shows its network namespace's devices, so mounting one
+ * needs CAP_SYS_ADMIN over the user namespace that owns that network namespace: the host's for the host
+ * network and for a namespace the host made (CNI), where runc fails with `mount sysfs ... operation not
+ * permitted` (probe caveat 4). The host's sysfs files stay owned by host ids outside the run's range, which
+ * the container's root cannot write through (its capabilities stop at its own user namespace).
+ */
+export function hostSysfsBind(): Mount {
+  return { destination: "/sys", type: "bind", source: "/sys", options: ["rbind", "nosuid", "noexec", "nodev", "ro"] };
+}
+
+/**
+ * A user namespace with the given maps (already validated): the namespace, the maps, /sys as hostSysfsBind
+ * unless runc creates the network namespace, and no `gid=5` on /dev/pts when the maps leave container gid 5
+ * out (devpts takes the gid in the mounter's user namespace and refuses an unmapped one; podman drops it too).
+ * In insecure mode /sys is read-only all the same: the host's sysfs is not the container's to write.
+ */
+export const withUserNamespace =
+  (m: IdMapping, network: NetworkNamespace): SpecOpt =>
+  (s) => {
+    const l = linux(s);
+    l.namespaces = [...(l.namespaces ?? []).filter((n) => n.type !== "user"), { type: "user" }];
+    const { uidMappings, gidMappings } = toOciMappings(m);
+    l.uidMappings = uidMappings;
+    l.gidMappings = gidMappings;
+    const gid5 = mapToHost(m.gidMap, 5) !== undefined;
+    s.mounts = (s.mounts ?? []).map((mount) => {
+      if (network.kind !== "new" && mount.destination === "/sys" && mount.type === "sysfs") return hostSysfsBind();
+      if (!gid5 && mount.type === "devpts" && mount.options?.includes("gid=5"))
+        return { ...mount, options: mount.options.filter((o) => o !== "gid=5") };
+      return mount;
+    });
+  };
+
+/**
  * The OCI spec of a run, as BuildKit's GenerateSpec builds it (reference §5), from containerd's defaults and a
  * list of small options applied in order. Throws InvalidArgumentError, naming the field, on bad input.
+ * With `userns`, the caller also applies withLockedFlags (mounts.ts) to the mounts: their sources' flags are
+ * host facts this pure function does not read.
  */
 export function generateSpec(input: SpecInput, host: HostFeatures): Spec {
   const env = input.env ?? [];
@@ -366,6 +413,16 @@ export function generateSpec(input: SpecInput, host: HostFeatures): Spec {
   const cwd = input.cwd || "/";
   validateCwd(cwd);
   validateMounts(input.mounts ?? []);
+  let userns: IdMapping | undefined;
+  if (input.userns !== undefined) {
+    if (input.rootless) {
+      throw new InvalidArgumentError("a user namespace per run needs a root containerd; rootless already runs every container in one", {
+        field: "userns",
+      });
+    }
+    userns = validateIdMapping(input.userns, "userns");
+    assertUserMapped(userns, input.user, "user");
+  }
 
   const spec = defaultSpec(input.namespace, input.id);
   const opts: SpecOpt[] = [withUser(input.user.uid, input.user.gid, input.user.additionalGids)];
@@ -379,7 +436,7 @@ export function generateSpec(input: SpecInput, host: HostFeatures): Spec {
   if (input.hostsPath) generated.push({ destination: "/etc/hosts", type: "bind", source: input.hostsPath, options: envFileOptions });
   generated.push({ destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["ro", "nosuid", "noexec", "nodev"] });
   opts.push(withMounts(generated));
-  opts.push(security === "insecure" ? withInsecure(host) : withSandbox(host, input.apparmorProfile));
+  opts.push(security === "insecure" ? withInsecure(host, userns !== undefined) : withSandbox(host, input.apparmorProfile));
   opts.push(withUlimits(input.ulimits), withResources(input.resources), withEnv(env));
   opts.push((s) => {
     const p = proc(s);
@@ -395,10 +452,13 @@ export function generateSpec(input: SpecInput, host: HostFeatures): Spec {
     if (input.rootPath) s.root = { ...s.root, path: input.rootPath };
   });
   if (host.cgroupNamespaces) opts.push((s) => linux(s).namespaces!.push({ type: "cgroup" }));
-  opts.push(withNetwork(input.network ?? { kind: "new" }));
+  const network = input.network ?? { kind: "new" };
+  opts.push(withNetwork(network));
   opts.push(withMounts(input.mounts ?? []));
   if (input.traceSocket) opts.push(withTraceSocket(input.traceSocket));
   opts.push(withDedupedMounts);
+  // After the dedup: a mount of the caller's on /sys has replaced the sysfs and stays as given.
+  if (userns) opts.push(withUserNamespace(userns, network));
   if (input.rootless) opts.push(withRootless);
 
   for (const o of opts) o(spec);

@@ -55,8 +55,8 @@ export interface Mount {
 }
 
 export interface Linux {
-  uidMappings?: IdMapping[];
-  gidMappings?: IdMapping[];
+  uidMappings?: LinuxIdMapping[];
+  gidMappings?: LinuxIdMapping[];
   sysctl?: Record<string, string>;
   resources?: Resources;
   cgroupsPath?: string;
@@ -69,7 +69,8 @@ export interface Linux {
   mountLabel?: string;
 }
 
-export interface IdMapping {
+/** One line of a user namespace's uid or gid map, as runc reads it (OCI's LinuxIDMapping). */
+export interface LinuxIdMapping {
   containerID: number;
   hostID: number;
   size: number;

@@ -103,7 +103,7 @@ describe("the public entry points", () => {
       "deleteTask",
       "jsonAny",
     ]);
-    assert.deepEqual(Object.keys(ociEntry).sort(), ["ULIMIT_NAMES", "defaultSpec", "detectHostFeatures", "generateSpec"]);
+    assert.deepEqual(Object.keys(ociEntry).sort(), ["ULIMIT_NAMES", "defaultSpec", "detectHostFeatures", "generateSpec", "parseIdMapFlag"]);
   });
 
   it("every export has a TSDoc line, and docs/api.md names every export of the main entry", () => {

@@ -3,9 +3,11 @@ import { describe, it } from "node:test";
 import { InvalidArgumentError } from "../../src/errors.js";
 import { capabilityMask } from "../../src/oci/capabilities.js";
 import type { HostFeatures } from "../../src/oci/host-features.js";
-import { bindMount, tmpfsMount } from "../../src/oci/mounts.js";
+import { bindMount, type SourceMountFlags, tmpfsMount, withLockedFlags } from "../../src/oci/mounts.js";
 import { serializeSpec } from "../../src/oci/serialize.js";
 import { generateSpec, mergeEnv, RLIM_INFINITY, type SpecInput, validateMountStrings } from "../../src/oci/spec.js";
+import type { Mount } from "../../src/oci/types.js";
+import { rangeMapping } from "../../src/oci/userns.js";
 
 const host: HostFeatures = {
   cgroupNamespaces: false,
@@ -300,5 +302,179 @@ describe("generateSpec: options", () => {
 
   it("sets an AppArmor profile where the host has AppArmor", () => {
     assert.equal(generateSpec({ ...base, apparmorProfile: "p" }, { ...host, apparmor: true }).process!.apparmorProfile, "p");
+  });
+});
+
+describe("generateSpec: a user namespace per run", () => {
+  const userns = rangeMapping(0x10000000, 0x20000000);
+  const sysBind = ["/sys", "bind", "/sys", ["rbind", "nosuid", "noexec", "nodev", "ro"]];
+
+  it("adds the user namespace and the maps in OCI's shape, and changes nothing else with a fresh network namespace", () => {
+    const plain = generateSpec(base, host);
+    const s = generateSpec({ ...base, userns }, host);
+    assert.deepEqual(
+      s.linux!.namespaces!.map((n) => n.type),
+      ["pid", "ipc", "uts", "mount", "network", "user"],
+    );
+    assert.deepEqual(s.linux!.uidMappings, [{ containerID: 0, hostID: 0x10000000, size: 65536 }]);
+    assert.deepEqual(s.linux!.gidMappings, [{ containerID: 0, hostID: 0x20000000, size: 65536 }]);
+    assert.deepEqual(mountRows(s), DEFAULT_MOUNTS, "a fresh sysfs: runc makes the network namespace inside the user namespace");
+    delete s.linux!.uidMappings;
+    delete s.linux!.gidMappings;
+    s.linux!.namespaces = s.linux!.namespaces!.filter((n) => n.type !== "user");
+    assert.deepEqual(s, plain);
+  });
+
+  it("leaves the spec without a user namespace when userns is unset", () => {
+    for (const network of [{ kind: "host" }, { kind: "path", path: "/run/netns/x" }, undefined] as const) {
+      const s = generateSpec({ ...base, network }, host);
+      assert.ok(!s.linux!.namespaces!.some((n) => n.type === "user"));
+      assert.equal(s.linux!.uidMappings, undefined);
+      assert.equal(s.linux!.gidMappings, undefined);
+      assert.deepEqual(mountRows(s), DEFAULT_MOUNTS);
+    }
+  });
+
+  it("binds the host's /sys read-only when the network namespace is the host's or one the host made", () => {
+    for (const network of [{ kind: "host" }, { kind: "path", path: "/run/netns/cni-1" }] as const) {
+      const s = generateSpec({ ...base, userns, network }, host);
+      const rows = mountRows(s);
+      assert.deepEqual(rows[5], sysBind, network.kind);
+      assert.ok(!rows.some((r) => r[1] === "sysfs"));
+      assert.deepEqual(rows.slice(6), DEFAULT_MOUNTS.slice(6), "/sys/fs/cgroup and the rest stay");
+    }
+    // In insecure mode too: the host's sysfs is not the container's to write.
+    assert.deepEqual(mountRows(generateSpec({ ...base, userns, network: { kind: "host" }, security: "insecure" }, host))[5], sysBind);
+    // A mount of the caller's on /sys replaced the sysfs and is left as given.
+    const own: Mount = { destination: "/sys", type: "bind", source: "/my/sys", options: ["rbind", "ro"] };
+    const s = generateSpec({ ...base, userns, network: { kind: "host" }, mounts: [own] }, host);
+    assert.deepEqual(
+      s.mounts!.find((m) => m.destination === "/sys"),
+      own,
+    );
+  });
+
+  it("requires the process's user and every group to be mapped", () => {
+    const narrow = { uidMap: [{ containerId: 0, hostId: 100000, size: 1000 }], gidMap: [{ containerId: 0, hostId: 100000, size: 1000 }] };
+    const refused = (user: SpecInput["user"], m = userns) => {
+      try {
+        generateSpec({ ...base, userns: m, user }, host);
+      } catch (e) {
+        assert.ok(e instanceof InvalidArgumentError, String(e));
+        assert.equal(e.field, "user");
+        return e.message;
+      }
+      return undefined;
+    };
+    assert.equal(refused({ uid: 70000, gid: 0, additionalGids: [] }), "user 70000 is not mapped by the run's user namespace (0-65535)");
+    assert.equal(refused({ uid: 0, gid: 65536, additionalGids: [] }), "group 65536 is not mapped by the run's user namespace (0-65535)");
+    assert.equal(refused({ uid: 999, gid: 999, additionalGids: [10, 1000] }, narrow), "group 1000 is not mapped by the run's user namespace (0-999)");
+    assert.equal(refused({ uid: 65535, gid: 65535, additionalGids: [0, 5] }), undefined);
+    // Without a user namespace any id goes (the host's).
+    generateSpec({ ...base, user: { uid: 70000, gid: 70000, additionalGids: [] } }, host);
+  });
+
+  it("checks the maps, naming the userns field", () => {
+    assert.throws(
+      () => generateSpec({ ...base, userns: { uidMap: [{ containerId: 1, hostId: 100000, size: 10 }], gidMap: userns.gidMap } }, host),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "userns" && /container uid 0/.test(e.message),
+    );
+    assert.throws(
+      () => generateSpec({ ...base, userns: { uidMap: userns.uidMap, gidMap: [] } }, host),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "userns",
+    );
+  });
+
+  it("refuses a user namespace per run with rootless, which has one already", () => {
+    assert.throws(
+      () => generateSpec({ ...base, userns, rootless: true }, host),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "userns" && /needs a root containerd; rootless already/.test(e.message),
+    );
+  });
+
+  it("drops devpts' gid=5 only when container gid 5 is not mapped", () => {
+    const devpts = (m: typeof userns) => generateSpec({ ...base, userns: m }, host).mounts!.find((x) => x.destination === "/dev/pts")!.options;
+    assert.ok(devpts(userns)!.includes("gid=5"));
+    const no5 = {
+      uidMap: userns.uidMap,
+      gidMap: [
+        { containerId: 0, hostId: 100000, size: 5 },
+        { containerId: 6, hostId: 100006, size: 100 },
+      ],
+    };
+    assert.deepEqual(devpts(no5), ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]);
+  });
+
+  it("adds no device nodes in insecure mode (runc would bind them from the host)", () => {
+    const s = generateSpec({ ...base, userns, security: "insecure" }, host);
+    assert.equal(s.linux!.devices, undefined);
+    assert.equal(s.linux!.resources!.devices!.length, 3, "the device cgroup still allows them");
+  });
+});
+
+describe("withLockedFlags", () => {
+  const none: SourceMountFlags = { readonly: false, nosuid: false, nodev: false, noexec: false };
+  const flags: Record<string, SourceMountFlags> = {
+    "/tmpfs-locked": { readonly: false, nosuid: true, nodev: true, noexec: true },
+    "/ro-src": { ...none, readonly: true },
+    "/plain": none,
+    "/all": { readonly: true, nosuid: true, nodev: true, noexec: true },
+  };
+  const flagsOf = (source: string) => flags[source];
+
+  it("appends the source mount's locked flags to every bind mount, once", () => {
+    const mounts: Mount[] = [
+      { destination: "/a", type: "bind", source: "/tmpfs-locked", options: ["rbind", "ro"] },
+      { destination: "/b", source: "/tmpfs-locked", options: ["rbind", "nosuid"] },
+      { destination: "/c", type: "none", source: "/ro-src", options: ["bind"] },
+      { destination: "/d", type: "bind", source: "/plain", options: ["rbind"] },
+      { destination: "/e", type: "bind", source: "/all", options: ["nosuid", "noexec", "nodev", "rbind", "ro"] },
+      { destination: "/f", type: "bind", source: "/all" },
+    ];
+    const before = structuredClone(mounts);
+    const out = withLockedFlags(mounts, flagsOf);
+    assert.deepEqual(mounts, before, "the input is not changed");
+    assert.deepEqual(
+      out.map((m) => m.options),
+      [
+        ["rbind", "ro", "nosuid", "nodev", "noexec"],
+        ["rbind", "nosuid", "nodev", "noexec"],
+        ["bind", "ro"],
+        ["rbind"],
+        ["nosuid", "noexec", "nodev", "rbind", "ro"],
+        ["ro", "nosuid", "nodev", "noexec"],
+      ],
+    );
+    assert.equal(out[3], mounts[3], "an unchanged mount is returned as it is");
+  });
+
+  it("appends ro after an explicit rw, as BuildKit does (the later option wins in runc)", () => {
+    const [m] = withLockedFlags([{ destination: "/x", type: "bind", source: "/ro-src", options: ["rbind", "rw"] }], flagsOf);
+    assert.deepEqual(m!.options, ["rbind", "rw", "ro"]);
+  });
+
+  it("leaves other mounts, and binds whose source it cannot tell, alone", () => {
+    const mounts: Mount[] = [
+      { destination: "/t", type: "tmpfs", source: "/tmpfs-locked", options: ["nosuid"] },
+      { destination: "/cg", type: "cgroup", source: "cgroup", options: ["ro"] },
+      { destination: "/u", type: "bind", source: "/unknown", options: ["rbind"] },
+      { destination: "/n", type: "bind", options: ["rbind"] },
+    ];
+    const asked: string[] = [];
+    const out = withLockedFlags(mounts, (src) => {
+      asked.push(src);
+      return flagsOf(src);
+    });
+    assert.deepEqual(out, mounts);
+    assert.deepEqual(asked, ["/unknown"]);
+  });
+
+  it("fixes up a userns spec's generated binds (resolv.conf, hosts, /sys)", () => {
+    const s = generateSpec({ ...base, userns: rangeMapping(0x10000000, 0x10000000), network: { kind: "host" } }, host);
+    const out = withLockedFlags(s.mounts!, () => ({ readonly: true, nosuid: true, nodev: true, noexec: true }));
+    // Their options already say all four: nothing to add.
+    assert.deepEqual(out, s.mounts);
+    const out2 = withLockedFlags(s.mounts!, () => ({ ...none, noexec: true }));
+    assert.deepEqual(out2, s.mounts);
   });
 });
