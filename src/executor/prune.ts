@@ -14,6 +14,7 @@ import { LABEL, ownerAlive, ownerId } from "./labels.js";
 import { bundleUsesSocket, findShims, isIdentifier, shimSocket, stopOrphanShim } from "./orphan-shims.js";
 import { rootRegistriesDir, settleRootRegistry } from "./root-stubs.js";
 import { fifoDir, readRunOwner, runEntryOwner, runsDir } from "./run-dirs.js";
+import { HOST_RANGES_BASE, pruneRanges } from "./userns-ranges.js";
 
 export interface PruneOptions {
   client: ContainerdClient;
@@ -144,6 +145,9 @@ export async function prune(options: PruneOptions): Promise<string[]> {
       if (keep(name)) continue;
       await removeRunDir(resolve(runs, name));
     }
+    // User namespace ranges of this namespace's dead runs that can no longer be going: dir gone, no task.
+    const freed = await attempt("user namespace ranges", async () => pruneRanges(HOST_RANGES_BASE, logger, { namespace: ns, hasTask: keep }));
+    if (freed) removed.push(`user namespace ranges of ${freed} dead run(s)`);
   }
 
   // Roots whose runs all ended without removing their mount stubs (the last one died).
