@@ -123,6 +123,8 @@ export type {
   RunRequest,
   /** What a run ended with: its id, exit code and resource usage. */
   RunResult,
+  /** A run's user namespace: "host" (none), "auto" (a free range of the pool), or explicit maps. */
+  UsernsMode,
   /** A terminal size in rows and columns. */
   WinSize,
 } from "./executor/types.js";
@@ -222,6 +224,12 @@ export type {
   /** One rlimit of a run, e.g. { name: "nofile", soft: 1024, hard: 2048 }. */
   Ulimit,
 } from "./oci/spec.js";
+export type {
+  /** One line of a uid or gid map: `size` ids from `containerId` in the container are `hostId`.. on the host. */
+  IdMapEntry,
+  /** A user namespace's uid and gid maps. */
+  IdMapping,
+} from "./oci/userns.js";
 export {
   /** The normalized parts of an image reference (docker's rules: alpine → docker.io/library/alpine:latest). */
   type ImageReference,

@@ -46,6 +46,11 @@ export class MountStubsCleaner {
     destinations: readonly string[],
     options: { recursive?: boolean; logger?: Logger } = {},
   ): Promise<MountStubsCleaner> {
+    return MountStubsCleaner.prepareSync(rootfs, destinations, options);
+  }
+
+  /** prepare, synchronously: for work that must run on this thread as another fsuid (fs/idmap.ts withFsIds). */
+  static prepareSync(rootfs: string, destinations: readonly string[], options: { recursive?: boolean; logger?: Logger } = {}): MountStubsCleaner {
     const stubs: string[] = [];
     const seen = new Set<string>();
     for (const d of ["/etc/resolv.conf", "/etc/hosts", ...destinations]) {
@@ -72,6 +77,11 @@ export class MountStubsCleaner {
 
   /** Removes recorded stubs that are still empty. Never follows a symlink; never fails (problems are logged). */
   async clean(): Promise<void> {
+    this.cleanSync();
+  }
+
+  /** clean, synchronously (see prepareSync). */
+  cleanSync(): void {
     // Deepest first, so a created parent shared by two stubs (/etc for resolv.conf and hosts) is empty by the
     // time its turn comes.
     const depth = (p: string) => p.split("/").length;

@@ -8,11 +8,13 @@ import type { NetworkProvider } from "../network/types.js";
 import type { HostFeatures } from "../oci/host-features.js";
 import { type DnsConfig, validateDnsConfig } from "../oci/resolv-conf.js";
 import { validateCgroupParent } from "../oci/spec.js";
+import { validateIdMapping } from "../oci/userns.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import type { Tracer } from "../util/tracing.js";
 import { isExecutable } from "./shims/launcher.js";
 import type { ShimSharing } from "./shims/policy.js";
-import type { NetworkMode } from "./types.js";
+import type { NetworkMode, UsernsMode } from "./types.js";
+import { type ResolvedPools, resolvePools } from "./userns-ranges.js";
 
 export const DEFAULT_STATE_DIR = "/var/lib/ctrexec";
 export const DEFAULT_FIFO_ROOT = "/run/ctrexec/fifo";
@@ -96,6 +98,13 @@ export interface ExecutorOptions {
    * waits for them either way, and a run that reuses the id waits for its predecessor.
    */
   awaitCleanup?: boolean;
+  /**
+   * User namespaces (ProcessMeta.userns): `default` for runs that do not say (default "host"); `pool`: the
+   * host ids `"auto"` hands out, 65536 per run, from `{ start, size }` (multiples of 65536; default start
+   * 0x10000000, 1024 ranges) or from a user's /etc/subuid and /etc/subgid entries (`{ subuid: "name" }`).
+   * Ranges are recorded in the state dir: runs of every executor and process sharing it never share one.
+   */
+  userns?: { default?: UsernsMode; pool?: { start: number; size: number } | { subuid: string } };
   /** Test hook: host facts instead of detecting them. */
   hostFeatures?: HostFeatures;
 }
@@ -126,6 +135,7 @@ export interface ResolvedOptions {
   readonly pruneOnStart: boolean;
   readonly awaitCleanup: boolean;
   readonly hostFeatures: HostFeatures | undefined;
+  readonly userns: { readonly default: UsernsMode; readonly pools: ResolvedPools };
 }
 
 function milliseconds(field: string, ms: number | undefined): number | undefined {
@@ -159,6 +169,24 @@ function resolveShims(options: ExecutorOptions): ShimSharing {
     `shims must be "reuse", "off" or { warm: n } with n "auto" or an integer from 0 to ${MAX_WARM_SHIMS}, not ${JSON.stringify(shims)}`,
     { field: "shims" },
   );
+}
+
+function resolveUserns(options: ExecutorOptions): ResolvedOptions["userns"] {
+  const mode = options.userns?.default ?? "host";
+  if (mode !== "host" && mode !== "auto") {
+    if (typeof mode !== "object" || mode === null) {
+      throw new InvalidArgumentError(`userns.default must be "host", "auto" or { uidMap, gidMap }, not ${JSON.stringify(mode)}`, {
+        field: "userns.default",
+      });
+    }
+    validateIdMapping(mode, "userns.default");
+  }
+  if (mode !== "host" && options.rootless) {
+    throw new InvalidArgumentError("userns.default: a rootless containerd already runs every container in its user namespace", {
+      field: "userns.default",
+    });
+  }
+  return { default: mode, pools: resolvePools(options.userns?.pool) };
 }
 
 /** Validates `options` and applies every default, before anything is created. */
@@ -201,5 +229,6 @@ export function normalizeOptions(options: ExecutorOptions): ResolvedOptions {
     pruneOnStart: options.pruneOnStart === true,
     awaitCleanup: options.awaitCleanup === true,
     hostFeatures: options.hostFeatures,
+    userns: resolveUserns(options),
   };
 }

@@ -2,6 +2,14 @@ import type { Readable, Writable } from "node:stream";
 import type { Mount as ContainerdMount } from "../containerd/types.js";
 import type { HostIP } from "../oci/hosts.js";
 import type { LinuxResources, SecurityMode, Ulimit } from "../oci/spec.js";
+import type { IdMapping } from "../oci/userns.js";
+
+/**
+ * The run's user namespace. `"host"`: none, the container's root is the host's root (kept in by capabilities,
+ * seccomp and masked paths). `"auto"`: a user namespace whose 65536 ids are a range of the executor's pool that
+ * no other live run holds. A mapping: exactly these maps (the caller keeps ranges apart).
+ */
+export type UsernsMode = "host" | "auto" | IdMapping;
 
 /** How the run a mount was lent to ended, for its release. */
 export interface ReleaseOutcome {
@@ -19,6 +27,12 @@ export interface MountRef {
    * logged, as in BuildKit, where only a failed deletion of the task or container fails a successful run.
    */
   keepsResult?: boolean;
+  /**
+   * The mounts are this run's alone (a fresh snapshot). In a user namespace the container then writes into them
+   * through an idmapped mount, storing the ids a run without one would see (a commit stays ordinary); anything
+   * else shared is written to through a copy-on-write layer of the run's own.
+   */
+  exclusive?: boolean;
 }
 
 /** Something that can be mounted: a host directory, a tmpfs, a snapshot, an image. */
@@ -33,6 +47,12 @@ export interface MountSpec {
   readonly?: boolean;
   /** A path inside the source to mount instead of all of it. */
   selector?: string;
+  /**
+   * In a user namespace, mount a host directory idmapped: its files show with their host owners, and the
+   * container's root acts as the host's root on it (can modify root-owned files). Default false: mounted as it
+   * is, files of ids outside the run's range show as `nobody` and stay out of its reach.
+   */
+  idmap?: boolean;
 }
 
 export interface RootSpec {
@@ -64,6 +84,8 @@ export interface ProcessMeta {
   security?: SecurityMode;
   /** Exit codes that count as success. Absent or empty: only 0 (BuildKit made empty mean "none", §12.3). */
   validExitCodes?: number[];
+  /** The run's user namespace; default the executor's `userns.default`, itself default "host". */
+  userns?: UsernsMode;
   /** Also remove mount-point parents the runtime created (BuildKit's LLB always sets this). Default true. */
   removeMountStubsRecursive?: boolean;
 }

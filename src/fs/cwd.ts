@@ -20,6 +20,21 @@ export type CwdStepHook = (step: "created", hostPath: string) => void;
  * alone, like a concurrent creator's, and the walk goes on through it (see isFreshDir).
  */
 export async function ensureCwd(rootfs: string, cwd: string, uid: number, gid: number, onStep?: CwdStepHook): Promise<string> {
+  return ensureCwdSync(rootfs, cwd, uid, gid, onStep);
+}
+
+/**
+ * ensureCwd, synchronously: for work that must run on this thread as another fsuid (fs/idmap.ts withFsIds);
+ * `creatorUid` is that fsuid, the owner of the directories this thread makes.
+ */
+export function ensureCwdSync(
+  rootfs: string,
+  cwd: string,
+  uid: number,
+  gid: number,
+  onStep?: CwdStepHook,
+  creatorUid: number = process.geteuid?.() ?? 0,
+): string {
   if (!isAbsolute(cwd)) {
     throw new InvalidArgumentError(`working directory ${JSON.stringify(cwd)} must be an absolute path`, { field: "cwd" });
   }
@@ -65,7 +80,7 @@ export async function ensureCwd(rootfs: string, cwd: string, uid: number, gid: n
           const next = openAt(dirFd, name, O.RDONLY | O.DIRECTORY | O.NOFOLLOW);
           closeSync(dirFd);
           dirFd = next;
-          if (created && isFreshDir(dirFd)) {
+          if (created && isFreshDir(dirFd, creatorUid)) {
             fchmodSync(dirFd, 0o755);
             fchownSync(dirFd, uid, gid);
           }
@@ -95,10 +110,9 @@ export async function ensureCwd(rootfs: string, cwd: string, uid: number, gid: n
  * (the same as a concurrent creator's directory; the run's chdir works or fails on its own). An empty directory
  * of root's swapped in is indistinguishable from ours and equally harmless to give away.
  */
-function isFreshDir(fd: number): boolean {
+function isFreshDir(fd: number, creatorUid: number): boolean {
   const st = fstatSync(fd);
-  const euid = process.geteuid?.() ?? 0;
-  if (!st.isDirectory() || st.uid !== euid || st.nlink > 2) return false;
+  if (!st.isDirectory() || st.uid !== creatorUid || st.nlink > 2) return false;
   // nlink 2 is an empty directory on most filesystems, not all (btrfs counts 1): look, at one entry at most.
   // /proc/self/fd/N is exactly the directory the fd refers to.
   const dir = opendirSync(fdPath(fd), { bufferSize: 1 });

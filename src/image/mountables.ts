@@ -49,6 +49,7 @@ async function activeSnapshot(
     return {
       mounts,
       keepsResult: options.commit !== undefined,
+      exclusive: true,
       release: async (outcome = { succeeded: true }) => {
         if (released) return;
         released = true;

@@ -31,6 +31,31 @@ describe("normalizeOptions", () => {
     assert.deepEqual(o.networkProviders, {});
   });
 
+  it("resolves the userns option: default host, the default pool, modes and pools checked", () => {
+    const o = normalizeOptions({});
+    assert.equal(o.userns.default, "host");
+    assert.deepEqual(o.userns.pools, { uid: { start: 0x10000000, size: 65536 * 1024 }, gid: { start: 0x10000000, size: 65536 * 1024 } });
+    assert.equal(normalizeOptions({ userns: { default: "auto" } }).userns.default, "auto");
+    const maps = { uidMap: [{ containerId: 0, hostId: 100000, size: 65536 }], gidMap: [{ containerId: 0, hostId: 100000, size: 65536 }] };
+    assert.deepEqual(normalizeOptions({ userns: { default: maps } }).userns.default, maps);
+    assert.equal(
+      field(() => normalizeOptions({ userns: { default: "keep-id" as "auto" } })),
+      "userns.default",
+    );
+    assert.equal(
+      field(() => normalizeOptions({ userns: { default: { uidMap: [], gidMap: [] } } })),
+      "userns.default",
+    );
+    assert.equal(
+      field(() => normalizeOptions({ userns: { default: "auto" }, rootless: true })),
+      "userns.default",
+    );
+    assert.equal(
+      field(() => normalizeOptions({ userns: { pool: { start: 100, size: 65536 } } })),
+      "userns.pool",
+    );
+  });
+
   it("resolves the shims option into one policy", () => {
     assert.deepEqual(normalizeOptions({ shims: "off" }).shims, { kind: "off" });
     assert.deepEqual(normalizeOptions({ shims: "reuse", shimIdleMs: 5 }).shims, { kind: "reuse", idleMs: 5 });

@@ -6,6 +6,7 @@ import { CanceledError } from "../../errors.js";
 import { execProcess, validateExecInput } from "../../oci/exec-process.js";
 import { serializeSpec } from "../../oci/serialize.js";
 import { getUser, processGids } from "../../oci/user.js";
+import { assertUserMapped } from "../../oci/userns.js";
 import { startSpan } from "../../util/tracing.js";
 import { validateContainerId } from "../container-id.js";
 import type { ExecutorContext } from "../context.js";
@@ -35,6 +36,8 @@ export async function runExec(
   validateExecInput({ args: meta.args ?? [], env: meta.env, cwd: meta.cwd, consoleSize: meta.consoleSize });
   const target = await execTarget(ctx, running, id, signal);
   const user = meta.user ? getUser(target.rootfs, meta.user) : undefined;
+  // runc would fail with a bare EINVAL from setuid: say which id the container's user namespace lacks.
+  if (user && target.userns) assertUserMapped(target.userns, { uid: user.uid, gid: user.gid, additionalGids: processGids(user) });
   const process = execProcess(target.process, {
     args: meta.args,
     env: meta.env,

@@ -1,5 +1,6 @@
 import { CanceledError, ContainerExitedError, NotFoundError } from "../../errors.js";
 import type { Process, Spec } from "../../oci/types.js";
+import { fromOciMappings, type IdMapping } from "../../oci/userns.js";
 import type { ExecutorContext } from "../context.js";
 import { LABEL } from "../labels.js";
 import type { RunState } from "../running.js";
@@ -8,6 +9,8 @@ import type { RunState } from "../running.js";
 export interface ExecTarget {
   process: Process;
   rootfs: string;
+  /** The container's user namespace maps, when it has one: an exec's user must be mapped by them. */
+  userns: IdMapping | undefined;
 }
 
 /** How often a container another process is still starting is looked at again. */
@@ -21,7 +24,7 @@ export async function execTarget(ctx: ExecutorContext, running: ReadonlyMap<stri
   const state = running.get(id);
   if (state) {
     await state.waitRunning(signal);
-    return { process: state.spec!.process!, rootfs: state.rootfs! };
+    return { process: state.spec!.process!, rootfs: state.rootfs!, userns: fromOciMappings(state.spec!.linux) };
   }
   // Finished, its records on their way out: as if they were gone already.
   if (ctx.retirements.has(id)) throw new NotFoundError(`container ${id} not found (its run has finished)`);
@@ -51,5 +54,5 @@ export async function execTarget(ctx: ExecutorContext, running: ReadonlyMap<stri
   }
   const spec = JSON.parse(Buffer.from(record.spec.value).toString("utf8")) as Spec;
   if (!spec.process) throw new NotFoundError(`container ${id} has no process spec`);
-  return { process: spec.process, rootfs };
+  return { process: spec.process, rootfs, userns: fromOciMappings(spec.linux) };
 }

@@ -3,6 +3,8 @@ import { ProcessIO } from "../../containerd/io.js";
 import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../../containerd/task-cleanup.js";
 import { jsonAny, SPEC_TYPE_URL } from "../../containerd/types.js";
 import { AlreadyExistsError, outcomeUnknown } from "../../errors.js";
+import { mountFlagsOf } from "../../fs/idmap.js";
+import { withLockedFlags } from "../../oci/mounts.js";
 import { serializeSpec } from "../../oci/serialize.js";
 import { generateSpec } from "../../oci/spec.js";
 import type { Spec } from "../../oci/types.js";
@@ -59,9 +61,13 @@ export async function createContainer(
       // runc mounts the root inside the container's own mount namespace, which dies with the process: once
       // it has exited, nothing outside references the root, and the task can be deleted later.
       rootPath: prepared.rootfs,
+      userns: prepared.userns,
     },
     ctx.host,
   );
+  // In a user namespace, runc's read-only remount of a bind fails unless it repeats the flags its source's
+  // mount has (the kernel locks them): BuildKit's fix-up.
+  if (prepared.userns && spec.mounts) spec.mounts = withLockedFlags(spec.mounts, lockedFlagsOf);
   span.addEvent("Spec generated");
 
   const labels = {
@@ -170,4 +176,13 @@ async function deleteContainer(ctx: ExecutorContext, id: string, task: TaskPrese
     return;
   }
   await deleteContainerRecord(ctx.client, id);
+}
+
+/** A bind source's mount flags; undefined where it cannot be looked at (runc will say what is wrong). */
+function lockedFlagsOf(source: string): ReturnType<typeof mountFlagsOf> | undefined {
+  try {
+    return mountFlagsOf(source);
+  } catch {
+    return undefined;
+  }
 }
