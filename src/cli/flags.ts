@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
-import { type HostIP, InvalidArgumentError, type Ulimit } from "../index.js";
-import { ULIMIT_NAMES } from "../oci/index.js";
+import { type HostIP, InvalidArgumentError, type ProcessMeta, type Ulimit } from "../index.js";
+import { parseIdMapFlag, ULIMIT_NAMES } from "../oci/index.js";
 
 /** Errors that name the flag, e.g. `invalid argument "x" for "--memory": ...` (docker's wording). */
 export function flagError(flag: string, value: string, why: string): InvalidArgumentError {
@@ -19,7 +19,8 @@ export function parseSize(flag: string, value: string): number {
 }
 
 export type MountFlag =
-  | { type: "bind"; source: string; target: string; readonly: boolean }
+  /** `idmap` (podman's option) is present only when asked for. */
+  | { type: "bind"; source: string; target: string; readonly: boolean; idmap?: true }
   | { type: "tmpfs"; target: string; readonly: boolean; size?: number };
 
 function parseBool(flag: string, key: string, v: string | undefined): boolean {
@@ -32,13 +33,17 @@ function requireAbsolute(flag: string, value: string, what: string, path: string
   if (!isAbsolute(path)) throw flagError(flag, value, `${what} must be an absolute path`);
 }
 
-/** `--mount type=bind,source=/a,target=/b,readonly` or `type=tmpfs,target=/t,tmpfs-size=64m` (type defaults to bind). */
+/**
+ * `--mount type=bind,source=/a,target=/b,readonly[,idmap]` or `type=tmpfs,target=/t,tmpfs-size=64m` (type defaults
+ * to bind; `idmap` is podman's key).
+ */
 export function parseMount(value: string): MountFlag {
   const flag = "--mount";
   let type = "bind";
   let source: string | undefined;
   let target: string | undefined;
   let readonly = false;
+  let idmap = false;
   let size: number | undefined;
   for (const part of value.split(",")) {
     const eq = part.indexOf("=");
@@ -64,10 +69,13 @@ export function parseMount(value: string): MountFlag {
       case "tmpfs-size":
         size = parseSize(flag, v ?? "");
         break;
+      case "idmap":
+        idmap = parseBool(flag, key, v);
+        break;
       case "":
         break;
       default:
-        throw flagError(flag, value, `unknown key ${JSON.stringify(key)} (known: type, source, target, readonly, tmpfs-size)`);
+        throw flagError(flag, value, `unknown key ${JSON.stringify(key)} (known: type, source, target, readonly, idmap, tmpfs-size)`);
     }
   }
   if (!target) throw flagError(flag, value, "target is required");
@@ -76,25 +84,65 @@ export function parseMount(value: string): MountFlag {
     if (!source) throw flagError(flag, value, "source is required for a bind mount");
     requireAbsolute(flag, value, "source", source);
     if (size !== undefined) throw flagError(flag, value, "tmpfs-size is only for type=tmpfs");
-    return { type: "bind", source, target, readonly };
+    return idmap ? { type: "bind", source, target, readonly, idmap } : { type: "bind", source, target, readonly };
   }
   if (type === "tmpfs") {
     if (source) throw flagError(flag, value, "a tmpfs mount takes no source");
+    // A tmpfs of a userns run is made inside its namespace, owned by its root: there is nothing to map.
+    if (idmap) throw flagError(flag, value, "idmap is only for bind mounts");
     return size === undefined ? { type: "tmpfs", target, readonly } : { type: "tmpfs", target, readonly, size };
   }
   throw flagError(flag, value, `unsupported mount type ${JSON.stringify(type)} (bind or tmpfs)`);
 }
 
-/** `-v /host:/container[:ro|rw]`; only host paths (no named volumes). */
+/** `-v /host:/container[:OPTS]`, OPTS a comma-separated list of ro, rw and idmap (podman's); only host paths. */
 export function parseVolume(value: string): MountFlag {
   const flag = "--volume";
   const parts = value.split(":");
-  if (parts.length < 2 || parts.length > 3) throw flagError(flag, value, "expected SRC:DST[:ro|rw]");
-  const [source, target, mode] = parts as [string, string, string | undefined];
+  if (parts.length < 2 || parts.length > 3) throw flagError(flag, value, "expected SRC:DST[:ro|rw][,idmap]");
+  const [source, target, opts] = parts as [string, string, string | undefined];
   requireAbsolute(flag, value, "the source (named volumes are not supported)", source);
   requireAbsolute(flag, value, "the destination", target);
-  if (mode !== undefined && mode !== "ro" && mode !== "rw") throw flagError(flag, value, `unknown mode ${JSON.stringify(mode)} (ro or rw)`);
-  return { type: "bind", source, target, readonly: mode === "ro" };
+  let mode: "ro" | "rw" | undefined;
+  let idmap = false;
+  for (const opt of opts === undefined ? [] : opts.split(",")) {
+    if (opt === "ro" || opt === "rw") {
+      if (mode !== undefined && mode !== opt) throw flagError(flag, value, "ro and rw contradict each other");
+      mode = opt;
+    } else if (opt === "idmap") idmap = true;
+    // podman's idmap=uids=…;gids=… maps with other ranges than the run's: the run's own is the only one here.
+    else if (opt.startsWith("idmap=")) throw flagError(flag, value, "idmap takes no options (the mount is mapped with the run's own ranges)");
+    else throw flagError(flag, value, `unknown option ${JSON.stringify(opt)} (ro, rw or idmap)`);
+  }
+  const readonly = mode === "ro";
+  return idmap ? { type: "bind", source, target, readonly, idmap } : { type: "bind", source, target, readonly };
+}
+
+/**
+ * The run's user namespace from `--userns auto|host` (docker's and podman's spelling; podman's "" is host) or
+ * podman's repeatable `--uidmap`/`--gidmap CONTAINER:HOST:SIZE`; undefined when none is given (the executor's
+ * default applies). As in podman, maps of one kind only serve for both, and `--userns` with maps is refused.
+ */
+export function parseUserns(userns: string | undefined, uidmaps: readonly string[], gidmaps: readonly string[]): ProcessMeta["userns"] {
+  if (userns !== undefined && (uidmaps.length > 0 || gidmaps.length > 0)) {
+    throw new InvalidArgumentError(
+      `--userns and --${uidmaps.length > 0 ? "uidmap" : "gidmap"} cannot be used together: the maps already make the run's user namespace`,
+      { field: "--userns" },
+    );
+  }
+  if (userns !== undefined) {
+    if (userns === "auto" || userns === "host") return userns;
+    // podman's alias for host.
+    if (userns === "") return "host";
+    const why = userns.startsWith("auto:")
+      ? "auto takes no options (each run gets 65536 ids from the executor's pool)"
+      : "use auto or host, or give --uidmap/--gidmap";
+    throw flagError("--userns", userns, why);
+  }
+  if (uidmaps.length === 0 && gidmaps.length === 0) return undefined;
+  const uidMap = uidmaps.map((m) => parseIdMapFlag(m, "--uidmap"));
+  const gidMap = gidmaps.map((m) => parseIdMapFlag(m, "--gidmap"));
+  return { uidMap: uidMap.length ? uidMap : gidMap, gidMap: gidMap.length ? gidMap : uidMap };
 }
 
 /** `--tmpfs /path[:size=64m][,ro]`. */

@@ -4,10 +4,12 @@ import { promisify } from "node:util";
 import type { ContainerdClient } from "../containerd/client.js";
 import { fifoImplementation } from "../containerd/fifo.js";
 import { DEFAULT_RUNTIME } from "../containerd/task-cleanup.js";
+import { DEFAULT_SNAPSHOTTER } from "../image/image.js";
 import { autoNetworkMode } from "../network/auto.js";
 import { DEFAULT_PLUGIN_DIRS } from "../network/cni.js";
 import { detectHostFeatures } from "../oci/host-features.js";
 import { defaultRootfsPath } from "../rootfs/default-rootfs.js";
+import { diagnoseUserns, type UsernsDiagnosis } from "./diagnose-userns.js";
 import { DEFAULT_FIFO_ROOT, DEFAULT_STATE_DIR } from "./options.js";
 import { chooseShimLauncher } from "./shims/launcher.js";
 
@@ -34,7 +36,13 @@ export interface HostDiagnosis {
   /** The runtime, runc's version ("not found" without runc), and the shim launcher tasks would go through (null: none). */
   runtime: { name: string; runc: string; shimLauncher: string | null };
   cgroup: { version: 1 | 2; namespaces: boolean };
+  /** `userNamespace`: ctrexec itself runs in a user namespace (not the host's initial one). */
   security: { seccomp: boolean; apparmor: boolean; selinux: boolean; userNamespace: boolean };
+  /**
+   * What a run with `userns` needs: the kernel's user namespaces, and idmapped mounts on the filesystems of the
+   * state dir (runs' own dirs), the default rootfs and the default snapshotter's root (image and snapshot roots).
+   */
+  userns: UsernsDiagnosis;
   /** The mode `network: "default"` picks, the built-in providers, and the CNI plugins the bridge needs. */
   network: { default: "bridge" | "host"; providers: string[]; cniPluginDir: string | null; cniPlugins: string[] };
   defaultRootfs: { path: string; built: boolean };
@@ -59,13 +67,23 @@ async function runcVersion(): Promise<string> {
   }
 }
 
-async function containerdFacts(client: ContainerdClient): Promise<HostDiagnosis["containerd"]> {
+/** containerd's facts, and the directory each snapshotter keeps its snapshots in (as its plugin exports it). */
+async function containerdFacts(client: ContainerdClient): Promise<{ facts: HostDiagnosis["containerd"]; snapshotterRoots: Map<string, string> }> {
+  const snapshotterRoots = new Map<string, string>();
   try {
     const v = await client.version();
     const plugins = await client.introspection.plugins([`type=="io.containerd.snapshotter.v1"`]).catch(() => []);
-    return { reachable: true, address: client.address, version: v.version, revision: v.revision, snapshotters: plugins.map((p) => p.id) };
+    for (const p of plugins) if (p.exports["root"]) snapshotterRoots.set(p.id, p.exports["root"]);
+    const facts = {
+      reachable: true as const,
+      address: client.address,
+      version: v.version,
+      revision: v.revision,
+      snapshotters: plugins.map((p) => p.id),
+    };
+    return { facts, snapshotterRoots };
   } catch (err) {
-    return { reachable: false, address: client.address, error: err instanceof Error ? err.message : String(err) };
+    return { facts: { reachable: false, address: client.address, error: err instanceof Error ? err.message : String(err) }, snapshotterRoots };
   }
 }
 
@@ -78,18 +96,29 @@ export async function diagnoseHost(options: DiagnoseOptions): Promise<HostDiagno
   const { client } = options;
   const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
   const runtime = options.runtime ?? DEFAULT_RUNTIME;
-  const [containerd, runc, defaultNetwork] = await Promise.all([containerdFacts(client), runcVersion(), autoNetworkMode()]);
+  const [{ facts: containerd, snapshotterRoots }, runc, defaultNetwork] = await Promise.all([
+    containerdFacts(client),
+    runcVersion(),
+    autoNetworkMode(),
+  ]);
   const host = detectHostFeatures();
   const cniDir = DEFAULT_PLUGIN_DIRS.find((d) => existsSync(d));
   const cniPlugins = cniDir ? readdirSync(cniDir).filter((f) => BRIDGE_PLUGINS.includes(f)) : [];
   const rootfs = defaultRootfsPath(stateDir);
   const containerdVersion = containerd.reachable ? containerd.version : "";
+  const snapshotterRoot = snapshotterRoots.get(DEFAULT_SNAPSHOTTER);
+  const userns = await diagnoseUserns([
+    { what: "state dir", path: stateDir },
+    { what: "default rootfs", path: rootfs },
+    ...(snapshotterRoot ? [{ what: `snapshotter ${DEFAULT_SNAPSHOTTER}`, path: snapshotterRoot }] : []),
+  ]);
   return {
     containerd,
     namespace: client.namespace,
     runtime: { name: runtime, runc, shimLauncher: chooseShimLauncher(options.shimLauncher, runtime, containerdVersion) ?? null },
     cgroup: { version: existsSync("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1, namespaces: host.cgroupNamespaces },
     security: { seccomp: host.seccomp, apparmor: host.apparmor, selinux: host.selinux, userNamespace: host.inUserNamespace },
+    userns,
     network: { default: defaultNetwork, providers: ["host", "none", "bridge"], cniPluginDir: cniDir ?? null, cniPlugins },
     defaultRootfs: { path: rootfs, built: existsSync(`${rootfs}/bin/busybox`) },
     stateDir,

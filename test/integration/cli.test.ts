@@ -48,6 +48,66 @@ describe("ctrexec CLI basics", () => {
     assert.match(bad.stderr, /CTREXEC_SHIM_LAUNCHER=build\/ctrexec-shim: use "off" or the absolute path of an executable file/);
   });
 
+  it("info says whether user namespaces work, and idmapped mounts on each directory a userns run maps", async () => {
+    interface Check {
+      what: string;
+      path: string;
+      probed: string;
+      fsType: string;
+      supported: boolean;
+      errno?: string;
+      reason?: string;
+    }
+    type Info = { stateDir: string; userns: { supported: boolean; maxUserNamespaces: number | null; idmap: Check[] } };
+    const r = await ctrexec(["info", "--format", "json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const info = JSON.parse(r.stdout) as Info;
+    // This host's kernel (6.x, user namespaces on) and its ext4 allow both; a check that lies fails here.
+    assert.equal(info.userns.supported, true);
+    assert.ok(info.userns.maxUserNamespaces! > 0);
+    assert.deepEqual(
+      info.userns.idmap.map((c) => c.what),
+      ["state dir", "default rootfs", "snapshotter overlayfs"],
+    );
+    assert.equal(info.userns.idmap[0]!.path, info.stateDir);
+    for (const c of info.userns.idmap) {
+      assert.notEqual(c.fsType, "?", JSON.stringify(c));
+      if (c.fsType === "ext4") assert.equal(c.supported, true, JSON.stringify(c));
+    }
+    const text = (await ctrexec(["info"])).stdout;
+    assert.match(text, /^user namespaces: +yes \(up to \d+\)$/m);
+    assert.match(text, new RegExp(`^idmapped mounts: +(yes|NO) on state dir ${info.stateDir} \\(`, "m"));
+
+    // procfs refuses idmapped mounts: a state dir there (never created by info) shows the refusal and its reason.
+    const onProc = await ctrexec(["--root", "/proc/ctrexec-h3-none", "info", "--format", "json"]);
+    assert.equal(onProc.code, 0, onProc.stderr);
+    const state = (JSON.parse(onProc.stdout) as Info).userns.idmap[0]!;
+    assert.equal(state.probed, "/proc");
+    assert.equal(state.fsType, "proc");
+    assert.equal(state.supported, false);
+    assert.match(state.errno ?? "", /^E[A-Z]+$/);
+    assert.ok(state.reason, "a refusal says why");
+    const onProcText = (await ctrexec(["--root", "/proc/ctrexec-h3-none", "info"])).stdout;
+    assert.match(onProcText, /^idmapped mounts: +NO on state dir \/proc\/ctrexec-h3-none \(not made yet: probed \/proc\) \(proc\): E[A-Z]+: .+$/m);
+  });
+
+  it("refuses bad --userns, --uidmap, --gidmap and idmap volumes with 125 and one line, before reaching containerd", async () => {
+    const cases: [string[], RegExp][] = [
+      [["--userns", "keep-id"], /^ctrexec: invalid argument "keep-id" for "--userns": /],
+      [["--userns=auto", "--uidmap", "0:300000:65536"], /^ctrexec: --userns and --uidmap cannot be used together/],
+      [["--gidmap", "0:300000"], /--gidmap/],
+      [["-v", "/tmp:/t:idmap"], /^ctrexec: --volume \/t with idmap needs a user namespace/],
+      [["--userns", "auto", "-v", "/tmp:/t:ro,rw"], /^ctrexec: invalid argument "\/tmp:\/t:ro,rw" for "--volume": ro and rw contradict/],
+    ];
+    for (const [flags, message] of cases) {
+      // An unreachable address: a flag error must come first, so this never gets as far as containerd.
+      const r = await ctrexec(["--address", "/run/ctrexec-test-nonexistent.sock", "run", ...flags, "true"]);
+      assert.equal(r.code, 125, flags.join(" "));
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    }
+  });
+
   it("exits 125 on a bad flag or command", async () => {
     assert.equal((await ctrexec(["--bogus"])).code, 125);
     const r = await ctrexec(["frobnicate"]);

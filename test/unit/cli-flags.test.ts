@@ -4,7 +4,7 @@ import { type OptionSpec, parseOptions } from "../../src/cli/args.js";
 import { parseSignalName } from "../../src/cli/commands/manage.js";
 import { buildRun } from "../../src/cli/commands/run.js";
 import { contextFrom } from "../../src/cli/context.js";
-import { exitCodeFor } from "../../src/cli/exit-codes.js";
+import { errorLine, exitCodeFor } from "../../src/cli/exit-codes.js";
 import {
   parseAddHost,
   parseCpus,
@@ -16,9 +16,10 @@ import {
   parseSize,
   parseTmpfs,
   parseUlimit,
+  parseUserns,
   parseVolume,
 } from "../../src/cli/flags.js";
-import { ExitError, InvalidArgumentError, NotFoundError, StartError } from "../../src/errors.js";
+import { ExitError, FailedPreconditionError, InvalidArgumentError, NotFoundError, StartError } from "../../src/errors.js";
 
 const specs: OptionSpec[] = [
   { name: "tty", short: "t", kind: "flag", help: "" },
@@ -88,6 +89,64 @@ describe("flag values", () => {
     assert.deepEqual(parseTmpfs("/t:size=1m,ro"), { type: "tmpfs", target: "/t", readonly: true, size: 1 << 20 });
     assert.throws(() => parseTmpfs("t"), names("--tmpfs"));
     assert.throws(() => parseTmpfs("/t:mode=1777"), names("--tmpfs"));
+  });
+
+  it("takes podman's idmap option in -v and --mount, for binds only", () => {
+    assert.deepEqual(parseVolume("/h:/c:idmap"), { type: "bind", source: "/h", target: "/c", readonly: false, idmap: true });
+    assert.deepEqual(parseVolume("/h:/c:ro,idmap"), { type: "bind", source: "/h", target: "/c", readonly: true, idmap: true });
+    assert.deepEqual(parseVolume("/h:/c:idmap,rw"), { type: "bind", source: "/h", target: "/c", readonly: false, idmap: true });
+    assert.deepEqual(parseVolume("/h:/c:ro,ro"), { type: "bind", source: "/h", target: "/c", readonly: true });
+    for (const bad of ["/h:/c:ro,rw", "/h:/c:idmap=uids=0-1-10", "/h:/c:ro,", "/h:/c:z", "/h:/c:ro:idmap"]) {
+      assert.throws(() => parseVolume(bad), names("--volume"), bad);
+    }
+    assert.throws(() => parseVolume("/h:/c:idmap=uids=0-1-10"), /idmap takes no options/);
+    assert.throws(() => parseVolume("/h:/c:ro,rw"), /contradict/);
+    assert.deepEqual(parseMount("src=/a,dst=/b,idmap"), { type: "bind", source: "/a", target: "/b", readonly: false, idmap: true });
+    assert.deepEqual(parseMount("src=/a,dst=/b,idmap=false,ro"), { type: "bind", source: "/a", target: "/b", readonly: true });
+    assert.throws(() => parseMount("type=tmpfs,dst=/t,idmap"), /idmap is only for bind mounts/);
+    assert.throws(() => parseMount("src=/a,dst=/b,idmap=maybe"), names("--mount"));
+  });
+
+  it("parses --userns auto|host and podman's --uidmap/--gidmap, each map kind standing in for the other", () => {
+    assert.equal(parseUserns(undefined, [], []), undefined);
+    assert.equal(parseUserns("auto", [], []), "auto");
+    assert.equal(parseUserns("host", [], []), "host");
+    assert.equal(parseUserns("", [], []), "host", "podman's alias");
+    const a = { containerId: 0, hostId: 300000, size: 65536 };
+    const b = { containerId: 0, hostId: 400000, size: 1000 };
+    assert.deepEqual(parseUserns(undefined, ["0:300000:65536"], []), { uidMap: [a], gidMap: [a] });
+    assert.deepEqual(parseUserns(undefined, [], ["0:300000:65536"]), { uidMap: [a], gidMap: [a] });
+    assert.deepEqual(parseUserns(undefined, ["0:300000:65536"], ["0:400000:1000"]), { uidMap: [a], gidMap: [b] });
+    assert.deepEqual(parseUserns(undefined, ["0:300000:1", "1:300001:65535"], []), {
+      uidMap: [
+        { containerId: 0, hostId: 300000, size: 1 },
+        { containerId: 1, hostId: 300001, size: 65535 },
+      ],
+      gidMap: [
+        { containerId: 0, hostId: 300000, size: 1 },
+        { containerId: 1, hostId: 300001, size: 65535 },
+      ],
+    });
+  });
+
+  it("refuses --userns with maps, unknown modes and malformed maps, naming the flag", () => {
+    for (const [userns, uid, gid] of [
+      ["auto", ["0:300000:65536"], []],
+      ["host", [], ["0:300000:65536"]],
+      ["auto", ["0:300000:65536"], ["0:300000:65536"]],
+    ] as const) {
+      assert.throws(
+        () => parseUserns(userns, uid, gid),
+        (e: unknown) => e instanceof InvalidArgumentError && e.field === "--userns" && /cannot be used together/.test(e.message),
+      );
+    }
+    for (const mode of ["keep-id", "auto:size=1024", "AUTO", "private", "ns:/proc/1/ns/user"])
+      assert.throws(() => parseUserns(mode, [], []), names("--userns"), mode);
+    const fieldIs = (f: string) => (e: unknown) => e instanceof InvalidArgumentError && e.field === f;
+    for (const bad of ["0:300000", "x:1:2", "0:300000:0", "0:-1:5", "0:300000:65536:1"]) {
+      assert.throws(() => parseUserns(undefined, [bad], []), fieldIs("--uidmap"), bad);
+      assert.throws(() => parseUserns(undefined, ["0:300000:65536"], [bad]), fieldIs("--gidmap"), bad);
+    }
   });
 
   it("parses env: K=V, bare K from the caller, env files with comments", () => {
@@ -215,6 +274,40 @@ describe("ctrexec run command line", () => {
     assert.ok(!r.help && r.meta.extraHosts![0]!.ip === "host-gateway");
   });
 
+  it("puts the user namespace and idmapped binds on the run, and refuses idmap without a user namespace", async () => {
+    const auto = await buildRun(["--userns=auto", "-v", "/h:/c:ro,idmap", "--mount", "src=/a,dst=/b", "true"], ctx);
+    assert.ok(!auto.help);
+    assert.equal(auto.meta.userns, "auto");
+    assert.deepEqual(
+      auto.mounts.map((m) => [m.dest, m.readonly, m.idmap]),
+      [
+        ["/b", false, undefined],
+        ["/c", true, true],
+      ],
+    );
+    const mapped = await buildRun(["--uidmap", "0:300000:65536", "--mount", "src=/a,dst=/b,idmap", "true"], ctx);
+    assert.ok(!mapped.help);
+    assert.deepEqual(mapped.meta.userns, {
+      uidMap: [{ containerId: 0, hostId: 300000, size: 65536 }],
+      gidMap: [{ containerId: 0, hostId: 300000, size: 65536 }],
+    });
+    assert.equal(mapped.mounts[0]!.idmap, true);
+    const plain = await buildRun(["true"], ctx);
+    assert.ok(!plain.help && !("userns" in plain.meta));
+    await assert.rejects(
+      buildRun(["-v", "/h:/c:idmap", "true"], ctx),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "--volume" && /needs a user namespace/.test(e.message),
+    );
+    await assert.rejects(
+      buildRun(["--userns", "host", "--mount", "src=/a,dst=/b,idmap", "true"], ctx),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "--mount",
+    );
+    await assert.rejects(
+      buildRun(["--userns", "auto", "--uidmap", "0:1:2", "true"], ctx),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "--userns",
+    );
+  });
+
   it("needs a command, and rejects a relative rootfs", async () => {
     await assert.rejects(buildRun([], ctx), /requires a command/);
     await assert.rejects(buildRun(["--rootfs", "rel", "true"], ctx), names("--rootfs"));
@@ -229,5 +322,11 @@ describe("exit codes", () => {
     assert.deepEqual(exitCodeFor(new StartError("x", "not-found")), { code: 127, print: true });
     assert.deepEqual(exitCodeFor(new StartError("x", "not-executable")), { code: 126, print: true });
     assert.deepEqual(exitCodeFor(new NotFoundError("x")), { code: 125, print: true });
+  });
+
+  it("a refused user namespace is ctrexec's own failure: 125 and one ctrexec: line", () => {
+    const err = new FailedPreconditionError("idmapped mounts are not supported on /srv (xfs): EINVAL: refused\nsecond line");
+    assert.deepEqual(exitCodeFor(err), { code: 125, print: true });
+    assert.equal(errorLine(err), "ctrexec: idmapped mounts are not supported on /srv (xfs): EINVAL: refused");
   });
 });

@@ -1,4 +1,4 @@
-import { diagnoseHost, InvalidArgumentError } from "../../index.js";
+import { diagnoseHost, type HostDiagnosis, InvalidArgumentError } from "../../index.js";
 import { type OptionSpec, optionsHelp, parseOptions } from "../args.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openClient, shimLauncherFromEnv } from "../context.js";
 import { EXIT_OWN_FAILURE } from "../exit-codes.js";
@@ -8,8 +8,9 @@ import { VERSION } from "../version.js";
 const OPTIONS: OptionSpec[] = [{ name: "format", kind: "value", arg: "FORMAT", help: "text (default) or json" }, ...GLOBAL_OPTIONS];
 export const INFO_HELP = `Usage: ctrexec info [--format json]
 
-Show what ctrexec runs on: containerd, runtime, cgroups, security features, networking,
-the default rootfs and the state directories. The first thing to run when something is wrong.
+Show what ctrexec runs on: containerd, runtime, cgroups, security features, user namespaces
+(and whether idmapped mounts work where --userns needs them), networking, the default rootfs
+and the state directories. The first thing to run when something is wrong.
 
 Options:
 ${optionsHelp(OPTIONS)}
@@ -18,6 +19,18 @@ Examples:
   ctrexec info
   ctrexec info --format json
 `;
+
+/** Two columns as the other lines; each idmap check on a line of its own, with the reason when it fails. */
+export function usernsLines(u: HostDiagnosis["userns"]): string[] {
+  const kernel = u.supported
+    ? `yes (up to ${u.maxUserNamespaces})`
+    : `NO: ${u.maxUserNamespaces === null ? "the kernel has none" : "/proc/sys/user/max_user_namespaces is 0"} (--userns auto and --uidmap fail)`;
+  const checks = u.idmap.map((c) => {
+    const where = `${c.what} ${c.path}${c.probed === c.path ? "" : ` (not made yet: probed ${c.probed})`} (${c.fsType})`;
+    return c.supported ? `yes on ${where}` : `NO on ${where}: ${c.errno}: ${c.reason}`;
+  });
+  return [`user namespaces:  ${kernel}`, ...checks.map((c, i) => `${i === 0 ? "idmapped mounts:" : ""}`.padEnd(18) + c)];
+}
 
 export async function infoCommand(argv: string[], parent: Context): Promise<number> {
   const p = parseOptions(argv, OPTIONS, "info");
@@ -47,6 +60,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
       `seccomp:          ${d.security.seccomp ? "yes" : "no"}`,
       `apparmor:         ${d.security.apparmor ? "yes" : "no"}`,
       `selinux:          ${d.security.selinux ? "yes" : "no"}`,
+      ...usernsLines(d.userns),
       `network:          default ${d.network.default}; providers ${d.network.providers.join(", ")}`,
       `CNI plugins:      ${d.network.cniPluginDir ? `${d.network.cniPlugins.join(", ") || "none"} in ${d.network.cniPluginDir}` : "not installed"}`,
       `default rootfs:   ${d.defaultRootfs.path}${d.defaultRootfs.built ? "" : " (not built yet)"} (each run writes to its own overlay)`,

@@ -30,6 +30,7 @@ import {
   parseSize,
   parseTmpfs,
   parseUlimit,
+  parseUserns,
   parseVolume,
 } from "../flags.js";
 import { withPull } from "../pulling.js";
@@ -46,8 +47,19 @@ const OPTIONS: OptionSpec[] = [
   { name: "snapshotter", kind: "value", arg: "NAME", help: "containerd snapshotter for --image/--snapshot (default overlayfs)" },
   { name: "id", kind: "value", arg: "ID", help: "container id (default: generated)" },
   { name: "rm", kind: "flag", help: "accepted for docker compatibility: runs are always removed" },
-  { name: "mount", kind: "list", arg: "SPEC", help: "type=bind,source=S,target=T[,readonly] or type=tmpfs,target=T[,tmpfs-size=64m]" },
-  { name: "volume", short: "v", kind: "list", arg: "SRC:DST[:ro]", help: "bind-mount a host path" },
+  {
+    name: "mount",
+    kind: "list",
+    arg: "SPEC",
+    help: "type=bind,source=S,target=T[,readonly][,idmap] or type=tmpfs,target=T[,tmpfs-size=64m]",
+  },
+  {
+    name: "volume",
+    short: "v",
+    kind: "list",
+    arg: "SRC:DST[:OPTS]",
+    help: "bind-mount a host path; OPTS: ro or rw, and idmap (in a user namespace: its root is host root there)",
+  },
   { name: "tmpfs", kind: "list", arg: "DST[:size=N]", help: "mount a tmpfs" },
   { name: "network", kind: "value", arg: "MODE", help: "host, none or bridge (default: bridge when set up, else host)" },
   { name: "user", short: "u", kind: "value", arg: "USER", help: "user[:group] or uid[:gid], looked up in the rootfs" },
@@ -68,6 +80,14 @@ const OPTIONS: OptionSpec[] = [
   { name: "cpus", kind: "value", arg: "N", help: "CPU quota, e.g. 1.5" },
   { name: "cpuset-cpus", kind: "value", arg: "LIST", help: "CPUs allowed, e.g. 0-1" },
   { name: "privileged", kind: "flag", help: "insecure mode: all capabilities, no seccomp, all devices" },
+  {
+    name: "userns",
+    kind: "value",
+    arg: "MODE",
+    help: "auto: root inside is an unused 65536-id range of the host, not root; host: none (default)",
+  },
+  { name: "uidmap", kind: "list", arg: "C:H:N", help: "a user namespace: uids C.. inside are H.. on the host, N of them (repeatable)" },
+  { name: "gidmap", kind: "list", arg: "C:H:N", help: "the same for gids (either flag alone serves for both)" },
   { name: "valid-exit-code", kind: "list", arg: "N", help: "an exit code that counts as success (repeatable; default 0)" },
   { name: "label", short: "l", kind: "list", arg: "K=V", help: "label on the container" },
   ...GLOBAL_OPTIONS,
@@ -93,12 +113,26 @@ Examples:
   echo hi | ctrexec run -i cat
   ctrexec run -t -i sh
   ctrexec run --network none --memory 256m --tmpfs /tmp:size=64m -- ./build.sh
+  ctrexec run --userns auto --image alpine:3 -- sh -c 'id; cat /proc/self/uid_map'
+  ctrexec run --uidmap 0:300000:65536 -v /srv/cache:/cache:idmap make
 `;
 
 function toMountSpec(m: MountFlag): MountSpec {
-  return m.type === "bind"
-    ? { source: bindMountable(m.source), dest: m.target, readonly: m.readonly }
-    : { source: tmpfsMountable(m.size === undefined ? {} : { size: m.size }), dest: m.target, readonly: m.readonly };
+  if (m.type === "tmpfs") return { source: tmpfsMountable(m.size === undefined ? {} : { size: m.size }), dest: m.target, readonly: m.readonly };
+  const spec: MountSpec = { source: bindMountable(m.source), dest: m.target, readonly: m.readonly };
+  if (m.idmap) spec.idmap = true;
+  return spec;
+}
+
+/** An idmapped bind means something only in a user namespace; without one, asking for it is a mistake to report. */
+function checkIdmapNeedsUserns(flag: string, mounts: readonly MountFlag[], userns: ProcessMeta["userns"]): void {
+  const idmapped = mounts.find((m) => m.type === "bind" && m.idmap);
+  if (idmapped && (userns === undefined || userns === "host")) {
+    throw new InvalidArgumentError(
+      `${flag} ${idmapped.target} with idmap needs a user namespace: add --userns auto or --uidmap (without one, its files show their host owners anyway)`,
+      { field: flag },
+    );
+  }
 }
 
 function resourcesFrom(p: Parsed): LinuxResources | undefined {
@@ -164,11 +198,12 @@ export async function buildRun(argv: string[], parent: Context) {
   set("hostname", p.values.get("hostname"));
   set("cgroupParent", p.values.get("cgroup-parent"));
   set("resources", resourcesFrom(p));
-  const mounts = [
-    ...(p.lists.get("mount") ?? []).map(parseMount),
-    ...(p.lists.get("volume") ?? []).map(parseVolume),
-    ...(p.lists.get("tmpfs") ?? []).map(parseTmpfs),
-  ].map(toMountSpec);
+  set("userns", parseUserns(p.values.get("userns"), p.lists.get("uidmap") ?? [], p.lists.get("gidmap") ?? []));
+  const mountFlags = (p.lists.get("mount") ?? []).map(parseMount);
+  const volumes = (p.lists.get("volume") ?? []).map(parseVolume);
+  checkIdmapNeedsUserns("--mount", mountFlags, meta.userns);
+  checkIdmapNeedsUserns("--volume", volumes, meta.userns);
+  const mounts = [...mountFlags, ...volumes, ...(p.lists.get("tmpfs") ?? []).map(parseTmpfs)].map(toMountSpec);
   const rootfs = p.values.get("rootfs");
   if (rootfs !== undefined && !rootfs.startsWith("/")) throw flagError("--rootfs", rootfs, "must be an absolute path");
   const root: RootSpec | undefined = rootfs ? { source: bindMountable(rootfs) } : undefined;
