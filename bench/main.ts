@@ -598,6 +598,69 @@ async function imageRoot(): Promise<void> {
   table.push(["run on the default root (overlay) (ms)", `${r1(median(dflt))} ms`, "-", "-", "-", "-", "-"]);
 }
 
+/** A directory of `files` files of `bytes` each, in subdirs of 100: a large image's tree, for the userns cost. */
+async function bulkTree(dir: string, files: number, bytes: number): Promise<void> {
+  const data = Buffer.alloc(bytes, 7);
+  for (let i = 0; i < files; i++) {
+    const sub = join(dir, "usr", "lib", "bulk", String(Math.floor(i / 100)));
+    if (i % 100 === 0) await mkdir(sub, { recursive: true });
+    await writeFile(join(sub, `f${i}`), data);
+  }
+}
+
+async function userns(): Promise<void> {
+  const ex = await newExecutor({ userns: { pool: { start: 0x18000000, size: 65536 * 16 } } });
+  const small = join(stateDir, "userns-small");
+  const large = join(stateDir, "userns-large");
+  await exec("cp", ["-a", rootfs, small]);
+  await exec("cp", ["-a", rootfs, large]);
+  await bulkTree(large, 1500, 36 * 1024); // ~54 MB in 1500 files, as the isolation probe's chown test
+  const host: number[] = [];
+  const auto: number[] = [];
+  const dirSmall: number[] = [];
+  const dirLarge: number[] = [];
+  const once = async (meta: ProcessMeta, dir?: string) => {
+    const t = performance.now();
+    await ex.run({
+      ...(dir ? { root: { source: bindMountable(dir) } } : {}),
+      process: { meta, stdout: new Discard(), stderr: new Discard() },
+    });
+    return performance.now() - t;
+  };
+  for (let i = 0; i < 2; i++) {
+    await once({ args: ["/bin/true"] });
+    await once({ args: ["/bin/true"], userns: "auto" });
+  }
+  for (let round = 0; round < ROUNDS * 2; round++) {
+    // Alternating, so that drift on this shared machine falls on both alike.
+    for (let i = 0; i < PER_ROUND; i++) {
+      host.push(await once({ args: ["/bin/true"] }));
+      auto.push(await once({ args: ["/bin/true"], userns: "auto" }));
+      dirSmall.push(await once({ args: ["/bin/true"], userns: "auto" }, small));
+      dirLarge.push(await once({ args: ["/bin/true"], userns: "auto" }, large));
+    }
+  }
+  await ex.close();
+  results["userns"] = {
+    default_root_host: summary(host),
+    default_root_auto: summary(auto),
+    directory_root_2mb_auto: summary(dirSmall),
+    directory_root_54mb_auto: summary(dirLarge),
+  };
+  table.push(["run /bin/true, userns host (ms)", `${r1(median(host))} ms`, "-", "-", "-", "-", "-"]);
+  table.push(['  same, userns "auto" (ms)', `${r1(median(auto))} ms`, "-", "-", "-", "-", `${(median(auto) / median(host)).toFixed(2)}x host`]);
+  table.push(['  userns "auto", 2 MB directory root (ms)', `${r1(median(dirSmall))} ms`, "-", "-", "-", "-", "-"]);
+  table.push([
+    '  userns "auto", 54 MB / 1500-file root (ms)',
+    `${r1(median(dirLarge))} ms`,
+    "-",
+    "-",
+    "-",
+    "-",
+    `${(median(dirLarge) / median(dirSmall)).toFixed(2)}x 2 MB`,
+  ]);
+}
+
 // ---------------------------------------------------------------- main
 
 const SCENARIOS: Record<string, () => Promise<void>> = {
@@ -611,6 +674,7 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
   rss: rss32,
   network: networks,
   image: imageRoot,
+  userns,
   pull: () => benchPull({ stateDir, rounds: quick ? 3 : 10, results, row: (name, unit, c, ctr) => row(name, unit, c, ctr), summary, median }),
 };
 
