@@ -281,6 +281,9 @@ describe("a user namespace per run (userns)", () => {
       { args: ["sh", "-c", "stat -c %u:%g /a /d; ls /second.txt 2>&1 | grep -c 'No such'"] },
     );
     assert.equal(later, "1000:1000\n0:0\n1\n");
+    // And a snapshot root in a user namespace sees the same owners.
+    const inNs = await output({ root: { source: snapshotMountable(env.client, commit) } }, { userns: "auto", args: ["stat", "-c", "%u:%g", "/a", "/d"] });
+    assert.equal(inNs, "1000:1000\n0:0\n");
     await env.client.snapshots.remove({ snapshotter: "overlayfs", key: commit });
   });
 
