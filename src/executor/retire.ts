@@ -21,8 +21,12 @@ export class Retirements {
   /** Deletions waiting for their gate (a reused shim's founder). */
   readonly #gated = new Set<string>();
   readonly #orphans = new Set<string>();
-  /** What waits for an orphan's task to be gone (its run dir, which the container may still write into). */
-  readonly #afterOrphan = new Map<string, () => Promise<void>>();
+  /**
+   * What waits for an orphan's task to be gone (its run dir, which the container may still write into; its user
+   * namespace range), in the order it was asked for.
+   */
+  readonly #afterOrphan = new Map<string, (() => Promise<void>)[]>();
+  #afterCount = 0;
   #retrying: Promise<void> | undefined;
 
   constructor(client: ContainerdClient, logger: Logger, closing: AbortSignal) {
@@ -126,8 +130,16 @@ export class Retirements {
    * executor closes first, it never runs, and prune does its work once this process is gone.
    */
   whenOrphanGone(id: string, fn: () => Promise<void>): void {
-    if (this.#orphans.has(id)) this.#afterOrphan.set(id, fn);
-    else this.track(`after-${id}`, fn());
+    if (this.#orphans.has(id)) this.#afterOrphan.set(id, [...(this.#afterOrphan.get(id) ?? []), fn]);
+    else this.#runAfter(id, [fn]);
+  }
+
+  /** Runs what waited for `id`'s task, one after the other, tracked for drain (a key of its own each time). */
+  #runAfter(id: string, fns: readonly (() => Promise<void>)[]): void {
+    const run = async () => {
+      for (const fn of fns) await fn().catch((err: unknown) => this.#logger.warn("background cleanup failed", { id, error: err }));
+    };
+    this.track(`after-${id}-${++this.#afterCount}`, run());
   }
 
   async #retryOrphans(): Promise<void> {
@@ -139,7 +151,7 @@ export class Retirements {
         this.#logger.info("finished the cleanup of an earlier run", { id });
         const after = this.#afterOrphan.get(id);
         this.#afterOrphan.delete(id);
-        if (after) this.track(`after-${id}`, after());
+        if (after) this.#runAfter(id, after);
       } catch {
         // next round
       }
@@ -151,6 +163,8 @@ export class Retirements {
     await Promise.allSettled([...this.#pending.values()]);
     await this.#retrying;
     await this.#retryOrphans().catch(() => {});
+    // What waited for an orphan that went in that last try.
+    await Promise.allSettled([...this.#pending.values()]);
   }
 }
 
