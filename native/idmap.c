@@ -18,12 +18,16 @@
 #include <sys/fsuid.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/capability.h>
 #include <node_api.h>
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 #include "errno-error.h"
 
 // The mount API of Linux 5.2 (open_tree, move_mount) and 5.12 (mount_setattr), for headers older than that.
@@ -103,7 +107,13 @@ static napi_value failure_error(napi_env env, const failure *f) {
  * thread at the same moment would hold a copy of our pipe's write end (and we of its), and neither would see EOF.
  */
 static int userns_child(void *arg) {
-  (void)arg;
+  // If this process dies before it reaps us (SIGKILL, OOM), we must not live on as init's child holding a copy
+  // of its address space and of every fd it had (a flock'd lock file among them): die with the thread that
+  // made us, and if that already happened (we were reparented before the prctl), go at once. These raw calls
+  // cannot fail with these arguments, so none writes errno.
+  syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if ((pid_t)syscall(SYS_getppid) != (pid_t)(intptr_t)arg) syscall(SYS_exit, 0);
+  syscall(SYS_close_range, 0U, ~0U, 0U);
   for (;;) syscall(SYS_pause);
   return 0;
 }
@@ -131,7 +141,7 @@ static int open_userns(const char *uid_map, const char *gid_map, failure *f) {
   // handlers would run in the child on this thread's memory.
   uint64_t all = ~(uint64_t)0, old;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, sizeof all);
-  pid_t pid = clone(userns_child, stack + CHILD_STACK, CLONE_VM | CLONE_NEWUSER | SIGCHLD, NULL);
+  pid_t pid = clone(userns_child, stack + CHILD_STACK, CLONE_VM | CLONE_NEWUSER | SIGCHLD, (void *)(intptr_t)getpid());
   int clone_err = errno;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof old);
   if (pid < 0) {
