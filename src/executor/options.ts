@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import type { ContainerdClient } from "../containerd/client.js";
 import { DEFAULT_RUNTIME } from "../containerd/task-cleanup.js";
@@ -8,7 +9,7 @@ import type { NetworkProvider } from "../network/types.js";
 import type { HostFeatures } from "../oci/host-features.js";
 import { type DnsConfig, validateDnsConfig } from "../oci/resolv-conf.js";
 import { validateCgroupParent } from "../oci/spec.js";
-import { validateIdMapping } from "../oci/userns.js";
+import { checkExplicitMaps } from "../oci/userns.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import type { Tracer } from "../util/tracing.js";
 import { isExecutable } from "./shims/launcher.js";
@@ -179,14 +180,44 @@ function resolveUserns(options: ExecutorOptions): ResolvedOptions["userns"] {
         field: "userns.default",
       });
     }
-    validateIdMapping(mode, "userns.default");
+    checkExplicitMaps(mode, "userns.default");
   }
   if (mode !== "host" && options.rootless) {
     throw new InvalidArgumentError("userns.default: a rootless containerd already runs every container in its user namespace", {
       field: "userns.default",
     });
   }
-  return { default: mode, pools: resolvePools(options.userns?.pool) };
+  const pools = resolvePools(options.userns?.pool);
+  checkPoolAgainstAccounts(pools);
+  return { default: mode, pools };
+}
+
+/**
+ * A pool's ids must belong to no account of the host (/etc/passwd, /etc/group): a run's root would own that
+ * account's files. Directory services (LDAP, SSSD) are not looked at: keep pools out of their ranges.
+ */
+export function checkPoolAgainstAccounts(pools: ResolvedPools, files = { passwd: "/etc/passwd", group: "/etc/group" }): void {
+  for (const [file, pool] of [
+    [files.passwd, pools.uid],
+    [files.group, pools.gid],
+  ] as const) {
+    let text = "";
+    try {
+      text = readFileSync(file, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n")) {
+      const [name, , id] = line.split(":");
+      const n = Number(id);
+      if (name && Number.isSafeInteger(n) && n >= pool.start && n < pool.start + pool.size) {
+        throw new InvalidArgumentError(
+          `userns.pool: ${file} has ${JSON.stringify(name)} with id ${n}, inside the pool (${pool.start}-${pool.start + pool.size - 1}): a run's root would own its files; choose a pool outside the host's accounts`,
+          { field: "userns.pool" },
+        );
+      }
+    }
+  }
 }
 
 /** Validates `options` and applies every default, before anything is created. */

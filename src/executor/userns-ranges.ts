@@ -9,10 +9,12 @@ import { ownerAlive, ownerId } from "../util/owner.js";
 
 /*
  * "auto" user namespace ranges: 65536 uids and 65536 gids per run, from a pool, never the same ids to two live
- * runs, across executors and processes that share a state dir. The table is `<state>/userns/ranges.json`; every
- * read-modify-write holds an flock on `<state>/userns/lock`, and every write replaces the file by a rename, so a
- * reader without the lock (listRanges) sees a whole table. A range is released by its run (RangeClaim.release)
- * or, when its process died, by prune once the run can no longer be running (pruneRanges).
+ * runs, across executors and processes on the host (whatever their state dirs), and never ids that a run with
+ * explicit maps holds (claimMapping records those too). The table is `<base>/userns/ranges.json` (the executor's
+ * base is HOST_RANGES_BASE); every read-modify-write holds an flock on `<base>/userns/lock`, and every write
+ * replaces the file by a rename, so a reader without the lock (listRanges) sees a whole table. A range is
+ * released by its run (RangeClaim.release) or, when its process died, by prune once the run can no longer be
+ * running (pruneRanges).
  */
 
 /** A pool of host ids (uids or gids): ranges are taken from `start` in steps of 65536. */
@@ -322,21 +324,60 @@ export function claimRange(
   run: { namespace: string; id: string; runDir: string },
   logger: Logger,
 ): RangeClaim {
+  return claimWith(stateDir, run, logger, (entries) => {
+    const i = firstFreeSlot(pools, entries);
+    if (i === undefined) throw exhausted(pools, entries);
+    return { uid: [pools.uid.start + i * RANGE_SIZE, RANGE_SIZE], gid: [pools.gid.start + i * RANGE_SIZE, RANGE_SIZE] };
+  });
+}
+
+/** The smallest interval of host ids that holds every line of `map`. */
+function hostHull(map: readonly { hostId: number; size: number }[]): [number, number] {
+  const start = Math.min(...map.map((e) => e.hostId));
+  const end = Math.max(...map.map((e) => e.hostId + e.size));
+  return [start, end - start];
+}
+
+/**
+ * Records explicit maps of `run` like a claimed range, so that no "auto" run is given their ids while it lives;
+ * refuses them (FailedPreconditionError) when they overlap ids a live run holds. Each map is recorded as the
+ * interval from its lowest to its highest host id.
+ */
+export function claimMapping(
+  stateDir: string,
+  mapping: { uidMap: readonly { hostId: number; size: number }[]; gidMap: readonly { hostId: number; size: number }[] },
+  run: { namespace: string; id: string; runDir: string },
+  logger: Logger,
+): RangeClaim {
+  const uid = hostHull(mapping.uidMap);
+  const gid = hostHull(mapping.gidMap);
+  return claimWith(stateDir, run, logger, (entries) => {
+    const clash = entries.find((e) => intersects(e.uid, uid) || intersects(e.gid, gid));
+    if (clash) {
+      throw new FailedPreconditionError(
+        `userns: the maps' host ids (uids ${uid[0]}-${uid[0] + uid[1] - 1}, gids ${gid[0]}-${gid[0] + gid[1] - 1}) overlap those of run ${clash.namespace}/${clash.id} (uids ${clash.uid[0]}-${clash.uid[0] + clash.uid[1] - 1}): two containers with the same host ids can reach each other's files and processes; choose other ids, or wait for that run to end`,
+      );
+    }
+    return { uid, gid };
+  });
+}
+
+function intersects(a: [number, number], b: [number, number]): boolean {
+  return a[0] < b[0] + b[1] && b[0] < a[0] + a[1];
+}
+
+function claimWith(
+  stateDir: string,
+  run: { namespace: string; id: string; runDir: string },
+  logger: Logger,
+  pick: (entries: readonly RangeEntry[]) => { uid: [number, number]; gid: [number, number] },
+): RangeClaim {
   if (!isAbsolute(run.runDir)) throw new InvalidArgumentError(`run dir ${JSON.stringify(run.runDir)} must be an absolute path`, { field: "runDir" });
   const p = paths(stateDir);
   const owner = ownerId();
   const entry = locked(p, () => {
     const entries = readTable(p.table);
-    const i = firstFreeSlot(pools, entries);
-    if (i === undefined) throw exhausted(pools, entries);
-    const e: RangeEntry = {
-      uid: [pools.uid.start + i * RANGE_SIZE, RANGE_SIZE],
-      gid: [pools.gid.start + i * RANGE_SIZE, RANGE_SIZE],
-      owner,
-      namespace: run.namespace,
-      id: run.id,
-      runDir: run.runDir,
-    };
+    const e: RangeEntry = { ...pick(entries), owner, namespace: run.namespace, id: run.id, runDir: run.runDir };
     writeTable(p, [...entries, e]);
     return e;
   });
@@ -344,7 +385,7 @@ export function claimRange(
   return {
     uidStart: entry.uid[0],
     gidStart: entry.gid[0],
-    size: RANGE_SIZE,
+    size: entry.uid[1],
     release() {
       if (released) return;
       try {

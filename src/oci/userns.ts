@@ -178,3 +178,27 @@ export function fromOciMappings(linux: { uidMappings?: LinuxIdMapping[]; gidMapp
   const entry = (e: LinuxIdMapping): IdMapEntry => ({ containerId: e.containerID, hostId: e.hostID, size: e.size });
   return { uidMap: linux.uidMappings.map(entry), gidMap: linux.gidMappings.map(entry) };
 }
+
+/** Host ids below this are the host's own accounts: root, system users, login users, nobody. */
+const FIRST_UNOWNED_ID = 65536;
+
+/**
+ * Explicit maps, validated, with no host id below 65536: a container's root mapped onto an account of the host
+ * would own its files (and host root's, for id 0). podman accepts `--uidmap 0:0:65536`; that is `userns "host"`.
+ */
+export function checkExplicitMaps(mode: IdMapping, field: string): IdMapping {
+  const m = validateIdMapping(mode, field);
+  for (const [name, map] of [
+    ["uidMap", m.uidMap],
+    ["gidMap", m.gidMap],
+  ] as const) {
+    const low = map.find((e) => e.hostId < FIRST_UNOWNED_ID);
+    if (low) {
+      throw new InvalidArgumentError(
+        `${field}.${name}: host id ${low.hostId} is below ${FIRST_UNOWNED_ID}, where the host's own accounts are; map the container to unused host ids (e.g. from 0x10000000), or use userns "host"`,
+        { field },
+      );
+    }
+  }
+  return m;
+}

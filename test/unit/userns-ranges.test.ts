@@ -6,7 +6,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FailedPreconditionError, InvalidArgumentError } from "../../src/errors.js";
+import { checkPoolAgainstAccounts } from "../../src/executor/options.js";
 import {
+  claimMapping,
   claimRange,
   DEFAULT_POOL,
   listRanges,
@@ -150,6 +152,41 @@ describe("userns ranges", () => {
     assert.equal(statSync(join(state, "userns")).mode & 0o777, 0o700);
     assert.equal(statSync(join(state, "userns", "ranges.json")).mode & 0o777, 0o600);
     assert.deepEqual(readdirSync(join(state, "userns")).sort(), ["lock", "ranges.json"], "no temp file left");
+  });
+
+  it("records explicit maps: auto claims go around them, and overlapping maps are refused", () => {
+    const state = stateDir();
+    const maps = (hostId: number) => ({ uidMap: [{ hostId, size: R }], gidMap: [{ hostId, size: R }] });
+    const x = claimMapping(state, maps(DEFAULT_POOL.start), run("x"), silentLogger);
+    assert.deepEqual([x.uidStart, x.size], [DEFAULT_POOL.start, R]);
+    // The lowest slot is the explicit run's: auto takes the next.
+    assert.equal(claimRange(state, pools, run("a"), silentLogger).uidStart, DEFAULT_POOL.start + R);
+    assert.throws(() => claimMapping(state, maps(DEFAULT_POOL.start + R + 10), run("y"), silentLogger), FailedPreconditionError);
+    // A map of several lines is held as the span of its host ids.
+    const sparse = {
+      uidMap: [
+        { hostId: 0x40000000, size: 10 },
+        { hostId: 0x40001000, size: 10 },
+      ],
+      gidMap: [{ hostId: 0x40000000, size: 10 }],
+    };
+    claimMapping(state, sparse, run("z"), silentLogger);
+    assert.throws(() => claimMapping(state, maps(0x40000800 - R + 1), run("w"), silentLogger), FailedPreconditionError);
+    x.release();
+    assert.equal(claimRange(state, pools, run("b"), silentLogger).uidStart, DEFAULT_POOL.start);
+  });
+
+  it("refuses a pool that holds an account of the host", () => {
+    const dir = join(top, "accounts");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "passwd"), `root:x:0:0::/root:/bin/sh\nsvc:x:${DEFAULT_POOL.start + 5}:100::/:/bin/false\n`);
+    writeFileSync(join(dir, "group"), "root:x:0:\n");
+    const files = { passwd: join(dir, "passwd"), group: join(dir, "group") };
+    assert.throws(
+      () => checkPoolAgainstAccounts(pools, files),
+      (e: unknown) => e instanceof InvalidArgumentError && /svc/.test(e.message),
+    );
+    checkPoolAgainstAccounts(resolvePools({ start: DEFAULT_POOL.start + R, size: R }), files);
   });
 
   it("frees a range on release, once: a second release changes nothing", () => {

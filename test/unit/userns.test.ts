@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { InvalidArgumentError } from "../../src/errors.js";
 import {
   assertUserMapped,
+  checkExplicitMaps,
   fromOciMappings,
   hostRoot,
   type IdMapEntry,
@@ -153,5 +154,20 @@ describe("mapping helpers", () => {
     assert.deepEqual(fromOciMappings(oci), m);
     assert.equal(fromOciMappings({}), undefined);
     assert.equal(fromOciMappings(undefined), undefined);
+  });
+});
+
+describe("checkExplicitMaps", () => {
+  it("refuses host ids below 65536, where the host's accounts are, on either map", () => {
+    const ok = { uidMap: [e(0, 65536, 65536)], gidMap: [e(0, 0x10000000, 65536)] };
+    assert.deepEqual(checkExplicitMaps(ok, "userns"), ok);
+    assert.match(
+      refusal(() => checkExplicitMaps({ uidMap: [e(0, 0, 65536)], gidMap: ok.gidMap }, "userns"), "userns"),
+      /uidMap: host id 0 is below 65536/,
+    );
+    assert.match(
+      refusal(() => checkExplicitMaps({ uidMap: ok.uidMap, gidMap: [e(0, 100000, 10), e(10, 65535, 1)] }, "userns"), "userns"),
+      /gidMap: host id 65535/,
+    );
   });
 });

@@ -2,10 +2,10 @@ import { chmodSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { FailedPreconditionError, InvalidArgumentError } from "../../errors.js";
 import { openUserNamespace } from "../../fs/idmap.js";
-import { hostRoot, type IdMapping, mapToHost, rangeMapping, validateIdMapping } from "../../oci/userns.js";
+import { checkExplicitMaps, hostRoot, type IdMapping, mapToHost, rangeMapping } from "../../oci/userns.js";
 import type { ExecutorContext } from "../context.js";
 import type { UsernsMode } from "../types.js";
-import { claimRange, HOST_RANGES_BASE } from "../userns-ranges.js";
+import { claimMapping, claimRange, HOST_RANGES_BASE, type RangeClaim } from "../userns-ranges.js";
 import type { RunUserNamespace } from "../userns-root.js";
 import type { RunDisposal } from "./disposal.js";
 
@@ -37,7 +37,7 @@ export function checkUserns(ctx: ExecutorContext, mode: UsernsMode): IdMapping |
   if (typeof mode !== "object" || mode === null) {
     throw new InvalidArgumentError(`userns must be "host", "auto" or { uidMap, gidMap }, not ${JSON.stringify(mode)}`, { field: "userns" });
   }
-  return validateIdMapping(mode, "userns");
+  return checkExplicitMaps(mode, "userns");
 }
 
 /**
@@ -53,19 +53,19 @@ export async function prepareUserns(
   task: { readonly gone: boolean },
 ): Promise<PreparedUserns | undefined> {
   if (mode === "host") return undefined;
-  let mapping: IdMapping;
-  if (mode === "auto") {
-    const claim = claimRange(HOST_RANGES_BASE, ctx.options.userns.pools, { namespace: ctx.client.namespace, id, runDir }, ctx.logger);
-    // Its ids must not go to another run while a process of this one may live: not before the task is gone, or
-    // its exit was seen (its pid namespace, and every process in it, ended with it).
-    disposal.defer("release user namespace range", {
-      now: () => (task.gone ? claim.release() : ctx.retirements.whenOrphanGone(id, async () => claim.release())),
-      background: () => claim.release(),
-    });
-    mapping = rangeMapping(claim.uidStart, claim.gidStart, claim.size);
-  } else {
-    mapping = validateIdMapping(mode, "userns");
-  }
+  const run = { namespace: ctx.client.namespace, id, runDir };
+  // Explicit maps are recorded too, so that no "auto" run gets their ids while this one lives.
+  const explicit = mode === "auto" ? undefined : checkExplicitMaps(mode, "userns");
+  const claim: RangeClaim = explicit
+    ? claimMapping(HOST_RANGES_BASE, explicit, run, ctx.logger)
+    : claimRange(HOST_RANGES_BASE, ctx.options.userns.pools, run, ctx.logger);
+  // Its ids must not go to another run while a process of this one may live: not before the task is gone, or
+  // its exit was seen (its pid namespace, and every process in it, ended with it).
+  disposal.defer("release user namespace range", {
+    now: () => (task.gone ? claim.release() : ctx.retirements.whenOrphanGone(id, async () => claim.release())),
+    background: () => claim.release(),
+  });
+  const mapping = explicit ?? rangeMapping(claim.uidStart, claim.gidStart, claim.size);
   openPathToRunDir(ctx.root, runDir);
   const userns = await openUserNamespace(mapping);
   disposal.defer("close user namespace", () => userns.close());
