@@ -25,6 +25,9 @@ import type { LocalMount } from "./local-mount.js";
  * overlayfs itself cannot be idmapped (EINVAL), hence the binds below it.
  */
 
+/** The directory of the run dir that holds a user-namespaced run's root (and whose mode runc's way in needs). */
+export const USERNS_ROOT_DIR = "userns-root";
+
 /** The run's user namespace, as prepare needs it: its fd, and its root's host ids. */
 export interface RunUserNamespace {
   userns: UserNamespace;
@@ -66,15 +69,17 @@ const MAX_OPTIONS = 4096 - 256;
 /**
  * Mounts `mounts` (a root or an extra mount, containerd's form) for a run in `ns` at `<dir>/root`, as the
  * container must see it; `dir` is a fresh directory of the run dir. `forRunc`: the root, which runc mounts by
- * its path from inside the user namespace: `dir` lets the run's root group through, and nobody else. Returns
- * where it is and how to undo it.
+ * its path from inside the user namespace: `dir` lets the run's root group through, and nobody else (until the
+ * task is made: closeRootDir). `readonly`: read-only on the host already, whatever the mounts say, so that the
+ * container cannot remount it writable (the kernel locks a flag the mount had when it was passed in; one runc
+ * adds inside is not locked). Returns where it is and how to undo it.
  */
 export async function mountForUserNamespace(
   mounts: readonly Mount[],
   exclusive: boolean,
   dir: string,
   ns: RunUserNamespace,
-  forRunc = false,
+  options: { forRunc?: boolean; readonly?: boolean } = {},
 ): Promise<LocalMount> {
   const only = mounts.length === 1 ? mounts[0]! : undefined;
   if (!only || !(isBind(only) || only.type === "overlay")) {
@@ -83,15 +88,15 @@ export async function mountForUserNamespace(
     );
   }
   mkdirSync(dir, { mode: 0o700 });
-  if (forRunc) {
+  if (options.forRunc) {
     chownSync(dir, 0, ns.hostRoot.gid);
     chmodSync(dir, 0o710);
   }
   const mounted = new Mounted();
   const root = join(dir, "root");
   try {
-    if (isBind(only)) await bindView(only, exclusive, dir, root, ns, mounted);
-    else await overlayView(only, dir, root, ns, mounted);
+    if (isBind(only)) await bindView(only, exclusive, options.readonly === true, dir, root, ns, mounted);
+    else await overlayView(only, options.readonly === true, dir, root, ns, mounted);
   } catch (err) {
     await mounted.unmount().catch(() => {});
     throw err;
@@ -99,8 +104,8 @@ export async function mountForUserNamespace(
   return { path: root, inPlace: false, unmount: () => mounted.unmount() };
 }
 
-async function bindView(m: Mount, exclusive: boolean, dir: string, root: string, ns: RunUserNamespace, mounted: Mounted): Promise<void> {
-  const readonly = isReadonly(m);
+async function bindView(m: Mount, exclusive: boolean, ro: boolean, dir: string, root: string, ns: RunUserNamespace, mounted: Mounted): Promise<void> {
+  const readonly = ro || isReadonly(m);
   if (exclusive || readonly) {
     // The run's own tree (or one nobody writes through this run): the idmapped bind is the root itself.
     mkdirSync(root);
@@ -123,7 +128,7 @@ async function bindView(m: Mount, exclusive: boolean, dir: string, root: string,
   mounted.add(root);
 }
 
-async function overlayView(m: Mount, dir: string, root: string, ns: RunUserNamespace, mounted: Mounted): Promise<void> {
+async function overlayView(m: Mount, readonly: boolean, dir: string, root: string, ns: RunUserNamespace, mounted: Mounted): Promise<void> {
   const layers = overlayLayers(m.options);
   if (layers.lower.length === 0) throw new FailedPreconditionError("an overlay mount without lowerdir cannot be given to a user namespace");
   if ((layers.upper === undefined) !== (layers.work === undefined)) {
@@ -152,7 +157,8 @@ async function overlayView(m: Mount, dir: string, root: string, ns: RunUserNames
     mounted.add(rw);
     options.push(`upperdir=${join(rw, basename(layers.upper))}`, `workdir=${join(rw, basename(layers.work))}`);
   }
-  options.push(...layers.rest);
+  options.push(...layers.rest.filter((o) => !(readonly && o === "rw")));
+  if (readonly && !options.includes("ro")) options.push("ro");
   if (options.reduce((n, o) => n + o.length + 1, 0) > MAX_OPTIONS) {
     throw new FailedPreconditionError(
       `the image has too many layers (${layers.lower.length}) for an overlay of idmapped layers in the state dir ${dir}: use a shorter state dir path, or userns "host"`,
@@ -182,3 +188,11 @@ export async function idmappedFile(
 }
 
 export { Mounted };
+
+/**
+ * Once runc has mounted the root (the task exists), its directory in the run dir is closed again to all but
+ * host root: the container has its root, and no host account of the range's gid gets a way in.
+ */
+export function closeRootDir(dir: string): void {
+  chmodSync(dir, 0o700);
+}

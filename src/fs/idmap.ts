@@ -161,7 +161,8 @@ function idmapRefusal(code: string, path: string): string {
     case "ENOSYS":
       return "the kernel has no idmapped mounts (needs Linux 5.12)";
     case "EINVAL":
-      return `the filesystem at ${path} (${fsTypeOf(path) ?? "unknown type"}) does not support idmapped mounts`;
+      // EINVAL also comes from a mount that is idmapped already (the kernel idmaps a mount once).
+      return `the filesystem at ${path} (${fsTypeOf(path) ?? "unknown type"}) does not support idmapped mounts, or ${path} is on an idmapped mount already`;
     case "EPERM":
       return `an idmapped mount of ${path} is not permitted (it needs root in the host's user namespace, and a mount not idmapped already)`;
     case "ENOENT":

@@ -364,7 +364,9 @@ export const withRootless: SpecOpt = (s) => {
  * the container's root cannot write through (its capabilities stop at its own user namespace).
  */
 export function hostSysfsBind(): Mount {
-  return { destination: "/sys", type: "bind", source: "/sys", options: ["rbind", "nosuid", "noexec", "nodev", "ro"] };
+  // rro: the host's mounts below /sys (cgroup v1 hierarchies, debugfs, bpf...) read-only too, not only the top
+  // (runc ≥ 1.1 with mount_setattr, Linux ≥ 5.12).
+  return { destination: "/sys", type: "bind", source: "/sys", options: ["rbind", "nosuid", "noexec", "nodev", "ro", "rro"] };
 }
 
 /**

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -11,7 +12,7 @@ import { promisify } from "node:util";
 import { FailedPreconditionError, InvalidArgumentError } from "../../src/errors.js";
 import { bindMountable, tmpfsMountable } from "../../src/executor/mountables.js";
 import { prune } from "../../src/executor/prune.js";
-import type { MountSpec, ProcessMeta, RunRequest } from "../../src/executor/types.js";
+import type { Mountable, MountSpec, ProcessMeta, RunRequest } from "../../src/executor/types.js";
 import { HOST_RANGES_BASE, listRanges } from "../../src/executor/userns-ranges.js";
 import { withImageDefaults } from "../../src/image/image.js";
 import { imageMountable, snapshotMountable } from "../../src/image/mountables.js";
@@ -209,6 +210,39 @@ describe("a user namespace per run (userns)", () => {
     assert.deepEqual([statSync(join(dir, "new")).uid, statSync(join(dir, "new")).gid], [5, 5]);
   });
 
+  it("explicit maps: never onto the host's accounts, never onto a live run's ids", async () => {
+    const at = (hostId: number) => ({ uidMap: [{ containerId: 0, hostId, size: 65536 }], gidMap: [{ containerId: 0, hostId, size: 65536 }] });
+    await assert.rejects(output({}, { userns: at(0), args: ["true"] }), InvalidArgumentError);
+    await assert.rejects(output({}, { userns: at(1000), args: ["true"] }), InvalidArgumentError);
+    const p = paused(env, {}, { userns: "auto" }, "cat /proc/self/uid_map");
+    await p.ready;
+    const live = mappedStart(p.stdout.text.split("\n")[0]!);
+    await assert.rejects(output({}, { userns: at(live + 4096), args: ["true"] }), FailedPreconditionError);
+    // While an explicit run holds its ids, "auto" hands out others.
+    const q = paused(env, {}, { userns: at(POOL.start + POOL.size - 65536) }, "true");
+    await q.ready;
+    assert.equal(rangesOf(env.namespace).length, 2);
+    await Promise.all([p.finish(), q.finish()]);
+  });
+
+  it("a read-only idmapped mount is read-only on the host: not even a privileged container remounts it writable", async () => {
+    const dir = join(scratch, "ro-idmap");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "file"), "host\n", { mode: 0o644 });
+    // A Mountable that hands out a writable bind whatever it is asked: the run's `readonly` must still hold.
+    const careless: Mountable = { mount: async () => ({ mounts: [{ type: "bind", source: dir, options: ["rbind"] }], release: async () => {} }) };
+    const out = await output(
+      { mounts: [{ source: careless, dest: "/m", readonly: true, idmap: true }] },
+      {
+        userns: "auto",
+        security: "insecure",
+        args: ["sh", "-c", "mount -o remount,rw,bind /m 2>/dev/null; echo pwned >> /m/file 2>/dev/null; cat /m/file"],
+      },
+    );
+    assert.equal(out, "host\n");
+    assert.equal(readFileSync(join(dir, "file"), "utf8"), "host\n");
+  });
+
   it("two concurrent auto runs get disjoint ranges, and each range is free again after its run", async () => {
     const a = paused(env, {}, { userns: "auto" }, "cat /proc/self/uid_map");
     const b = paused(env, {}, { userns: "auto" }, "cat /proc/self/uid_map");
@@ -282,7 +316,10 @@ describe("a user namespace per run (userns)", () => {
     );
     assert.equal(later, "1000:1000\n0:0\n1\n");
     // And a snapshot root in a user namespace sees the same owners.
-    const inNs = await output({ root: { source: snapshotMountable(env.client, commit) } }, { userns: "auto", args: ["stat", "-c", "%u:%g", "/a", "/d"] });
+    const inNs = await output(
+      { root: { source: snapshotMountable(env.client, commit) } },
+      { userns: "auto", args: ["stat", "-c", "%u:%g", "/a", "/d"] },
+    );
     assert.equal(inNs, "1000:1000\n0:0\n");
     await env.client.snapshots.remove({ snapshotter: "overlayfs", key: commit });
   });
@@ -402,6 +439,51 @@ describe("userns with a network namespace of its own or the host's", () => {
       }
     });
   }
+});
+
+describe("userns range of a run whose task could not be deleted", () => {
+  it("is released once the background retry deleted the task, with the run dir", async () => {
+    // containerd through a proxy the test cuts: the run's cancel and cleanup find containerd away.
+    const dir = await mkdtemp(join(tmpdir(), "ctrexec-test-userns-proxy-"));
+    const sock = join(dir, "containerd.sock");
+    let up = true;
+    const conns = new Set<Socket>();
+    const proxy = createServer((c) => {
+      if (!up) {
+        c.destroy();
+        return;
+      }
+      const u = connect("/run/containerd/containerd.sock");
+      conns.add(c).add(u);
+      c.pipe(u).pipe(c);
+      const end = () => {
+        c.destroy();
+        u.destroy();
+      };
+      c.on("error", end).on("close", end);
+      u.on("error", end).on("close", end);
+    }).listen(sock);
+    const env = await createExecutorEnv("userns-orphan", { address: sock, userns: { pool: POOL } });
+    try {
+      const ac = new AbortController();
+      const p = paused(env, { signal: ac.signal }, { userns: "auto" }, "true");
+      await p.ready;
+      up = false;
+      for (const c of conns) c.destroy();
+      ac.abort();
+      await assert.rejects(p.finish());
+      assert.equal(rangesOf(env.namespace).length, 1, "held while the task may live");
+      up = true;
+      await env.executor.close();
+      assert.deepEqual(rangesOf(env.namespace), []);
+      assert.deepEqual(await readdir(join(env.stateDir, "runs", env.namespace)).catch(() => []), []);
+      await env.assertNoLeaks();
+    } finally {
+      await env.dispose();
+      proxy.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("userns ranges after a crash", () => {

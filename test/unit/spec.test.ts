@@ -307,7 +307,7 @@ describe("generateSpec: options", () => {
 
 describe("generateSpec: a user namespace per run", () => {
   const userns = rangeMapping(0x10000000, 0x20000000);
-  const sysBind = ["/sys", "bind", "/sys", ["rbind", "nosuid", "noexec", "nodev", "ro"]];
+  const sysBind = ["/sys", "bind", "/sys", ["rbind", "nosuid", "noexec", "nodev", "ro", "rro"]];
 
   it("adds the user namespace and the maps in OCI's shape, and changes nothing else with a fresh network namespace", () => {
     const plain = generateSpec(base, host);

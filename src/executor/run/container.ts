@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import type { ContainerdClient } from "../../containerd/client.js";
 import { ProcessIO } from "../../containerd/io.js";
 import { CLEANUP_RPC_MS, deleteContainerRecord, deleteTask } from "../../containerd/task-cleanup.js";
@@ -16,6 +17,7 @@ import { SHIM_GROUP_ANNOTATION } from "../shims/group-name.js";
 import type { ShimLease } from "../shims/policy.js";
 import { toStartError } from "../start-error.js";
 import type { RunRequest } from "../types.js";
+import { closeRootDir, USERNS_ROOT_DIR } from "../userns-root.js";
 import { ioRelease, type RunDisposal } from "./disposal.js";
 import { type PreparedRun, type SpecBase, type TaskPresence, throwIfCanceled } from "./prepare.js";
 
@@ -117,6 +119,7 @@ export async function createContainer(
     throw toStartError(err, spec.process!.args[0] ?? "");
   }
   task.gone = false;
+  if (prepared.userns) closeRootDir(join(prepared.runDir, USERNS_ROOT_DIR));
   disposal.defer(
     "delete task",
     {

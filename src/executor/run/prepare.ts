@@ -17,7 +17,7 @@ import { enterRoot } from "../root-stubs.js";
 import { createRunDir, removeRunDir } from "../run-dirs.js";
 import { mountSubPath } from "../selector-mount.js";
 import type { MountRef, MountSpec, RunRequest } from "../types.js";
-import { idmappedFile, Mounted, mountForUserNamespace } from "../userns-root.js";
+import { idmappedFile, Mounted, mountForUserNamespace, USERNS_ROOT_DIR } from "../userns-root.js";
 import { type RunDisposal, retireRunDirLater } from "./disposal.js";
 import { checkUserns, hostIds, type PreparedUserns, prepareUserns, usernsMode } from "./run-userns.js";
 
@@ -214,7 +214,9 @@ async function mountRoot(
   if (!req.root) {
     const rootfs = await ensureDefaultRootfs(ctx.root);
     const local = ns
-      ? await mountForUserNamespace([{ type: "bind", source: rootfs, options: ["rbind"] }], false, join(runDir, "userns-root"), ns, true)
+      ? await mountForUserNamespace([{ type: "bind", source: rootfs, options: ["rbind"] }], false, join(runDir, USERNS_ROOT_DIR), ns, {
+          forRunc: true,
+        })
       : await mountDefaultRoot(rootfs, runDir, ctx.logger);
     // Its overlay goes with the run dir, off the run's path, once the run was handed over.
     disposal.defer("unmount rootfs", { now: () => local.unmount(), background: undefined });
@@ -225,7 +227,7 @@ async function mountRoot(
   validateMountStrings("/", ref.mounts);
   const exclusive = ref.exclusive === true;
   const local = ns
-    ? await mountForUserNamespace(ref.mounts, exclusive, join(runDir, "userns-root"), ns, true)
+    ? await mountForUserNamespace(ref.mounts, exclusive, join(runDir, USERNS_ROOT_DIR), ns, { forRunc: true })
     : await mountLocally(ref.mounts, runDir);
   disposal.defer("unmount rootfs", () => local.unmount());
   return { local, exclusive };
@@ -272,7 +274,7 @@ async function mountExtras(
       // "idmap": the host directory itself, idmapped (the caller asked for writes to reach it).
       handling === "as-is"
         ? await mountLocally(ref.mounts, runDir)
-        : await mountForUserNamespace(ref.mounts, true, join(runDir, `userns-m${i}`), ns!);
+        : await mountForUserNamespace(ref.mounts, true, join(runDir, `userns-m${i}`), ns!, { readonly: m.readonly === true });
     disposal.defer(`unmount ${m.dest}`, () => local.unmount());
     let source = local.path;
     if (selector) {
