@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import type { IdmapCheck } from "../../src/executor/diagnose-userns.js";
 
 const cli = fileURLToPath(new URL("../../src/cli/ctrexec.mjs", import.meta.url));
 
@@ -49,16 +50,7 @@ describe("ctrexec CLI basics", () => {
   });
 
   it("info says whether user namespaces work, and idmapped mounts on each directory a userns run maps", async () => {
-    interface Check {
-      what: string;
-      path: string;
-      probed: string;
-      fsType: string;
-      supported: boolean;
-      errno?: string;
-      reason?: string;
-    }
-    type Info = { stateDir: string; userns: { supported: boolean; maxUserNamespaces: number | null; idmap: Check[] } };
+    type Info = { stateDir: string; userns: { supported: boolean; maxUserNamespaces: number | null; idmap: IdmapCheck[] } };
     const r = await ctrexec(["info", "--format", "json"]);
     assert.equal(r.code, 0, r.stderr);
     const info = JSON.parse(r.stdout) as Info;

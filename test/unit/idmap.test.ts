@@ -379,7 +379,7 @@ describe("probeIdmap", () => {
     assert.deepEqual(await probeIdmap(join(merged, "etc")), {
       supported: false,
       errno: "EINVAL",
-      reason: `the filesystem at ${join(merged, "etc")} (overlay) does not support idmapped mounts`,
+      reason: `the filesystem at ${join(merged, "etc")} (overlay) does not support idmapped mounts, or ${join(merged, "etc")} is on an idmapped mount already`,
     });
     const missing = await probeIdmap(join(base, "missing"));
     assert.equal(missing.supported, false);
