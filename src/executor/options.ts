@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import type { ContainerdClient } from "../containerd/client.js";
 import { DEFAULT_RUNTIME } from "../containerd/task-cleanup.js";
@@ -187,37 +186,7 @@ function resolveUserns(options: ExecutorOptions): ResolvedOptions["userns"] {
       field: "userns.default",
     });
   }
-  const pools = resolvePools(options.userns?.pool);
-  checkPoolAgainstAccounts(pools);
-  return { default: mode, pools };
-}
-
-/**
- * A pool's ids must belong to no account of the host (/etc/passwd, /etc/group): a run's root would own that
- * account's files. Directory services (LDAP, SSSD) are not looked at: keep pools out of their ranges.
- */
-export function checkPoolAgainstAccounts(pools: ResolvedPools, files = { passwd: "/etc/passwd", group: "/etc/group" }): void {
-  for (const [file, pool] of [
-    [files.passwd, pools.uid],
-    [files.group, pools.gid],
-  ] as const) {
-    let text = "";
-    try {
-      text = readFileSync(file, "utf8");
-    } catch {
-      continue;
-    }
-    for (const line of text.split("\n")) {
-      const [name, , id] = line.split(":");
-      const n = Number(id);
-      if (name && Number.isSafeInteger(n) && n >= pool.start && n < pool.start + pool.size) {
-        throw new InvalidArgumentError(
-          `userns.pool: ${file} has ${JSON.stringify(name)} with id ${n}, inside the pool (${pool.start}-${pool.start + pool.size - 1}): a run's root would own its files; choose a pool outside the host's accounts`,
-          { field: "userns.pool" },
-        );
-      }
-    }
-  }
+  return { default: mode, pools: resolvePools(options.userns?.pool) };
 }
 
 /** Validates `options` and applies every default, before anything is created. */

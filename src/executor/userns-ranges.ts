@@ -162,6 +162,18 @@ export interface RangeEntry {
   id: string;
   /** The run's dir: while it exists, the run may be going, whatever its owner. */
   runDir: string;
+  /**
+   * Explicit maps (claimMapping): `uid`/`gid` are their spans, these the host intervals of each line, and `maps`
+   * the maps themselves, which other runs with the very same maps may share (docker's userns-remap style).
+   */
+  uids?: [number, number][];
+  gids?: [number, number][];
+  maps?: string;
+}
+
+/** The host intervals an entry holds, one side. */
+function held(e: RangeEntry, side: "uid" | "gid"): [number, number][] {
+  return (side === "uid" ? e.uids : e.gids) ?? [e[side]];
 }
 
 export interface RangeClaim {
@@ -204,7 +216,15 @@ function isRange(v: unknown): v is [number, number] {
 function isEntry(v: unknown): v is RangeEntry {
   if (typeof v !== "object" || v === null) return false;
   const e = v as Record<string, unknown>;
-  return isRange(e["uid"]) && isRange(e["gid"]) && ["owner", "namespace", "id", "runDir"].every((k) => typeof e[k] === "string");
+  const ranges = (k: string) => e[k] === undefined || (Array.isArray(e[k]) && (e[k] as unknown[]).every(isRange));
+  return (
+    isRange(e["uid"]) &&
+    isRange(e["gid"]) &&
+    ["owner", "namespace", "id", "runDir"].every((k) => typeof e[k] === "string") &&
+    ranges("uids") &&
+    ranges("gids") &&
+    (e["maps"] === undefined || typeof e["maps"] === "string")
+  );
 }
 
 /**
@@ -274,8 +294,8 @@ function merged(ranges: readonly [number, number][]): Interval[] {
 function firstFreeSlot(pools: ResolvedPools, entries: readonly RangeEntry[]): number | undefined {
   const slots = Math.floor(Math.min(pools.uid.size, pools.gid.size) / RANGE_SIZE);
   const sides = [
-    { pool: pools.uid, busy: merged(entries.map((e) => e.uid)), at: 0 },
-    { pool: pools.gid, busy: merged(entries.map((e) => e.gid)), at: 0 },
+    { pool: pools.uid, busy: merged(entries.flatMap((e) => held(e, "uid"))), at: 0 },
+    { pool: pools.gid, busy: merged(entries.flatMap((e) => held(e, "gid"))), at: 0 },
   ];
   let i = 0;
   next: while (i < slots) {
@@ -299,7 +319,7 @@ function overlaps(r: [number, number], pool: RangePool): boolean {
 }
 
 function exhausted(pools: ResolvedPools, entries: readonly RangeEntry[]): FailedPreconditionError {
-  const inPool = entries.filter((e) => overlaps(e.uid, pools.uid) || overlaps(e.gid, pools.gid));
+  const inPool = entries.filter((e) => held(e, "uid").some((r) => overlaps(r, pools.uid)) || held(e, "gid").some((r) => overlaps(r, pools.gid)));
   const dead = inPool.filter((e) => ownerAlive(e.owner) === false).length;
   const show = (p: RangePool) => `${p.start}-${p.start + p.size - 1}`;
   const slots = Math.floor(Math.min(pools.uid.size, pools.gid.size) / RANGE_SIZE);
@@ -340,8 +360,8 @@ function hostHull(map: readonly { hostId: number; size: number }[]): [number, nu
 
 /**
  * Records explicit maps of `run` like a claimed range, so that no "auto" run is given their ids while it lives;
- * refuses them (FailedPreconditionError) when they overlap ids a live run holds. Each map is recorded as the
- * interval from its lowest to its highest host id.
+ * refuses them (FailedPreconditionError) when they overlap ids a live run holds, unless that run has the very
+ * same maps: runs may share one mapping on purpose (an executor's default maps, docker's userns-remap).
  */
 export function claimMapping(
   stateDir: string,
@@ -349,16 +369,21 @@ export function claimMapping(
   run: { namespace: string; id: string; runDir: string },
   logger: Logger,
 ): RangeClaim {
-  const uid = hostHull(mapping.uidMap);
-  const gid = hostHull(mapping.gidMap);
+  const uids = mapping.uidMap.map((e): [number, number] => [e.hostId, e.size]);
+  const gids = mapping.gidMap.map((e): [number, number] => [e.hostId, e.size]);
+  const maps = JSON.stringify([uids, gids]);
   return claimWith(stateDir, run, logger, (entries) => {
-    const clash = entries.find((e) => intersects(e.uid, uid) || intersects(e.gid, gid));
+    const clash = entries.find(
+      (e) =>
+        e.maps !== maps &&
+        (held(e, "uid").some((a) => uids.some((b) => intersects(a, b))) || held(e, "gid").some((a) => gids.some((b) => intersects(a, b)))),
+    );
     if (clash) {
       throw new FailedPreconditionError(
-        `userns: the maps' host ids (uids ${uid[0]}-${uid[0] + uid[1] - 1}, gids ${gid[0]}-${gid[0] + gid[1] - 1}) overlap those of run ${clash.namespace}/${clash.id} (uids ${clash.uid[0]}-${clash.uid[0] + clash.uid[1] - 1}): two containers with the same host ids can reach each other's files and processes; choose other ids, or wait for that run to end`,
+        `userns: the maps' host ids overlap those of run ${clash.namespace}/${clash.id} (uids from ${clash.uid[0]}), which has other maps: two containers sharing host ids can reach each other's files and processes; choose other ids, use the very same maps on purpose, or wait for that run to end`,
       );
     }
-    return { uid, gid };
+    return { uid: hostHull(mapping.uidMap), gid: hostHull(mapping.gidMap), uids, gids, maps };
   });
 }
 
@@ -370,7 +395,7 @@ function claimWith(
   stateDir: string,
   run: { namespace: string; id: string; runDir: string },
   logger: Logger,
-  pick: (entries: readonly RangeEntry[]) => { uid: [number, number]; gid: [number, number] },
+  pick: (entries: readonly RangeEntry[]) => Pick<RangeEntry, "uid" | "gid" | "uids" | "gids" | "maps">,
 ): RangeClaim {
   if (!isAbsolute(run.runDir)) throw new InvalidArgumentError(`run dir ${JSON.stringify(run.runDir)} must be an absolute path`, { field: "runDir" });
   const p = paths(stateDir);
@@ -462,4 +487,39 @@ export function pruneRanges(stateDir: string, logger: Logger, scope?: { namespac
 /** The ranges held now (a snapshot of the table; no lock needed: it is only ever replaced whole). */
 export function listRanges(stateDir: string): RangeEntry[] {
   return readTable(paths(stateDir).table);
+}
+
+/**
+ * Host ids a run's user namespace would get must belong to no account of the host (/etc/passwd users and their
+ * primary groups, /etc/group): the run's root would own that account's files. Directory services (LDAP, SSSD)
+ * are not looked at: keep pools and maps out of their ranges. `field` names the option in the error.
+ */
+export function checkAgainstAccounts(
+  ids: { uids: readonly [number, number][]; gids: readonly [number, number][] },
+  field: string,
+  files = { passwd: "/etc/passwd", group: "/etc/group" },
+): void {
+  const within = (n: number, ranges: readonly [number, number][]) => ranges.some(([start, size]) => n >= start && n < start + size);
+  const read = (file: string) => {
+    try {
+      return readFileSync(file, "utf8").split("\n");
+    } catch {
+      return [];
+    }
+  };
+  const refuse = (file: string, name: string, kind: string, n: number) =>
+    new InvalidArgumentError(
+      `${field}: ${file} has ${JSON.stringify(name)} with ${kind} ${n}, among the host ids a run would get: its root would own that account's files; choose ids outside the host's accounts`,
+      { field },
+    );
+  for (const line of read(files.passwd)) {
+    const [name, , uid, gid] = line.split(":");
+    if (!name) continue;
+    if (within(Number(uid), ids.uids)) throw refuse(files.passwd, name, "uid", Number(uid));
+    if (within(Number(gid), ids.gids)) throw refuse(files.passwd, name, "gid", Number(gid));
+  }
+  for (const line of read(files.group)) {
+    const [name, , gid] = line.split(":");
+    if (name && within(Number(gid), ids.gids)) throw refuse(files.group, name, "gid", Number(gid));
+  }
 }

@@ -6,8 +6,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FailedPreconditionError, InvalidArgumentError } from "../../src/errors.js";
-import { checkPoolAgainstAccounts } from "../../src/executor/options.js";
 import {
+  checkAgainstAccounts,
   claimMapping,
   claimRange,
   DEFAULT_POOL,
@@ -172,21 +172,31 @@ describe("userns ranges", () => {
     };
     claimMapping(state, sparse, run("z"), silentLogger);
     assert.throws(() => claimMapping(state, maps(0x40000800 - R + 1), run("w"), silentLogger), FailedPreconditionError);
+    // The very same maps may be shared on purpose (an executor's default maps): they are held while either lives.
+    const x2 = claimMapping(state, maps(DEFAULT_POOL.start), run("x2"), silentLogger);
     x.release();
+    assert.equal(claimRange(state, pools, run("c"), silentLogger).uidStart, DEFAULT_POOL.start + 2 * R);
+    x2.release();
     assert.equal(claimRange(state, pools, run("b"), silentLogger).uidStart, DEFAULT_POOL.start);
   });
 
-  it("refuses a pool that holds an account of the host", () => {
+  it("refuses host ids that belong to an account of the host: a user, its primary group, a group", () => {
     const dir = join(top, "accounts");
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "passwd"), `root:x:0:0::/root:/bin/sh\nsvc:x:${DEFAULT_POOL.start + 5}:100::/:/bin/false\n`);
-    writeFileSync(join(dir, "group"), "root:x:0:\n");
+    const S = DEFAULT_POOL.start;
+    writeFileSync(join(dir, "passwd"), `root:x:0:0::/root:/bin/sh\nsvc:x:${S + 5}:100::/:/bin/false\nalice:x:70000:${S + 2 * R}::/:/bin/sh\n`);
+    writeFileSync(join(dir, "group"), `root:x:0:\nops:x:${S + 3 * R + 7}:\n`);
     const files = { passwd: join(dir, "passwd"), group: join(dir, "group") };
-    assert.throws(
-      () => checkPoolAgainstAccounts(pools, files),
-      (e: unknown) => e instanceof InvalidArgumentError && /svc/.test(e.message),
-    );
-    checkPoolAgainstAccounts(resolvePools({ start: DEFAULT_POOL.start + R, size: R }), files);
+    const check = (uids: [number, number][], gids: [number, number][]) => checkAgainstAccounts({ uids, gids }, "userns", files);
+    const refused = (uids: [number, number][], gids: [number, number][], who: RegExp) =>
+      assert.throws(
+        () => check(uids, gids),
+        (e: unknown) => e instanceof InvalidArgumentError && e.field === "userns" && who.test(e.message),
+      );
+    refused([[S, R]], [[S + R, R]], /"svc" with uid/);
+    refused([[S + R, R]], [[S + 2 * R, R]], /"alice" with gid/);
+    refused([[S + R, R]], [[S + 3 * R, R]], /"ops" with gid/);
+    check([[S + R, R]], [[S + R, R]]);
   });
 
   it("frees a range on release, once: a second release changes nothing", () => {

@@ -5,7 +5,7 @@ import { openUserNamespace } from "../../fs/idmap.js";
 import { checkExplicitMaps, hostRoot, type IdMapping, mapToHost, rangeMapping } from "../../oci/userns.js";
 import type { ExecutorContext } from "../context.js";
 import type { UsernsMode } from "../types.js";
-import { claimMapping, claimRange, HOST_RANGES_BASE, type RangeClaim } from "../userns-ranges.js";
+import { checkAgainstAccounts, claimMapping, claimRange, HOST_RANGES_BASE, type RangeClaim } from "../userns-ranges.js";
 import type { RunUserNamespace } from "../userns-root.js";
 import type { RunDisposal } from "./disposal.js";
 
@@ -32,12 +32,16 @@ export function checkUserns(ctx: ExecutorContext, mode: UsernsMode): IdMapping |
   }
   if (mode === "auto") {
     const pools = ctx.options.userns.pools;
+    checkAgainstAccounts({ uids: [[pools.uid.start, pools.uid.size]], gids: [[pools.gid.start, pools.gid.size]] }, "userns.pool");
     return rangeMapping(pools.uid.start, pools.gid.start);
   }
   if (typeof mode !== "object" || mode === null) {
     throw new InvalidArgumentError(`userns must be "host", "auto" or { uidMap, gidMap }, not ${JSON.stringify(mode)}`, { field: "userns" });
   }
-  return checkExplicitMaps(mode, "userns");
+  const m = checkExplicitMaps(mode, "userns");
+  const lines = (map: IdMapping["uidMap"]) => map.map((e): [number, number] => [e.hostId, e.size]);
+  checkAgainstAccounts({ uids: lines(m.uidMap), gids: lines(m.gidMap) }, "userns");
+  return m;
 }
 
 /**
