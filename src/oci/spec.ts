@@ -373,7 +373,8 @@ export function hostSysfsBind(): Mount {
  * A user namespace with the given maps (already validated): the namespace, the maps, /sys as hostSysfsBind
  * unless runc creates the network namespace, and no `gid=5` on /dev/pts when the maps leave container gid 5
  * out (devpts takes the gid in the mounter's user namespace and refuses an unmapped one; podman drops it too).
- * In insecure mode /sys is read-only all the same: the host's sysfs is not the container's to write.
+ * In insecure mode /sys starts read-only all the same; there the container's root may remount it writable (runc
+ * made it read-only inside its namespace), and host root's files in it stay out of its reach by their owners.
  */
 export const withUserNamespace =
   (m: IdMapping, network: NetworkNamespace): SpecOpt =>

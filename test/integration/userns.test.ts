@@ -218,30 +218,35 @@ describe("a user namespace per run (userns)", () => {
     await p.ready;
     const live = mappedStart(p.stdout.text.split("\n")[0]!);
     await assert.rejects(output({}, { userns: at(live + 4096), args: ["true"] }), FailedPreconditionError);
-    // While an explicit run holds its ids, "auto" hands out others.
+    // While an explicit run holds its ids, "auto" hands out others; runs with the very same maps share them.
     const q = paused(env, {}, { userns: at(POOL.start + POOL.size - 65536) }, "true");
-    await q.ready;
-    assert.equal(rangesOf(env.namespace).length, 2);
-    await Promise.all([p.finish(), q.finish()]);
+    const r = paused(env, {}, { userns: at(POOL.start + POOL.size - 65536) }, "true");
+    await Promise.all([q.ready, r.ready]);
+    assert.equal(rangesOf(env.namespace).length, 3);
+    await Promise.all([p.finish(), q.finish(), r.finish()]);
   });
 
-  it("a read-only idmapped mount is read-only on the host: not even a privileged container remounts it writable", async () => {
-    const dir = join(scratch, "ro-idmap");
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "file"), "host\n", { mode: 0o644 });
-    // A Mountable that hands out a writable bind whatever it is asked: the run's `readonly` must still hold.
-    const careless: Mountable = { mount: async () => ({ mounts: [{ type: "bind", source: dir, options: ["rbind"] }], release: async () => {} }) };
-    const out = await output(
-      { mounts: [{ source: careless, dest: "/m", readonly: true, idmap: true }] },
-      {
-        userns: "auto",
-        security: "insecure",
-        args: ["sh", "-c", "mount -o remount,rw,bind /m 2>/dev/null; echo pwned >> /m/file 2>/dev/null; cat /m/file"],
-      },
-    );
-    assert.equal(out, "host\n");
-    assert.equal(readFileSync(join(dir, "file"), "utf8"), "host\n");
-  });
+  for (const idmap of [true, false]) {
+    it(`a read-only ${idmap ? "idmapped" : "plain"} bind is read-only on the host: not even a privileged container remounts it writable`, async () => {
+      const dir = join(scratch, `ro-${idmap}`);
+      mkdirSync(dir, { recursive: true });
+      // World-writable: only the mount's read-only flag keeps the container out.
+      writeFileSync(join(dir, "file"), "host\n");
+      chmodSync(join(dir, "file"), 0o666);
+      // A Mountable that hands out a writable bind whatever it is asked: the run's `readonly` must still hold.
+      const careless: Mountable = { mount: async () => ({ mounts: [{ type: "bind", source: dir, options: ["rbind"] }], release: async () => {} }) };
+      const out = await output(
+        { mounts: [{ source: careless, dest: "/m", readonly: true, idmap }] },
+        {
+          userns: "auto",
+          security: "insecure",
+          args: ["sh", "-c", "mount -o remount,rw,bind /m 2>/dev/null; echo pwned >> /m/file 2>/dev/null; cat /m/file"],
+        },
+      );
+      assert.equal(out, "host\n");
+      assert.equal(readFileSync(join(dir, "file"), "utf8"), "host\n");
+    });
+  }
 
   it("two concurrent auto runs get disjoint ranges, and each range is free again after its run", async () => {
     const a = paused(env, {}, { userns: "auto" }, "cat /proc/self/uid_map");

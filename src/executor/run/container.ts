@@ -119,7 +119,6 @@ export async function createContainer(
     throw toStartError(err, spec.process!.args[0] ?? "");
   }
   task.gone = false;
-  if (prepared.userns) closeRootDir(join(prepared.runDir, USERNS_ROOT_DIR));
   disposal.defer(
     "delete task",
     {
@@ -135,6 +134,7 @@ export async function createContainer(
     },
     { failsRun: true },
   );
+  if (prepared.userns) closeRootDir(join(prepared.runDir, USERNS_ROOT_DIR));
   span.addEvent("Container created");
   throwIfCanceled(id, signal);
   return { spec, io };

@@ -238,13 +238,16 @@ async function mountRoot(
  * ordinary ids), a host directory asked for with `idmap`, or as it is (files of ids outside the run's maps show
  * as nobody, and stay out of its reach).
  */
-function usernsHandling(ns: PreparedUserns | undefined, m: MountSpec, ref: MountRef): "as-is" | "own" | "idmap" {
+function usernsHandling(ns: PreparedUserns | undefined, m: MountSpec, ref: MountRef): "as-is" | "read-only" | "own" | "idmap" {
   if (!ns) return "as-is";
   if (ref.exclusive) return "own";
-  if (!m.idmap) return "as-is";
-  if (ref.mounts.length !== 1 || !["bind", "rbind"].includes(ref.mounts[0]!.type)) {
-    throw new InvalidArgumentError(`mount ${JSON.stringify(m.dest)}: idmap applies to bind mounts only`, { field: "mounts" });
+  const isBind = ref.mounts.length === 1 && ["bind", "rbind"].includes(ref.mounts[0]!.type);
+  if (!m.idmap) {
+    // Read-only on the host before runc passes it in, so that the kernel locks the flag: one runc sets inside is
+    // the container's root's to undo (in a privileged run it may remount it writable).
+    return m.readonly && isBind ? "read-only" : "as-is";
   }
+  if (!isBind) throw new InvalidArgumentError(`mount ${JSON.stringify(m.dest)}: idmap applies to bind mounts only`, { field: "mounts" });
   return "idmap";
 }
 
@@ -271,10 +274,15 @@ async function mountExtras(
     // without following symlinks out, and an overlay whose options would not fit the kernel's page (long
     // lowerdir chains, §5.7) never reaches runc.
     const local =
-      // "idmap": the host directory itself, idmapped (the caller asked for writes to reach it).
       handling === "as-is"
         ? await mountLocally(ref.mounts, runDir)
-        : await mountForUserNamespace(ref.mounts, true, join(runDir, `userns-m${i}`), ns!, { readonly: m.readonly === true });
+        : handling === "read-only"
+          ? await mountLocally(
+              ref.mounts.map((cm) => ({ ...cm, options: [...cm.options.filter((o) => o !== "rw"), "ro"] })),
+              runDir,
+            )
+          : // "idmap": the host directory itself, idmapped (the caller asked for writes to reach it).
+            await mountForUserNamespace(ref.mounts, true, join(runDir, `userns-m${i}`), ns!, { readonly: m.readonly === true });
     disposal.defer(`unmount ${m.dest}`, () => local.unmount());
     let source = local.path;
     if (selector) {
