@@ -100,9 +100,10 @@ static napi_value failure_error(napi_env env, const failure *f) {
  * copies its page tables and leaves every page copy-on-write for the parent to fault on afterwards). That is
  * safe because the child touches nothing but its own stack: it starts with every signal blocked (the parent
  * thread blocks them around clone, and the mask is inherited), so no signal handler ever runs in it; glibc's
- * clone trampoline calls us without touching thread-local state; and the raw pause(2) syscall (not glibc's
- * pause(), a cancellation point that writes the pthread struct it shares with the parent thread) never returns
- * with every catchable signal blocked, so it never writes errno either. SIGKILL ends it, and the parent reaps it
+ * clone trampoline calls us without touching thread-local state; and the raw ppoll(2) syscall with no fds and no
+ * timeout (not glibc's pause(), a cancellation point that writes the pthread struct it shares with the parent
+ * thread; and aarch64 has no pause syscall) never returns with every catchable signal blocked, so it never
+ * writes errno either. SIGKILL ends it, and the parent reaps it
  * before the stack is unmapped. Waiting for a signal rather than reading a pipe's EOF: a child made by another
  * thread at the same moment would hold a copy of our pipe's write end (and we of its), and neither would see EOF.
  */
@@ -110,11 +111,12 @@ static int userns_child(void *arg) {
   // If this process dies before it reaps us (SIGKILL, OOM), we must not live on as init's child holding a copy
   // of its address space and of every fd it had (a flock'd lock file among them): die with the thread that
   // made us, and if that already happened (we were reparented before the prctl), go at once. These raw calls
-  // cannot fail with these arguments, so none writes errno.
+  // cannot fail with these arguments on a kernel with idmapped mounts (close_range is 5.9, idmaps 5.12), so
+  // none writes errno (the parent thread's, shared through CLONE_VM).
   syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if ((pid_t)syscall(SYS_getppid) != (pid_t)(intptr_t)arg) syscall(SYS_exit, 0);
   syscall(SYS_close_range, 0U, ~0U, 0U);
-  for (;;) syscall(SYS_pause);
+  for (;;) syscall(SYS_ppoll, NULL, 0, NULL, NULL, 0);
   return 0;
 }
 

@@ -145,13 +145,14 @@ export class Retirements {
   async #retryOrphans(): Promise<void> {
     for (const id of [...this.#orphans]) {
       if (!(await deleteTask(this.#client, id, silentLogger).catch(() => false))) continue;
+      // The task is gone: what waited for it (the run dir, the range) need not wait for the record too.
+      const after = this.#afterOrphan.get(id);
+      this.#afterOrphan.delete(id);
+      if (after) this.#runAfter(id, after);
       try {
         await deleteContainerRecord(this.#client, id);
         this.#orphans.delete(id);
         this.#logger.info("finished the cleanup of an earlier run", { id });
-        const after = this.#afterOrphan.get(id);
-        this.#afterOrphan.delete(id);
-        if (after) this.#runAfter(id, after);
       } catch {
         // next round
       }
