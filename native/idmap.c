@@ -29,6 +29,7 @@
 #define SYS_close_range 436
 #endif
 #include "errno-error.h"
+#include "string-arg.h"
 
 // The mount API of Linux 5.2 (open_tree, move_mount) and 5.12 (mount_setattr), for headers older than that.
 // The numbers are the same on every architecture (the unified syscall table since 5.1).
@@ -359,21 +360,6 @@ static napi_value queue(napi_env env, request *r, const char *name) {
 
 // ---- argument checks -------------------------------------------------------------------------------------
 
-/** A copy of a JS string, or NULL when `v` is not a string or holds a NUL byte (a path cut short there). */
-static char *string_arg(napi_env env, napi_value v) {
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) return NULL;
-  size_t len = 0;
-  napi_get_value_string_utf8(env, v, NULL, 0, &len);
-  char *s = malloc(len + 1);
-  if (!s) return NULL;
-  napi_get_value_string_utf8(env, v, s, len + 1, &len);
-  if (strlen(s) != len) {
-    free(s);
-    return NULL;
-  }
-  return s;
-}
 
 /** A string or null/undefined: *out is NULL for the latter. Returns 0 for anything else. */
 static int optional_string_arg(napi_env env, napi_value v, char **out) {

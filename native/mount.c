@@ -8,6 +8,7 @@
 #include <sys/mount.h>
 #include <node_api.h>
 #include "errno-error.h"
+#include "string-arg.h"
 
 typedef struct {
   napi_async_work work;
@@ -21,16 +22,6 @@ typedef struct {
   int err;
 } request;
 
-// A copy of a JS string argument, or NULL for undefined/null.
-static char *string_arg(napi_env env, napi_value v) {
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) return NULL;
-  size_t len = 0;
-  napi_get_value_string_utf8(env, v, NULL, 0, &len);
-  char *s = malloc(len + 1);
-  if (s) napi_get_value_string_utf8(env, v, s, len + 1, &len);
-  return s;
-}
 
 static void free_request(request *r) {
   free(r->source);

@@ -19,6 +19,7 @@ const sources = [
   "native/remove-tree.c",
   "native/idmap.c",
   "native/errno-error.h",
+  "native/string-arg.h",
   "binding.gyp",
 ].map((f) => join(root, f));
 
