@@ -22,6 +22,7 @@ import { DEFAULT_IPAM_DIR } from "../src/network/bridge.js";
 import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
 import { removeRuntimeNamespaceDirs } from "../test/helpers/env.js";
 import { treeEntries, writeOciArchive } from "../test/helpers/oci-image.js";
+import { benchLoad } from "./load.js";
 import { benchPull, pullRssChild } from "./pull.js";
 
 const exec = promisify(execFile);
@@ -676,6 +677,7 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
   image: imageRoot,
   userns,
   pull: () => benchPull({ stateDir, rounds: quick ? 3 : 10, results, row: (name, unit, c, ctr) => row(name, unit, c, ctr), summary, median }),
+  load: () => benchLoad({ namespace: NS, stateDir, rootfs, quick, results, table }),
 };
 
 async function main(): Promise<void> {
