@@ -22,6 +22,7 @@ import { DEFAULT_IPAM_DIR } from "../src/network/bridge.js";
 import { ensureDefaultRootfs } from "../src/rootfs/default-rootfs.js";
 import { removeRuntimeNamespaceDirs } from "../test/helpers/env.js";
 import { treeEntries, writeOciArchive } from "../test/helpers/oci-image.js";
+import { benchCli } from "./cli.js";
 import { benchLoad } from "./load.js";
 import { benchPull, pullRssChild } from "./pull.js";
 
@@ -678,6 +679,7 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
   userns,
   pull: () => benchPull({ stateDir, rounds: quick ? 3 : 10, results, row: (name, unit, c, ctr) => row(name, unit, c, ctr), summary, median }),
   load: () => benchLoad({ namespace: NS, stateDir, rootfs, quick, results, table }),
+  cli: () => benchCli({ namespace: NS, stateDir, rootfs, rounds: quick ? 4 : 16, results, table, median, summary }),
 };
 
 async function main(): Promise<void> {
