@@ -99,13 +99,38 @@ export async function writeContent(
       return "exists";
     }
     if (!control.signal.aborted) control.abort();
-    await deps.abort(ref).catch(() => {});
+    await abortIngest(deps, ref, expected);
     if (signal?.aborted && !(err instanceof CanceledError)) {
       throw new CanceledError(`content write of ${ref} was canceled`, { cause: signal.reason });
     }
     throw err;
   } finally {
     signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * Aborts `ref`'s ingest once no Write stream holds it. A stream just canceled may still be running in containerd
+ * (its handler ends a moment after our reset), and one whose first request was on its way creates the ingest
+ * when it gets there: an Abort before that finds nothing, and the ingest it then makes stays for good. So the
+ * ref is taken first, by a Write of our own (which waits while the other holds it, as openLocked does), and
+ * aborted while we hold it; then that stream ends. Bounded by the idle time; a plain Abort if that fails.
+ */
+async function abortIngest(deps: ContentWriteDeps, ref: string, expected: { digest: string; size: number }): Promise<void> {
+  const control = new AbortController();
+  const timer = setTimeout(() => control.abort(), deps.idleMs);
+  let held: Writer | "exists" | undefined;
+  try {
+    held = await openLocked(deps, ref, expected, control.signal, control.signal, undefined);
+  } catch {
+    // containerd away, or the ref held past the bound: the plain Abort below is all there is to do.
+  } finally {
+    clearTimeout(timer);
+  }
+  await deps.abort(ref).catch(() => {});
+  if (held && held !== "exists") {
+    held.stream.cancel();
+    await held.done.catch(() => {});
   }
 }
 
