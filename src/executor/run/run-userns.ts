@@ -19,6 +19,9 @@ export function usernsMode(ctx: ExecutorContext, requested: UsernsMode | undefin
   return requested ?? ctx.options.userns.default;
 }
 
+/** Executors' pools found to hold no host account (each executor resolves its own pools object once). */
+const checkedPools = new WeakSet<object>();
+
 /**
  * Checks the mode without side effects; returns maps the spec can be checked with (for "auto", the pool's first
  * range: the run's own is claimed later), or undefined for "host".
@@ -32,7 +35,11 @@ export function checkUserns(ctx: ExecutorContext, mode: UsernsMode): IdMapping |
   }
   if (mode === "auto") {
     const pools = ctx.options.userns.pools;
-    checkAgainstAccounts({ uids: [[pools.uid.start, pools.uid.size]], gids: [[pools.gid.start, pools.gid.size]] }, "userns.pool");
+    // Once per executor, at its first "auto" run, not on every run's path (two files read).
+    if (!checkedPools.has(pools)) {
+      checkAgainstAccounts({ uids: [[pools.uid.start, pools.uid.size]], gids: [[pools.gid.start, pools.gid.size]] }, "userns.pool");
+      checkedPools.add(pools);
+    }
     return rangeMapping(pools.uid.start, pools.gid.start);
   }
   if (typeof mode !== "object" || mode === null) {
