@@ -485,6 +485,21 @@ export function pruneRanges(stateDir: string, logger: Logger, scope?: { namespac
 }
 
 /** The ranges held now (a snapshot of the table; no lock needed: it is only ever replaced whole). */
+/**
+ * Removes the entries `which` selects, whoever holds them: for a caller that knows their runs are over (a test
+ * tearing down its own namespace). Returns how many went.
+ */
+export function dropRanges(stateDir: string, which: (e: RangeEntry) => boolean): number {
+  const p = paths(stateDir);
+  if (gone(p.table)) return 0;
+  return locked(p, () => {
+    const entries = readTable(p.table);
+    const rest = entries.filter((e) => !which(e));
+    if (rest.length !== entries.length) writeTable(p, rest);
+    return entries.length - rest.length;
+  });
+}
+
 export function listRanges(stateDir: string): RangeEntry[] {
   return readTable(paths(stateDir).table);
 }

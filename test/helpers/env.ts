@@ -1,14 +1,13 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, rm, rmdir } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ContainerdClient } from "../../src/containerd/client.js";
 import { NotFoundError } from "../../src/errors.js";
-import { HOST_RANGES_BASE } from "../../src/executor/userns-ranges.js";
-import { withFileLock } from "../../src/fs/file-lock.js";
+import { dropRanges, HOST_RANGES_BASE } from "../../src/executor/userns-ranges.js";
 import { mountPointsUnder } from "../../src/fs/mountinfo.js";
 import { ensureDefaultRootfs } from "../../src/rootfs/default-rootfs.js";
 
@@ -104,17 +103,7 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
  * leave ranges held in /run/ctrexec for good (prune frees only those of dead processes, and the test's is alive).
  */
 export function forgetRanges(namespace: string): void {
-  const dir = join(HOST_RANGES_BASE, "userns");
-  if (!existsSync(join(dir, "ranges.json"))) return;
-  withFileLock(join(dir, "lock"), () => {
-    const table = JSON.parse(readFileSync(join(dir, "ranges.json"), "utf8")) as { version: number; ranges: { namespace: string }[] };
-    const rest = table.ranges.filter((e) => e.namespace !== namespace);
-    if (rest.length === table.ranges.length) return;
-    // Replaced by a rename, as the executor does: a reader without the lock sees a whole table.
-    const tmp = join(dir, `ranges.json.test-${process.pid}.tmp`);
-    writeFileSync(tmp, `${JSON.stringify({ ...table, ranges: rest })}\n`, { mode: 0o600 });
-    renameSync(tmp, join(dir, "ranges.json"));
-  });
+  dropRanges(HOST_RANGES_BASE, (e) => e.namespace === namespace);
 }
 
 /**
