@@ -52,6 +52,15 @@ module.exports = {
       },
     },
     {
+      name: "rootless-knows-no-executor",
+      comment:
+        "src/rootless/ finds, starts and stops a user's rootless containerd: it may speak to containerd, and knows " +
+        "nothing of the executor, images, networks or the CLI.",
+      severity: "error",
+      from: { path: "^src/rootless/" },
+      to: { path: "^src/(executor|image|network|cli|rootfs|registry|gen)/" },
+    },
+    {
       name: "util-and-errors-are-leaves",
       comment: "src/util/ and src/errors.ts are used by every layer, so they import from none of them.",
       severity: "error",

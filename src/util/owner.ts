@@ -153,7 +153,8 @@ function aliveElsewhere(o: ParsedOwner, compareStart: boolean): boolean | undefi
 }
 
 /**
- * True when the owner process is alive; false when it is certainly gone; undefined when this process cannot
+ * True when the owner process is alive; false when it is certainly gone (`ended`: also when its pid namespace
+ * is one of those, on this boot); undefined when this process cannot
  * tell (another host, a pid namespace it cannot see, a form it does not know). Callers treat anything but
  * false as alive: a record is removed only when its owner is known to be dead.
  *
@@ -172,7 +173,7 @@ function aliveElsewhere(o: ParsedOwner, compareStart: boolean): boolean | undefi
  *   So an older executor's leftovers on this host are pruned by a prune run on the host, as before, and never
  *   by a prune inside a container, which cannot see the processes the pids name.
  */
-export function ownerAlive(owner: string): boolean | undefined {
+export function ownerAlive(owner: string, ended?: EndedPidNamespaces): boolean | undefined {
   const o = parseOwner(owner);
   if (!o) return undefined;
   const f = selfFacts();
@@ -190,7 +191,24 @@ export function ownerAlive(owner: string): boolean | undefined {
     if (start === undefined) return false;
     return compareStart ? start === o.start : undefined;
   }
+  // Not ours (checked first: a namespace's inode may be reused by a later one, ours included).
+  if (sameKernel && o.pidNs !== undefined && ended?.bootId === f.bootId && ended.namespaces.has(o.pidNs)) return false;
   return aliveElsewhere(o, compareStart);
+}
+
+/**
+ * Pid namespaces known to have ended on this boot, with every process in them: those of a user's rootless
+ * daemons that were stopped (or found dead). An owner there is dead even where /proc cannot show it.
+ */
+export interface EndedPidNamespaces {
+  bootId: string;
+  /** As fileIdentity gives them: "dev:ino" of the namespace's /proc/PID/ns/pid. */
+  namespaces: ReadonlySet<string>;
+}
+
+/** This boot's id, which EndedPidNamespaces are recorded with. */
+export function bootId(): string {
+  return selfFacts().bootId;
 }
 
 function oldFormAlive(o: ParsedOwner): boolean | undefined {

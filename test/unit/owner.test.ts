@@ -4,7 +4,7 @@ import { readFileSync, statSync } from "node:fs";
 import { hostname } from "node:os";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { ownerAlive, ownerId, processStartTime } from "../../src/util/owner.js";
+import { bootId, ownerAlive, ownerId, processStartTime } from "../../src/util/owner.js";
 
 /** Whether this test runs where /proc shows every process (the initial pid namespace, as root). */
 const seesAll = statSync("/proc/self/ns/pid").ino === 0xeffffffc && process.getuid?.() === 0;
@@ -19,12 +19,16 @@ function ownerWith(fields: { host?: string; pid?: number; start?: string; boot?:
   return [fields.host ?? host, fields.pid ?? pid, fields.start ?? start, fields.boot ?? boot, fields.pidNs ?? pidNs, timeNs].join("/");
 }
 
-/** ownerAlive as a process in a new pid namespace with its own /proc sees it: "true", "false" or "undefined". */
-function aliveFromNewPidNamespace(owner: string): string {
-  const script = `const m = await import(${JSON.stringify(ownerModule)}); process.stdout.write(String(m.ownerAlive(process.argv[1])));`;
-  return execFileSync("unshare", ["--pid", "--fork", "--mount-proc", process.execPath, "--input-type=module", "-e", script, owner], {
-    encoding: "utf8",
-  });
+/**
+ * ownerAlive as a process in a new pid namespace with its own /proc sees it: "true", "false" or "undefined";
+ * `ended`: pid namespaces to give it as ended on this boot.
+ */
+function aliveFromNewPidNamespace(owner: string, ended?: string[]): string {
+  const script = `const m = await import(${JSON.stringify(ownerModule)});
+    const ended = process.argv[2] ? { bootId: m.bootId(), namespaces: new Set(JSON.parse(process.argv[2])) } : undefined;
+    process.stdout.write(String(m.ownerAlive(process.argv[1], ended)));`;
+  const argv = [process.execPath, "--input-type=module", "-e", script, owner, ...(ended ? [JSON.stringify(ended)] : [])];
+  return execFileSync("unshare", ["--pid", "--fork", "--mount-proc", ...argv], { encoding: "utf8" });
 }
 
 const children: ChildProcess[] = [];
@@ -79,6 +83,19 @@ describe("owner liveness", () => {
     // The bug: `unshare --pid --fork --mount-proc ctrexec prune` looked the host's pids up in its own /proc.
     assert.equal(aliveFromNewPidNamespace(ownerId()), "undefined");
     assert.equal(aliveFromNewPidNamespace(ownerWith({ pid: 1 })), "undefined", "pid 1 there is not our pid 1");
+  });
+
+  it("an owner in a pid namespace recorded as ended on this boot is dead, even where /proc cannot show it", () => {
+    // A rootless daemon's runs, seen from the next daemon (rootless/layout.ts records the namespaces that ended).
+    const ns = statSync("/proc/self/ns/pid");
+    const gone = ownerWith({ pidNs: "3:999999" });
+    assert.equal(aliveFromNewPidNamespace(gone), "undefined");
+    assert.equal(aliveFromNewPidNamespace(gone, ["3:999999"]), "false");
+    assert.equal(aliveFromNewPidNamespace(gone, ["3:999998"]), "undefined", "another namespace ended");
+    const other = { bootId: "another-boot", namespaces: new Set(["3:999999"]) };
+    assert.equal(ownerAlive(ownerId(), other), true);
+    // Our own namespace's inode recorded as ended (an inode reused by a later namespace): ours is decided by pid.
+    assert.equal(ownerAlive(ownerId(), { bootId: bootId(), namespaces: new Set([`${ns.dev}:${ns.ino}`]) }), true);
   });
 
   it("an owner in a pid namespace the caller can see is decided by its pid there", async () => {

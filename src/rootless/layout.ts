@@ -1,0 +1,194 @@
+import { appendFileSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, isAbsolute, join } from "node:path";
+import { bootId, type EndedPidNamespaces, fileIdentity } from "../util/owner.js";
+
+/**
+ * Where a user's rootless containerd and ctrexec keep their files. The directories are rootless nerdctl's
+ * (containerd-rootless.sh), so that a user who knows one knows the other: the runtime dir holds rootlesskit's
+ * state and containerd's sockets, the data dir what outlives a reboot.
+ */
+export interface RootlessLayout {
+  /** `$XDG_RUNTIME_DIR`, else /run/user/<uid> (setup-rootless.sh makes it where no logind does). */
+  runtimeDir: string;
+  /** rootlesskit's `--state-dir`: child_pid, api.sock. */
+  kitStateDir: string;
+  /** containerd's `--state`, bound on /run/containerd inside: shims and runc keep their files there whatever the config says. */
+  containerdState: string;
+  /** containerd's gRPC socket. */
+  address: string;
+  /** containerd's `--root`, bound on /var/lib/containerd inside. */
+  containerdRoot: string;
+  /** ctrexec's state dir in rootless mode (default rootfs, run dirs). */
+  stateDir: string;
+  /** ctrexec's FIFO root in rootless mode: a path both namespaces see (/run is copied up inside). */
+  fifoRoot: string;
+  /** The generated containerd config and the daemon's log. */
+  configFile: string;
+  logFile: string;
+  /** What `ctrexec rootless start` recorded about the daemon it started. */
+  recordFile: string;
+  /** The pid namespaces of this user's daemons that ended (stopped, or found dead), one `BOOTID DEV:INO` a line. */
+  endedFile: string;
+}
+
+/** What `ctrexec rootless start` records once the daemon answers. */
+export interface RootlessRecord {
+  version: 1;
+  rootlesskitPid: number;
+  /** rootlesskit's child: init of the daemon's pid namespace, owner of its namespaces (as the host numbers it). */
+  childPid: number;
+  network: "host" | "slirp4netns";
+  /** Inode of the daemon's user namespace: what tells a live daemon from a reused pid, and inside from outside. */
+  userns: number;
+  address: string;
+  startedAt: string;
+  /** The daemon's pid namespace ("dev:ino", as owners name theirs): once it ends, every run of it has. */
+  pidns?: string;
+}
+
+/** A rootless daemon found for this user. */
+export interface RootlessDaemon {
+  layout: RootlessLayout;
+  record: RootlessRecord;
+  /** This process runs in the daemon's user namespace (entered through `ctrexec rootless enter`). */
+  inside: boolean;
+}
+
+function absolute(v: string | undefined): string | undefined {
+  return v && isAbsolute(v) ? v : undefined;
+}
+
+/** The layout for the user whose environment `env` is. Inside the namespaces uid is 0: `enter` keeps XDG_RUNTIME_DIR set. */
+export function rootlessLayout(env: NodeJS.ProcessEnv = process.env): RootlessLayout {
+  const runtimeDir = absolute(env["XDG_RUNTIME_DIR"]) ?? `/run/user/${process.getuid?.() ?? 0}`;
+  const dataHome = absolute(env["XDG_DATA_HOME"]) ?? join(absolute(env["HOME"]) ?? homedir(), ".local", "share");
+  const kitStateDir = join(runtimeDir, "containerd-rootless");
+  const containerdState = join(runtimeDir, "containerd");
+  const stateDir = join(dataHome, "ctrexec");
+  return {
+    runtimeDir,
+    kitStateDir,
+    containerdState,
+    address: join(containerdState, "containerd.sock"),
+    containerdRoot: join(dataHome, "containerd"),
+    stateDir,
+    fifoRoot: join(runtimeDir, "ctrexec", "fifo"),
+    configFile: join(stateDir, "rootless", "containerd.toml"),
+    logFile: join(stateDir, "rootless", "containerd.log"),
+    // Not in rootlesskit's state dir, which rootlesskit removes when it exits on its own: a daemon that died
+    // stays known (stale) until start or stop notes its end.
+    recordFile: join(runtimeDir, "ctrexec", "rootless.json"),
+    endedFile: join(runtimeDir, "ctrexec", "ended-pid-namespaces"),
+  };
+}
+
+function isPositiveInt(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v > 0;
+}
+
+/** The record, if there is one and it is well-formed; anything else reads as no daemon. */
+export function readRecord(layout: RootlessLayout): RootlessRecord | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(layout.recordFile, "utf8"));
+  } catch {
+    return undefined;
+  }
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const r = raw as Record<string, unknown>;
+  if (r["version"] !== 1 || !isPositiveInt(r["rootlesskitPid"]) || !isPositiveInt(r["childPid"]) || !isPositiveInt(r["userns"])) return undefined;
+  if (r["network"] !== "host" && r["network"] !== "slirp4netns") return undefined;
+  if (typeof r["address"] !== "string" || typeof r["startedAt"] !== "string") return undefined;
+  const pidns = typeof r["pidns"] === "string" && /^\d+:\d+$/.test(r["pidns"]) ? r["pidns"] : undefined;
+  return {
+    version: 1,
+    rootlesskitPid: r["rootlesskitPid"],
+    childPid: r["childPid"],
+    network: r["network"],
+    userns: r["userns"],
+    address: r["address"],
+    startedAt: r["startedAt"],
+    ...(pidns ? { pidns } : {}),
+  };
+}
+
+/** Inode of a namespace link of /proc (`user`, `mnt`...) of `pid`, or undefined where it cannot be looked at. */
+export function namespaceInode(pid: number | "self", ns: string): number | undefined {
+  try {
+    return statSync(`/proc/${pid}/ns/${ns}`).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the record's daemon still runs: its child is still the owner of the recorded user namespace (not a reused pid). */
+export function recordAlive(record: RootlessRecord): boolean {
+  return namespaceInode(record.childPid, "user") === record.userns;
+}
+
+/**
+ * The user's rootless daemon, if `ctrexec rootless start` started one that still runs; undefined otherwise.
+ * Inside its namespaces the host's pids mean nothing, and being there proves it alive.
+ */
+export function findRootless(env: NodeJS.ProcessEnv = process.env): RootlessDaemon | undefined {
+  const layout = rootlessLayout(env);
+  const record = readRecord(layout);
+  if (!record) return undefined;
+  const inside = namespaceInode("self", "user") === record.userns;
+  if (!inside && !recordAlive(record)) return undefined;
+  return { layout, record, inside };
+}
+
+/** Whether this process runs in a user namespace other than the host's (its uid_map is not the identity). */
+export function inUserNamespace(): boolean {
+  try {
+    const lines = readFileSync("/proc/self/uid_map", "utf8").trim().split("\n");
+    return !(lines.length === 1 && lines[0]!.trim().split(/\s+/).join(" ") === "0 0 4294967295");
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * nsenter's arguments that put a command in the daemon's namespaces, as nerdctl does: user and mount, pid (its
+ * /proc is the pid namespace's), and network when rootlesskit made one (the host's cannot be re-entered from
+ * the user namespace: EPERM). --preserve-credentials keeps the user's ids for the entry itself.
+ */
+export function enterArgs(daemon: RootlessDaemon): string[] {
+  const args = ["--preserve-credentials", "-U", "-m", "-p", "-t", String(daemon.record.childPid)];
+  if (daemon.record.network === "slirp4netns") args.push("-n");
+  return args;
+}
+
+/** The pid namespace of a daemon's child, as its record keeps it (read while the daemon runs). */
+export function daemonPidNamespace(childPid: number): string | undefined {
+  return fileIdentity(`/proc/${childPid}/ns/pid`);
+}
+
+/**
+ * Notes that a daemon's pid namespace ended (its rootlesskit is gone: with --pidns every process in it died),
+ * so that prune, in the next daemon, knows the runs of the old one dead: their owners' pid namespace is not
+ * one /proc can show. Lines are short and appended: concurrent writers do not mix.
+ */
+export function recordEndedPidNamespace(layout: RootlessLayout, pidns: string): void {
+  mkdirSync(dirname(layout.endedFile), { recursive: true, mode: 0o700 });
+  appendFileSync(layout.endedFile, `${bootId()} ${pidns}\n`, { mode: 0o600 });
+}
+
+/** This boot's ended pid namespaces of the user's daemons (none when nothing was recorded). */
+export function endedPidNamespaces(layout: RootlessLayout): EndedPidNamespaces {
+  const boot = bootId();
+  const namespaces = new Set<string>();
+  let text = "";
+  try {
+    text = readFileSync(layout.endedFile, "utf8");
+  } catch {
+    // none recorded
+  }
+  for (const line of text.split("\n")) {
+    const [b, ns] = line.split(" ");
+    if (b === boot && ns && /^\d+:\d+$/.test(ns)) namespaces.add(ns);
+  }
+  return { bootId: boot, namespaces };
+}

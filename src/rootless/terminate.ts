@@ -1,0 +1,48 @@
+import { readFileSync } from "node:fs";
+import { UnknownError } from "../errors.js";
+import type { Logger } from "../util/logger.js";
+import { namespaceInode, type RootlessLayout } from "./layout.js";
+import { daemonProcesses, type ProcessMark, signal, waitGone } from "./processes.js";
+
+/** What rootlesskit gets after SIGTERM, and again after SIGKILL: containerd shuts down in well under a second. */
+export const STOP_WAIT_MS = 5_000;
+
+/** Whether `pid` runs rootlesskit with this layout's state dir: a stuck rootlesskit of ours, not a reused pid. */
+export function isOurKit(pid: number, layout: RootlessLayout): boolean {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return argv[0]?.endsWith("rootlesskit") === true && argv.includes(`--state-dir=${layout.kitStateDir}`);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Ends a daemon: SIGTERM to rootlesskit, which passes it on to containerd (a clean shutdown), SIGKILL after a
+ * bounded wait. With --pidns, when the namespace's init goes the kernel kills everything in it (shims,
+ * containers); whatever of the daemon is still left (found before the signal: rootlesskit's tree and the pid
+ * namespace's members, e.g. slirp4netns) is killed too, so nothing of it survives a stop.
+ */
+export async function terminate(kitPid: number, childPid: number | undefined, log: Logger): Promise<void> {
+  const pidns = childPid !== undefined ? namespaceInode(childPid, "pid") : undefined;
+  const marks = daemonProcesses(kitPid, pidns !== undefined ? { kind: "pid", inode: pidns } : undefined);
+  const kit = marks.filter((m) => m.pid === kitPid);
+  signal(kit, "SIGTERM");
+  let left = await waitGone(kit, STOP_WAIT_MS);
+  if (left.length > 0) {
+    log.warn("rootlesskit did not exit within 5 s of SIGTERM; sending SIGKILL", { pid: kitPid });
+    signal(left, "SIGKILL");
+    left = await waitGone(left, STOP_WAIT_MS);
+    if (left.length > 0) throw new UnknownError(`rootlesskit (pid ${kitPid}) still runs 5 s after SIGKILL`);
+  }
+  await killLeftovers(marks, log);
+}
+
+async function killLeftovers(marks: ProcessMark[], log: Logger): Promise<void> {
+  let left = await waitGone(marks, STOP_WAIT_MS);
+  if (left.length === 0) return;
+  log.warn("processes of the rootless daemon outlived rootlesskit; killing them", { pids: left.map((m) => m.pid) });
+  signal(left, "SIGKILL");
+  left = await waitGone(left, STOP_WAIT_MS);
+  if (left.length > 0) throw new UnknownError(`processes of the rootless daemon still run after SIGKILL: pids ${left.map((m) => m.pid).join(", ")}`);
+}
