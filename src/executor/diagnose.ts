@@ -9,6 +9,7 @@ import { autoNetworkMode } from "../network/auto.js";
 import { DEFAULT_PLUGIN_DIRS } from "../network/cni.js";
 import { detectHostFeatures } from "../oci/host-features.js";
 import { defaultRootfsPath } from "../rootfs/default-rootfs.js";
+import { findRootless, inUserNamespace } from "../rootless/layout.js";
 import { diagnoseUserns, type UsernsDiagnosis } from "./diagnose-userns.js";
 import { DEFAULT_FIFO_ROOT, DEFAULT_STATE_DIR } from "./options.js";
 import { chooseShimLauncher } from "./shims/launcher.js";
@@ -25,6 +26,21 @@ export interface DiagnoseOptions {
   runtime?: string;
   /** As ExecutorOptions.shimLauncher: a path, false for none, absent for the executor's choice. */
   shimLauncher?: string | false;
+  /** Whether runs would be rootless; default: as the executor decides (an unprivileged process, or one in a user namespace). */
+  rootless?: boolean;
+}
+
+/** One thing rootless mode does or does not do on this host, and why not. */
+export interface RootlessCapability {
+  what: string;
+  works: boolean;
+  why?: string;
+}
+
+/** Rootless mode: the user's daemon (`ctrexec rootless start`) if one runs, and what works in that mode here. */
+export interface RootlessDiagnosis {
+  daemon: { rootlesskitPid: number; network: "host" | "slirp4netns"; address: string; startedAt: string; inside: boolean } | null;
+  capabilities: RootlessCapability[];
 }
 
 /** The setup an executor would run on, as `ctrexec info` shows it. */
@@ -43,6 +59,8 @@ export interface HostDiagnosis {
    * state dir (runs' own dirs), the default rootfs and the default snapshotter's root (image and snapshot roots).
    */
   userns: UsernsDiagnosis;
+  /** Set when runs would be rootless (null: a root containerd). */
+  rootless: RootlessDiagnosis | null;
   /** The mode `network: "default"` picks, the built-in providers, and the CNI plugins the bridge needs. */
   network: { default: "bridge" | "host"; providers: string[]; cniPluginDir: string | null; cniPlugins: string[] };
   defaultRootfs: { path: string; built: boolean };
@@ -107,6 +125,8 @@ export async function diagnoseHost(options: DiagnoseOptions): Promise<HostDiagno
   const rootfs = defaultRootfsPath(stateDir);
   const containerdVersion = containerd.reachable ? containerd.version : "";
   const snapshotterRoot = snapshotterRoots.get(DEFAULT_SNAPSHOTTER);
+  const rootless = options.rootless ?? ((process.geteuid?.() ?? 0) !== 0 || inUserNamespace());
+  const cgroupVersion = existsSync("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1;
   const userns = await diagnoseUserns([
     { what: "state dir", path: stateDir },
     { what: "default rootfs", path: rootfs },
@@ -116,15 +136,47 @@ export async function diagnoseHost(options: DiagnoseOptions): Promise<HostDiagno
     containerd,
     namespace: client.namespace,
     runtime: { name: runtime, runc, shimLauncher: chooseShimLauncher(options.shimLauncher, runtime, containerdVersion) ?? null },
-    cgroup: { version: existsSync("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1, namespaces: host.cgroupNamespaces },
+    cgroup: { version: cgroupVersion, namespaces: host.cgroupNamespaces },
     security: { seccomp: host.seccomp, apparmor: host.apparmor, selinux: host.selinux, userNamespace: host.inUserNamespace },
     userns,
-    network: { default: defaultNetwork, providers: ["host", "none", "bridge"], cniPluginDir: cniDir ?? null, cniPlugins },
+    rootless: rootless ? diagnoseRootless(cgroupVersion) : null,
+    network: { default: rootless ? "host" : defaultNetwork, providers: ["host", "none", "bridge"], cniPluginDir: cniDir ?? null, cniPlugins },
     defaultRootfs: { path: rootfs, built: existsSync(`${rootfs}/bin/busybox`) },
     stateDir,
     fifoRoot: options.fifoRoot ?? DEFAULT_FIFO_ROOT,
     fifo: fifoImplementation(),
     kernel: host.kernelRelease,
     arch: host.arch,
+  };
+}
+
+/** What rootless mode does here: the same refusals the executor makes, said before a run meets them. */
+function diagnoseRootless(cgroupVersion: 1 | 2): RootlessDiagnosis {
+  const found = findRootless();
+  const daemon = found
+    ? {
+        rootlesskitPid: found.record.rootlesskitPid,
+        network: found.record.network,
+        address: found.record.address,
+        startedAt: found.record.startedAt,
+        inside: found.inside,
+      }
+    : null;
+  const hostNet = !found || found.record.network === "host";
+  return {
+    daemon,
+    capabilities: [
+      { what: "runs (root inside is this user outside)", works: found !== undefined, ...(found ? {} : { why: "no daemon: ctrexec rootless start" }) },
+      { what: `network host (${hostNet ? "the host's network" : "rootlesskit's slirp4netns network"}), none`, works: true },
+      { what: "network bridge", works: false, why: "the bridge would be made in a network namespace this user does not own" },
+      {
+        what: "resource limits, cgroup parent",
+        works: false,
+        why:
+          cgroupVersion === 1 ? "cgroup v1 cannot delegate limits to an unprivileged user" : "not applied through a delegated cgroup v2 subtree yet",
+      },
+      { what: "a user namespace per run (--userns)", works: false, why: "idmapped mounts cannot be made from inside the daemon's user namespace" },
+      { what: "host files of other users in mounts", works: false, why: "they show as nobody and stay out of the container's reach" },
+    ],
   };
 }

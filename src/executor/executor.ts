@@ -15,6 +15,7 @@ import { OomWatch } from "./oom-watch.js";
 import { type ExecutorOptions, normalizeOptions, type ResolvedOptions } from "./options.js";
 import { prune } from "./prune.js";
 import { Retirements } from "./retire.js";
+import { withRootlessDefaults } from "./rootless-mode.js";
 import { createContainer, type TaskState } from "./run/container.js";
 import { RunDisposal } from "./run/disposal.js";
 import { checkRunRequest, prepareRun, throwIfCanceled } from "./run/prepare.js";
@@ -77,7 +78,7 @@ export class ContainerdExecutor implements AsyncDisposable {
 
   /** Connects (fails with UnavailableError if containerd does not answer) and prepares the state dirs. */
   static async create(options: ExecutorOptions = {}): Promise<ContainerdExecutor> {
-    const resolved = normalizeOptions(options);
+    const resolved = normalizeOptions(withRootlessDefaults(options));
     const client = resolved.client ?? new ContainerdClient({ address: resolved.address, namespace: resolved.namespace });
     let executor: ContainerdExecutor;
     try {

@@ -9,7 +9,9 @@ import { AlreadyExistsError, NotFoundError, type PruneFailure, PruneIncompleteEr
 import { removeTree } from "../fs/remove-tree.js";
 import { pruneNetns } from "../network/bridge.js";
 import { defaultSpec } from "../oci/defaults.js";
+import { endedPidNamespaces, inUserNamespace, rootlessLayout } from "../rootless/layout.js";
 import { type Logger, silentLogger } from "../util/logger.js";
+import type { EndedPidNamespaces } from "../util/owner.js";
 import { LABEL, ownerAlive, ownerId } from "./labels.js";
 import { bundleUsesSocket, findShims, isIdentifier, shimSocket, stopOrphanShim } from "./orphan-shims.js";
 import { rootRegistriesDir, settleRootRegistry } from "./root-stubs.js";
@@ -55,6 +57,9 @@ export async function prune(options: PruneOptions): Promise<string[]> {
   }
   const fifos = fifoDir(options.fifoRoot, ns);
   const runs = runsDir(options.stateDir, ns);
+  // In a rootless daemon, the runs of the user's earlier daemons are in pid namespaces /proc cannot show:
+  // those that ended are known (rootless/layout.ts).
+  const ended = inUserNamespace() ? endedPidNamespaces(rootlessLayout()) : undefined;
 
   const containers = await attempt("containers (listing them)", () => client.containers.list());
   const known = new Set((containers ?? []).map((c) => c.id));
@@ -66,7 +71,7 @@ export async function prune(options: PruneOptions): Promise<string[]> {
   const labelledDirs: { id: string; dir: string }[] = [];
   for (const c of containers ?? []) {
     const owner = c.labels[LABEL.owner];
-    if (!owner || ownerAlive(owner) !== false) continue;
+    if (!owner || ownerAlive(owner, ended) !== false) continue;
     deadOwners.add(c.id);
     // deleteTask returns true when the task is gone, and throws otherwise.
     if (!(await attempt(`task ${c.id}`, () => deleteTask(client, c.id, logger)))) {
@@ -85,7 +90,7 @@ export async function prune(options: PruneOptions): Promise<string[]> {
   for (const t of (await attempt("tasks (listing them)", () => client.tasks.list())) ?? []) {
     if (known.has(t.id) || !isIdentifier(t.id)) continue;
     const owner = await readRunOwner(join(runs, t.id));
-    if (!owner || ownerAlive(owner) !== false) continue;
+    if (!owner || ownerAlive(owner, ended) !== false) continue;
     const gone = await attempt(`orphaned task ${t.id}`, async () => {
       // containerd answers every Tasks call for an orphan with NOT_FOUND; a container record with the same id
       // makes the task reachable again.
@@ -111,7 +116,7 @@ export async function prune(options: PruneOptions): Promise<string[]> {
     });
     return Promise.all(names.map(async (name) => ({ name, owner: await runEntryOwner(runs, name) })));
   });
-  const deadRunIds = new Set((entries ?? []).filter((e) => e.owner !== undefined && ownerAlive(e.owner) === false).map((e) => e.name));
+  const deadRunIds = new Set((entries ?? []).filter((e) => e.owner !== undefined && ownerAlive(e.owner, ended) === false).map((e) => e.name));
 
   // Shims whose task containerd forgot (see orphan-shims.ts): only of ids known here to be a dead owner's.
   if (containers !== undefined) {
@@ -133,21 +138,24 @@ export async function prune(options: PruneOptions): Promise<string[]> {
     const removeRunDir = async (dir: string) => {
       if (done.has(dir)) return; // named by a label and listed too
       done.add(dir);
-      if ((await attempt(`run dir ${dir}`, () => removeDeadRunDir(dir, logger))) === true) removed.push(`run dir ${dir}`);
+      if ((await attempt(`run dir ${dir}`, () => removeDeadRunDir(dir, logger, ended))) === true) removed.push(`run dir ${dir}`);
     };
     for (const { id, dir } of labelledDirs) {
       if (keep(id) || keep(basename(dir))) continue;
       await removeRunDir(dir); // unless a live owner's by now (a new run that took the id over): see removeDeadRunDir
     }
     for (const { name, owner } of entries ?? []) {
-      if (owner !== undefined && ownerAlive(owner) !== false) continue;
+      if (owner !== undefined && ownerAlive(owner, ended) !== false) continue;
       if (owner === undefined && known.has(name)) continue;
       if (keep(name)) continue;
       await removeRunDir(resolve(runs, name));
     }
-    // User namespace ranges of this namespace's dead runs that can no longer be going: dir gone, no task.
-    const freed = await attempt("user namespace ranges", async () => pruneRanges(HOST_RANGES_BASE, logger, { namespace: ns, hasTask: keep }));
-    if (freed) removed.push(`user namespace ranges of ${freed} dead run(s)`);
+    // User namespace ranges of this namespace's dead runs that can no longer be going: dir gone, no task. Only
+    // host root hands them out (a rootless daemon's runs share its one namespace), and only it can write the table.
+    if (process.geteuid?.() === 0 && !inUserNamespace()) {
+      const freed = await attempt("user namespace ranges", async () => pruneRanges(HOST_RANGES_BASE, logger, { namespace: ns, hasTask: keep }));
+      if (freed) removed.push(`user namespace ranges of ${freed} dead run(s)`);
+    }
   }
 
   // Roots whose runs all ended without removing their mount stubs (the last one died).
@@ -160,7 +168,7 @@ export async function prune(options: PruneOptions): Promise<string[]> {
   // Leases of dead owners: deleting them lets containerd's GC take the active snapshots they held.
   for (const lease of (await attempt("leases (listing them)", () => client.leases.list())) ?? []) {
     const owner = lease.labels[LABEL.owner];
-    if (!owner || ownerAlive(owner) !== false) continue;
+    if (!owner || ownerAlive(owner, ended) !== false) continue;
     if ((await attempt(`lease ${lease.id}`, () => client.leases.delete(lease.id, { sync: true }).then(() => true))) === true)
       removed.push(`lease ${lease.id}`);
   }
@@ -175,7 +183,7 @@ export async function prune(options: PruneOptions): Promise<string[]> {
       const id = name.replace(/-(?:[0-9a-f]{12}|[A-Za-z0-9]{6})$/, "").replace(/\.exec[0-9a-f]{16}$/, "");
       if (live.has(id)) continue;
       const owner = await readRunOwner(join(runs, id));
-      if (owner !== undefined && ownerAlive(owner) !== false) continue;
+      if (owner !== undefined && ownerAlive(owner, ended) !== false) continue;
       const dir = join(fifos, name);
       if ((await attempt(`FIFO dir ${dir}`, () => removeTree(dir).then(() => true))) === true) removed.push(`FIFO dir ${dir}`);
     }
@@ -207,8 +215,8 @@ const PRUNING = /^\.pruning\.[0-9a-f]{12}$/;
  * only ever puts one there that holds its owner file: that run's dir stays, the rename back fails (ENOTEMPTY,
  * reported), and the dir moved away keeps its live owner, so no prune removes it while that owner lives.
  */
-async function removeDeadRunDir(dir: string, logger: Logger): Promise<boolean> {
-  const deadOrNone = (owner: string | undefined) => owner === undefined || ownerAlive(owner) === false;
+async function removeDeadRunDir(dir: string, logger: Logger, ended: EndedPidNamespaces | undefined): Promise<boolean> {
+  const deadOrNone = (owner: string | undefined) => owner === undefined || ownerAlive(owner, ended) === false;
   if (PRUNING.test(basename(dir))) {
     // Already moved by a prune (this one or one that died): no run can take this name.
     if (!deadOrNone(await readRunOwner(dir))) return false;

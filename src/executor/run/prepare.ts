@@ -14,6 +14,7 @@ import { mountDefaultRoot } from "../default-root.js";
 import { type LocalMount, mountLocally, tooLongForTheKernel } from "../local-mount.js";
 import { MountStubsCleaner } from "../mount-stubs.js";
 import { enterRoot } from "../root-stubs.js";
+import { checkRootlessRun } from "../rootless-mode.js";
 import { createRunDir, removeRunDir } from "../run-dirs.js";
 import { mountSubPath } from "../selector-mount.js";
 import type { MountRef, MountSpec, RunRequest } from "../types.js";
@@ -78,6 +79,10 @@ export function checkRunRequest(ctx: ExecutorContext, id: string, req: RunReques
     rootless: o.rootless,
     mounts: (req.mounts ?? []).map((m) => ({ destination: m.dest, type: "bind" })),
   };
+  if (o.rootless) {
+    const network = meta.network === "default" ? undefined : meta.network;
+    checkRootlessRun({ resources: meta.resources, cgroupParent: base.cgroupParent, network });
+  }
   const userns = checkUserns(ctx, usernsMode(ctx, meta.userns));
   generateSpec({ ...base, userns, user: { uid: 0, gid: 0, additionalGids: [] } }, ctx.host);
   for (const m of req.mounts ?? []) {
