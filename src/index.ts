@@ -247,6 +247,34 @@ export {
   ensureDefaultRootfs,
 } from "./rootfs/default-rootfs.js";
 export {
+  /** nsenter's arguments that put a command in a rootless daemon's namespaces (user, mount, pid; network with slirp4netns). */
+  enterArgs,
+  /** The user's rootless containerd started by `ctrexec rootless start`, if it runs; says whether this process is inside it. */
+  findRootless,
+  /** Whether this process runs in a user namespace other than the host's. */
+  inUserNamespace,
+  /** A rootless daemon found: its layout, its record, and whether this process is inside its namespaces. */
+  type RootlessDaemon,
+  /** Where a user's rootless containerd and ctrexec keep their files (nerdctl's directories). */
+  type RootlessLayout,
+  /** Options of rootlessStatus and stopRootless: a logger, the user's environment. */
+  type RootlessOptions,
+  /** What `ctrexec rootless start` records about the daemon it started. */
+  type RootlessRecord,
+  /** A rootless daemon's state: running, stopped or stale (recorded but gone), pid, socket, network, answers. */
+  type RootlessStatus,
+  /** The rootless layout for an environment (XDG_RUNTIME_DIR, XDG_DATA_HOME, HOME). */
+  rootlessLayout,
+  /** The user's rootless daemon's state (`ctrexec rootless status`). */
+  rootlessStatus,
+  /** Options of startRootless: also the network (auto, host, slirp4netns) and how long containerd may take. */
+  type StartRootlessOptions,
+  /** Starts the user's rootless containerd under rootlesskit, detached, once (`ctrexec rootless start`). */
+  startRootless,
+  /** Stops the user's rootless containerd and everything in it (`ctrexec rootless stop`). */
+  stopRootless,
+} from "./rootless/index.js";
+export {
   /** Structured fields of a log line. */
   type LogFields,
   /** The logger interface an executor takes: debug, info, warn, error. */

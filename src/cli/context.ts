@@ -6,9 +6,13 @@ import {
   DEFAULT_FIFO_ROOT,
   DEFAULT_STATE_DIR,
   type ExecutorOptions,
+  FailedPreconditionError,
+  findRootless,
   InvalidArgumentError,
+  inUserNamespace,
   type Logger,
   type LogLevel,
+  type RootlessDaemon,
   stderrLogger,
 } from "../index.js";
 import type { OptionSpec, Parsed } from "./args.js";
@@ -34,6 +38,10 @@ export interface Context {
   namespace: string | undefined;
   root: string;
   fifoRoot: string;
+  /** The user's rootless containerd, when this process is unprivileged and was given no socket. */
+  rootless: RootlessDaemon | undefined;
+  /** Unprivileged, given no socket, and no rootless containerd runs for this user. */
+  noDaemon: boolean;
   logger: Logger;
   /** --insecure-registry, from before and after the command's name. */
   insecureRegistries: string[];
@@ -72,11 +80,15 @@ export function contextFrom(parsed: Parsed, inherited?: Context): Context {
       throw flagError("--insecure-registry", host, "expected HOST or HOST:PORT (no scheme, no path)");
     }
   }
+  const address = parsed.values.get("address") ?? inherited?.address;
+  const { rootless, noDaemon } = inherited && !parsed.values.has("address") ? inherited : findDaemon(address);
   return {
-    address: parsed.values.get("address") ?? inherited?.address,
+    address: address ?? rootless?.record.address,
     namespace: parsed.values.get("namespace") ?? inherited?.namespace,
-    root: parsed.values.get("root") ?? inherited?.root ?? process.env["CTREXEC_ROOT"] ?? DEFAULT_STATE_DIR,
-    fifoRoot: inherited?.fifoRoot ?? process.env["CTREXEC_FIFO_ROOT"] ?? DEFAULT_FIFO_ROOT,
+    root: parsed.values.get("root") ?? inherited?.root ?? process.env["CTREXEC_ROOT"] ?? rootless?.layout.stateDir ?? DEFAULT_STATE_DIR,
+    fifoRoot: inherited?.fifoRoot ?? process.env["CTREXEC_FIFO_ROOT"] ?? rootless?.layout.fifoRoot ?? DEFAULT_FIFO_ROOT,
+    rootless,
+    noDaemon,
     logger: level ? stderrLogger(level) : (inherited?.logger ?? stderrLogger("silent")),
     insecureRegistries: [...(inherited?.insecureRegistries ?? []), ...insecure],
     stdout: inherited?.stdout ?? process.stdout,
@@ -84,7 +96,29 @@ export function contextFrom(parsed: Parsed, inherited?: Context): Context {
   };
 }
 
-export function openClient(ctx: Context): ContainerdClient {
+/**
+ * An unprivileged process given no socket uses its user's rootless containerd (`ctrexec rootless start`), as
+ * rootless nerdctl does; root keeps the system's.
+ */
+function findDaemon(address: string | undefined): { rootless: RootlessDaemon | undefined; noDaemon: boolean } {
+  if (address !== undefined || process.env["CONTAINERD_ADDRESS"]) return { rootless: undefined, noDaemon: false };
+  if (process.geteuid?.() === 0 && !inUserNamespace()) return { rootless: undefined, noDaemon: false };
+  const rootless = findRootless();
+  return { rootless, noDaemon: rootless === undefined };
+}
+
+/** What an unprivileged user without a rootless containerd is told, rather than a socket's "permission denied". */
+export function checkDaemon(ctx: Context): void {
+  if (ctx.noDaemon) {
+    throw new FailedPreconditionError(
+      "no rootless containerd runs for this user: start one with `ctrexec rootless start` (once per machine, as root: scripts/setup-rootless.sh <user>), or give --address",
+    );
+  }
+}
+
+/** `diagnose`: for info, which reports an unreachable daemon rather than failing. */
+export function openClient(ctx: Context, diagnose = false): ContainerdClient {
+  if (!diagnose) checkDaemon(ctx);
   return new ContainerdClient({ address: ctx.address, namespace: ctx.namespace });
 }
 

@@ -8,9 +8,11 @@ import { infoCommand } from "./commands/info.js";
 import { loginCommand, logoutCommand } from "./commands/login.js";
 import { imagesCommand, killCommand, pruneCommand, psCommand, snapshotsCommand } from "./commands/manage.js";
 import { pullCommand } from "./commands/pull.js";
+import { rootlessCommand } from "./commands/rootless.js";
 import { runCommand } from "./commands/run.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "./context.js";
 import { EXIT_OWN_FAILURE, errorLine, exitCodeFor } from "./exit-codes.js";
+import { runInside } from "./rootless-enter.js";
 import { VERSION } from "./version.js";
 
 const MAIN_OPTIONS: OptionSpec[] = [...GLOBAL_OPTIONS, { name: "version", kind: "flag", help: "print ctrexec's version" }];
@@ -31,6 +33,7 @@ Commands:
   login     log in to a registry (credentials for pull)
   logout    log out from a registry
   snapshots list or remove committed snapshots
+  rootless  start, stop or enter this user's rootless containerd
   version   print the versions of ctrexec and containerd
 
 Options:
@@ -74,8 +77,15 @@ const COMMANDS: Record<string, Command> = {
   login: loginCommand,
   logout: logoutCommand,
   snapshots: snapshotsCommand,
+  rootless: rootlessCommand,
   version: versionCommand,
 };
+
+/**
+ * Commands that mount (a run's root and its mounts, exec's user lookup in it, prune's unmounts): with a rootless
+ * containerd they run in its namespaces, where this process re-executes itself. The others only speak the API.
+ */
+const MOUNTING = new Set(["run", "exec", "prune"]);
 
 export async function main(argv: string[]): Promise<number> {
   try {
@@ -102,6 +112,9 @@ export async function main(argv: string[]): Promise<number> {
     if (!command) {
       ctx.stderr.write(`ctrexec: unknown command "${name}"\nSee 'ctrexec --help'.\n`);
       return EXIT_OWN_FAILURE;
+    }
+    if (ctx.rootless && !ctx.rootless.inside && MOUNTING.has(name)) {
+      return await runInside(ctx.rootless, [process.execPath, ...process.execArgv, process.argv[1]!, ...argv]);
     }
     return await command(rest, ctx);
   } catch (err) {

@@ -32,6 +32,16 @@ export function usernsLines(u: HostDiagnosis["userns"]): string[] {
   return [`user namespaces:  ${kernel}`, ...checks.map((c, i) => `${i === 0 ? "idmapped mounts:" : ""}`.padEnd(18) + c)];
 }
 
+/** Rootless mode: the daemon, then one line per capability, as the user namespace lines are laid out. */
+export function rootlessLines(r: NonNullable<HostDiagnosis["rootless"]>): string[] {
+  const d = r.daemon;
+  const head = d
+    ? `yes: rootlesskit pid ${d.rootlesskitPid}, network ${d.network}${d.inside ? ", this process inside" : " (run, exec and prune re-enter its namespaces)"}`
+    : "yes, but no daemon runs: ctrexec rootless start";
+  const caps = r.capabilities.map((c) => `${c.works ? "yes" : "NO"}: ${c.what}${c.why ? ` (${c.why})` : ""}`);
+  return [`rootless:         ${head}`, ...caps.map((c) => `${"".padEnd(18)}${c}`)];
+}
+
 export async function infoCommand(argv: string[], parent: Context): Promise<number> {
   const p = parseOptions(argv, OPTIONS, "info");
   const ctx = contextFrom(p, parent);
@@ -43,7 +53,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
   const fmt = p.values.get("format") ?? "text";
   if (fmt !== "text" && fmt !== "json") throw flagError("--format", fmt, "use text or json");
 
-  await using client = openClient(ctx);
+  await using client = openClient(ctx, true);
   const d = await diagnoseHost({ client, stateDir: ctx.root, fifoRoot: ctx.fifoRoot, ...shimLauncherFromEnv() });
   const report = { ctrexec: { version: VERSION, node: process.version }, ...d };
   if (fmt === "json") ctx.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -60,7 +70,7 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
       `seccomp:          ${d.security.seccomp ? "yes" : "no"}`,
       `apparmor:         ${d.security.apparmor ? "yes" : "no"}`,
       `selinux:          ${d.security.selinux ? "yes" : "no"}`,
-      ...usernsLines(d.userns),
+      ...(d.rootless ? rootlessLines(d.rootless) : usernsLines(d.userns)),
       `network:          default ${d.network.default}; providers ${d.network.providers.join(", ")}`,
       `CNI plugins:      ${d.network.cniPluginDir ? `${d.network.cniPlugins.join(", ") || "none"} in ${d.network.cniPluginDir}` : "not installed"}`,
       `default rootfs:   ${d.defaultRootfs.path}${d.defaultRootfs.built ? "" : " (not built yet)"} (each run writes to its own overlay)`,
