@@ -41,7 +41,7 @@ export async function deleteTask(client: ContainerdClient, containerId: string, 
     if (info.status !== "STOPPED") {
       const exited = client.tasks.wait({ containerId }, { timeoutMs: KILL_WAIT_MS });
       exited.catch(() => {});
-      await client.tasks.kill({ containerId, signal: 9, all: true }, opts).catch((err: unknown) => {
+      await killAll(client, { containerId }, opts, logger).catch((err: unknown) => {
         if (!(err instanceof NotFoundError)) throw err;
       });
       await exited.catch((err: unknown) =>
@@ -54,6 +54,21 @@ export async function deleteTask(client: ContainerdClient, containerId: string, 
     if (err instanceof NotFoundError) return true;
     logger.error("failed to delete task", { id: containerId, error: err });
     throw err;
+  }
+}
+
+/**
+ * SIGKILLs a task's init and everything else in its container. runc finds the rest through the container's
+ * cgroup, and a container without one (a rootless daemon on cgroup v1: `cgroupsPath` is empty) makes
+ * `kill --all` fail; then its init alone is killed, which ends its pid namespace and every process in it.
+ */
+export async function killAll(client: ContainerdClient, ref: { containerId: string }, opts: { timeoutMs: number }, logger: Logger): Promise<void> {
+  try {
+    await client.tasks.kill({ ...ref, signal: 9, all: true }, opts);
+  } catch (err) {
+    if (err instanceof NotFoundError) throw err;
+    logger.debug("kill --all failed; killing the init process alone", { id: ref.containerId, error: err });
+    await client.tasks.kill({ ...ref, signal: 9 }, opts);
   }
 }
 

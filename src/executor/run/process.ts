@@ -2,6 +2,7 @@ import { constants } from "node:os";
 import type { ContainerdClient } from "../../containerd/client.js";
 import type { ProcessIO } from "../../containerd/io.js";
 import type { ExitStatus, ProcessRef } from "../../containerd/types.js";
+import { killAll } from "../../containerd/task-cleanup.js";
 import { waitSurvivingRestarts } from "../../containerd/wait.js";
 import { CanceledError, DeadlineExceededError, InvalidArgumentError, UNKNOWN_EXIT_STATUS } from "../../errors.js";
 import type { Logger } from "../../util/logger.js";
@@ -119,9 +120,10 @@ export async function runProcess(o: RunProcessOptions): Promise<ProcessOutcome> 
   const killTimedOut = new Promise<"timeout">((resolve) => (onKillTimeout = () => resolve("timeout")));
   const onAbort = () => {
     // SIGKILL everything of an init process (execs too); just the process for an exec.
-    client.tasks
-      .kill({ ...ref, signal: 9, all: isInit }, { timeoutMs: killTimeoutMs })
-      .catch((err: unknown) => logger.debug("kill on cancel failed", { error: err }));
+    (isInit
+      ? killAll(client, ref, { timeoutMs: killTimeoutMs }, logger)
+      : client.tasks.kill({ ...ref, signal: 9 }, { timeoutMs: killTimeoutMs })
+    ).catch((err: unknown) => logger.debug("kill on cancel failed", { error: err }));
     io.cancel();
     killTimer = setTimeout(() => onKillTimeout?.(), killTimeoutMs);
   };
