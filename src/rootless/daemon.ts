@@ -160,6 +160,8 @@ export async function startRootless(opts: StartRootlessOptions = {}): Promise<Ro
  * do). The recorded pids are trusted only while the child still owns the recorded user namespace.
  */
 export async function stopRootless(opts: RootlessOptions = {}): Promise<RootlessStatus> {
+  // A record is its user's to write: host root signalling the pids one names would let that user aim root's kill.
+  refuseRoot(currentUser().uid, inUserNamespace());
   const log = opts.logger ?? silentLogger;
   const layout = rootlessLayout(opts.env ?? process.env);
   const seen = readRecord(layout);

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DeadlineExceededError, FailedPreconditionError, InvalidArgumentError } from "../../src/errors.js";
 import { configPaths, containerdConfig, tomlString } from "../../src/rootless/containerd-config.js";
+import { stopRootless } from "../../src/rootless/daemon.js";
 import { rootlessLayout } from "../../src/rootless/layout.js";
 import { logTail, openDaemonLog } from "../../src/rootless/log-file.js";
 import { checkPrerequisites, findOnPath, missingPrerequisites, parseSubIds, refuseRoot } from "../../src/rootless/preflight.js";
@@ -273,5 +274,41 @@ describe("start/stop lock", { skip: nativeAddon()?.flock ? false : "the native a
     release();
     await Promise.all([first, second]);
     assert.deepEqual(order, ["first in", "first out", "second"]);
+  });
+});
+
+describe("host root and a user's record", () => {
+  const hostRoot = process.getuid?.() === 0 && readFileSync("/proc/self/uid_map", "utf8").trim().split(/\s+/).join(" ") === "0 0 4294967295";
+  it("stop refuses host root: the record it would act on is the user's to write", { skip: !hostRoot && "needs host root" }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ctrexec-rootless-stop-"));
+    try {
+      // A record naming this very process: a stop that trusted it would signal it.
+      const env = { XDG_RUNTIME_DIR: dir, HOME: dir };
+      const layout = rootlessLayout(env);
+      mkdirSync(join(dir, "ctrexec"), { recursive: true });
+      const ino = Number(execFileSync("stat", ["-L", "-c", "%i", "/proc/self/ns/user"], { encoding: "utf8" }).trim());
+      writeFileSync(
+        layout.recordFile,
+        JSON.stringify({
+          version: 1,
+          rootlesskitPid: process.pid,
+          childPid: process.pid,
+          network: "host",
+          userns: ino,
+          address: "/x",
+          startedAt: "",
+        }),
+      );
+      await assert.rejects(stopRootless({ env, logger: silentLogger }), FailedPreconditionError);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("enter refuses host root", { skip: !hostRoot && "needs host root" }, () => {
+    const cli = join(import.meta.dirname, "../../src/cli/ctrexec.mjs");
+    const r = spawnSync(process.execPath, [cli, "rootless", "enter", "--", "true"], { encoding: "utf8" });
+    assert.equal(r.status, 125);
+    assert.match(r.stderr, /as the user whose daemon it is/);
   });
 });

@@ -2,6 +2,7 @@ import {
   FailedPreconditionError,
   findRootless,
   InvalidArgumentError,
+  inUserNamespace,
   type RootlessStatus,
   rootlessStatus,
   startRootless,
@@ -107,6 +108,12 @@ export async function rootlessCommand(argv: string[], parent: Context): Promise<
       return s.state === "running" ? 0 : 3;
     }
     case "enter": {
+      if (process.geteuid?.() === 0 && !inUserNamespace()) {
+        // The record that names the namespaces is the user's to write: host root must not run a command where it says.
+        throw new FailedPreconditionError(
+          "rootless mode is for unprivileged users: run `ctrexec rootless enter` as the user whose daemon it is (e.g. runuser -u USER -- ctrexec rootless enter)",
+        );
+      }
       const command = dash < 0 ? extra : [...extra, ...argv.slice(dash + 1)];
       const daemon = findRootless();
       if (!daemon) throw new FailedPreconditionError("no rootless containerd runs for this user: start it with `ctrexec rootless start`");
