@@ -25,6 +25,7 @@ import { treeEntries, writeOciArchive } from "../test/helpers/oci-image.js";
 import { benchCli } from "./cli.js";
 import { benchLoad } from "./load.js";
 import { benchPull, pullRssChild } from "./pull.js";
+import { benchRootless } from "./rootless.js";
 
 const exec = promisify(execFile);
 const args = process.argv.slice(2);
@@ -679,6 +680,7 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
   userns,
   pull: () => benchPull({ stateDir, rounds: quick ? 3 : 10, results, row: (name, unit, c, ctr) => row(name, unit, c, ctr), summary, median }),
   load: () => benchLoad({ namespace: NS, stateDir, rootfs, quick, results, table }),
+  rootless: () => benchRootless({ namespace: NS, stateDir, rootfs, rounds: ROUNDS, perRound: PER_ROUND, results, table, median, summary }),
   cli: () => benchCli({ namespace: NS, stateDir, rootfs, rounds: quick ? 4 : 16, results, table, median, summary }),
 };
 
