@@ -17,9 +17,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # 1. Debian packages.
-# docker-registry, skopeo, zstd, openssl and apache2-utils (htpasswd) serve the image pull tests' local registry.
+# docker-registry, skopeo, zstd, openssl and apache2-utils (htpasswd) serve the image pull tests' local registry;
+# rootlesskit, slirp4netns and uidmap the rootless pass (scripts/setup-rootless.sh installs them for a user too).
 packages=(containerd runc busybox-static containernetworking-plugins iproute2 python3 make g++ tmux
-  docker-registry skopeo zstd openssl apache2-utils)
+  docker-registry skopeo zstd openssl apache2-utils rootlesskit slirp4netns uidmap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
