@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { DeadlineExceededError, UnavailableError, UnknownError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import type { Logger } from "../util/logger.js";
-import { daemonPidNamespace, namespaceInode, type RootlessLayout, type RootlessRecord } from "./layout.js";
+import { daemonPidNamespace, forgetEndedPidNamespace, namespaceInode, type RootlessLayout, type RootlessRecord } from "./layout.js";
 import { logTail, openDaemonLog } from "./log-file.js";
 import { daemonVersion, PROBE_MS } from "./probe.js";
 import { parentPid } from "./processes.js";
@@ -111,6 +111,8 @@ export async function launch(
     if (kit.pid === undefined) throw new UnavailableError("rootlesskit could not be started");
     const version = await waitAnswers(layout, () => exit, timeoutMs);
     const record = makeRecord(layout, kit.pid, network);
+    // Its pid namespace may have the inode of one that ended before: it is live now.
+    if (record.pidns) forgetEndedPidNamespace(layout, record.pidns);
     await writeFileAtomic(layout.recordFile, `${JSON.stringify(record)}\n`, 0o600);
     log.info("rootless containerd answers", { ms: Date.now() - began, version, pid: record.rootlesskitPid, address: record.address });
     return { record, version };

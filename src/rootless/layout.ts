@@ -1,4 +1,4 @@
-import { appendFileSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { appendFileSync, closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, isAbsolute, join } from "node:path";
 import { bootId, type EndedPidNamespaces, fileIdentity } from "../util/owner.js";
@@ -59,10 +59,43 @@ function absolute(v: string | undefined): string | undefined {
   return v && isAbsolute(v) ? v : undefined;
 }
 
-/** The layout for the user whose environment `env` is. Inside the namespaces uid is 0: `enter` keeps XDG_RUNTIME_DIR set. */
+/**
+ * This process's uid as the host knows it: inside the daemon's user namespace it is 0, and the user's own uid
+ * is what 0 maps to (uid_map's `0 <uid> 1`).
+ */
+function hostUid(): number {
+  const own = process.getuid?.() ?? 0;
+  if (own !== 0 || !inUserNamespace()) return own;
+  try {
+    for (const line of readFileSync("/proc/self/uid_map", "utf8").split("\n")) {
+      const [inside, outside] = line.trim().split(/\s+/).map(Number);
+      if (inside === 0 && outside !== undefined && Number.isInteger(outside)) return outside;
+    }
+  } catch {
+    // no map to read: what the process says
+  }
+  return own;
+}
+
+/** A uid's home directory in /etc/passwd (the copy inside is the host's). */
+function passwdHome(uid: number): string | undefined {
+  try {
+    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+      const f = line.split(":");
+      if (f[2] === String(uid) && f[5] && isAbsolute(f[5])) return f[5];
+    }
+  } catch {
+    // none to read
+  }
+  return undefined;
+}
+
+/** The layout for the user whose environment `env` is; inside the namespaces too, with or without that environment. */
 export function rootlessLayout(env: NodeJS.ProcessEnv = process.env): RootlessLayout {
-  const runtimeDir = absolute(env["XDG_RUNTIME_DIR"]) ?? `/run/user/${process.getuid?.() ?? 0}`;
-  const dataHome = absolute(env["XDG_DATA_HOME"]) ?? join(absolute(env["HOME"]) ?? homedir(), ".local", "share");
+  const uid = hostUid();
+  const runtimeDir = absolute(env["XDG_RUNTIME_DIR"]) ?? `/run/user/${uid}`;
+  const home = absolute(env["HOME"]) ?? (uid === process.getuid?.() ? homedir() : passwdHome(uid)) ?? homedir();
+  const dataHome = absolute(env["XDG_DATA_HOME"]) ?? join(home, ".local", "share");
   const kitStateDir = join(runtimeDir, "containerd-rootless");
   const containerdState = join(runtimeDir, "containerd");
   const stateDir = join(dataHome, "ctrexec");
@@ -90,16 +123,26 @@ function isPositiveInt(v: unknown): v is number {
 /** The record, if there is one and it is well-formed; anything else reads as no daemon. */
 export function readRecord(layout: RootlessLayout): RootlessRecord | undefined {
   let raw: unknown;
+  let fd: number | undefined;
   try {
-    raw = JSON.parse(readFileSync(layout.recordFile, "utf8"));
+    fd = openSync(layout.recordFile, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    const st = fstatSync(fd);
+    // Only this user's own record, which no one else may have written: another's could aim our nsenter or kill.
+    if (!st.isFile() || st.uid !== process.getuid?.() || (st.mode & 0o022) !== 0) return undefined;
+    raw = JSON.parse(readFileSync(fd, "utf8"));
   } catch {
     return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
   if (typeof raw !== "object" || raw === null) return undefined;
   const r = raw as Record<string, unknown>;
   if (r["version"] !== 1 || !isPositiveInt(r["rootlesskitPid"]) || !isPositiveInt(r["childPid"]) || !isPositiveInt(r["userns"])) return undefined;
   if (r["network"] !== "host" && r["network"] !== "slirp4netns") return undefined;
   if (typeof r["address"] !== "string" || typeof r["startedAt"] !== "string") return undefined;
+  // A daemon's user namespace is never the host's: a record naming the one this process is in, outside any
+  // user namespace, would make it take itself for inside (or pid 1 for the daemon).
+  if (!inUserNamespace() && r["userns"] === namespaceInode("self", "user")) return undefined;
   const pidns = typeof r["pidns"] === "string" && /^\d+:\d+$/.test(r["pidns"]) ? r["pidns"] : undefined;
   return {
     version: 1,
@@ -135,7 +178,7 @@ export function findRootless(env: NodeJS.ProcessEnv = process.env): RootlessDaem
   const layout = rootlessLayout(env);
   const record = readRecord(layout);
   if (!record) return undefined;
-  const inside = namespaceInode("self", "user") === record.userns;
+  const inside = inUserNamespace() && namespaceInode("self", "user") === record.userns;
   if (!inside && !recordAlive(record)) return undefined;
   return { layout, record, inside };
 }
@@ -172,14 +215,34 @@ export function daemonPidNamespace(childPid: number): string | undefined {
  * one /proc can show. Lines are short and appended: concurrent writers do not mix.
  */
 export function recordEndedPidNamespace(layout: RootlessLayout, pidns: string): void {
+  if (endedPidNamespaces(layout).namespaces.has(pidns)) return;
   mkdirSync(dirname(layout.endedFile), { recursive: true, mode: 0o700 });
   appendFileSync(layout.endedFile, `${bootId()} ${pidns}\n`, { mode: 0o600 });
 }
 
-/** This boot's ended pid namespaces of the user's daemons (none when nothing was recorded). */
+/**
+ * Takes a live daemon's pid namespace off the list: the kernel hands a namespace's inode to the next namespace
+ * made, so a new daemon often gets the inode of the one stopped before it. Only this boot's lines are kept.
+ * Called under the start lock, which serialises every writer of the file.
+ */
+export function forgetEndedPidNamespace(layout: RootlessLayout, pidns: string): void {
+  const { bootId: boot, namespaces } = endedPidNamespaces(layout);
+  if (!namespaces.has(pidns)) return;
+  const keep = [...namespaces].filter((ns) => ns !== pidns).map((ns) => `${boot} ${ns}\n`);
+  const tmp = `${layout.endedFile}.${process.pid}.tmp`;
+  writeFileSync(tmp, keep.join(""), { mode: 0o600 });
+  renameSync(tmp, layout.endedFile);
+}
+
+/**
+ * This boot's ended pid namespaces of the user's daemons (none when nothing was recorded), never the recorded
+ * daemon's own: its inode may be one that ended before (start takes it off the list, and this holds also for a
+ * list written meanwhile).
+ */
 export function endedPidNamespaces(layout: RootlessLayout): EndedPidNamespaces {
   const boot = bootId();
   const namespaces = new Set<string>();
+  const live = readRecord(layout)?.pidns;
   let text = "";
   try {
     text = readFileSync(layout.endedFile, "utf8");
@@ -188,7 +251,7 @@ export function endedPidNamespaces(layout: RootlessLayout): EndedPidNamespaces {
   }
   for (const line of text.split("\n")) {
     const [b, ns] = line.split(" ");
-    if (b === boot && ns && /^\d+:\d+$/.test(ns)) namespaces.add(ns);
+    if (b === boot && ns && /^\d+:\d+$/.test(ns) && ns !== live) namespaces.add(ns);
   }
   return { bootId: boot, namespaces };
 }

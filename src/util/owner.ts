@@ -132,7 +132,7 @@ export function ownerId(): string {
  * cannot be read: it might be the owner). True when found; false when not found and the owner's namespace is
  * visible here (one of its processes is, or /proc shows every process); undefined otherwise.
  */
-function aliveElsewhere(o: ParsedOwner, compareStart: boolean): boolean | undefined {
+function aliveElsewhere(o: ParsedOwner, compareStart: boolean, ended: boolean): boolean | undefined {
   let seen = false;
   let pidFound = false;
   for (const entry of readdirSync("/proc")) {
@@ -146,6 +146,9 @@ function aliveElsewhere(o: ParsedOwner, compareStart: boolean): boolean | undefi
     else if (processStartTime(Number(entry)) === o.start) return true;
   }
   if (pidFound) return undefined;
+  // Recorded as ended, and no process of it is to be seen: ended it has. (A namespace's inode is reused by the
+  // next one made, so a live namespace may carry an ended one's inode: one process seen in it says so.)
+  if (ended && !seen) return false;
   // Namespaces are visible whole: seeing one process of it means seeing all, to root (hidepid hides other
   // users' processes from the rest). From the initial namespace every namespace is visible.
   const root = process.getuid?.() === 0;
@@ -154,7 +157,7 @@ function aliveElsewhere(o: ParsedOwner, compareStart: boolean): boolean | undefi
 
 /**
  * True when the owner process is alive; false when it is certainly gone (`ended`: also when its pid namespace
- * is one of those, on this boot); undefined when this process cannot
+ * is one of those, on this boot, and no process of it can be seen); undefined when this process cannot
  * tell (another host, a pid namespace it cannot see, a form it does not know). Callers treat anything but
  * false as alive: a record is removed only when its owner is known to be dead.
  *
@@ -191,9 +194,8 @@ export function ownerAlive(owner: string, ended?: EndedPidNamespaces): boolean |
     if (start === undefined) return false;
     return compareStart ? start === o.start : undefined;
   }
-  // Not ours (checked first: a namespace's inode may be reused by a later one, ours included).
-  if (sameKernel && o.pidNs !== undefined && ended?.bootId === f.bootId && ended.namespaces.has(o.pidNs)) return false;
-  return aliveElsewhere(o, compareStart);
+  const endedNs = sameKernel && o.pidNs !== undefined && ended?.bootId === f.bootId && ended.namespaces.has(o.pidNs);
+  return aliveElsewhere(o, compareStart, endedNs);
 }
 
 /**
@@ -216,5 +218,5 @@ function oldFormAlive(o: ParsedOwner): boolean | undefined {
   if (processStartTime(o.pid) === o.start) return true;
   // Its namespace is unknown: only a /proc that shows every process can tell that it is gone.
   if (!selfFacts().procSeesAll) return undefined;
-  return aliveElsewhere(o, true);
+  return aliveElsewhere(o, true, false);
 }

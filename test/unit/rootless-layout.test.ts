@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -114,10 +114,27 @@ describe("findRootless", () => {
     assert.equal(findRootless(env), undefined, "the daemon is gone");
   });
 
-  it("says inside when this process is in the recorded namespace, whatever the pid names here", () => {
-    const env = envFor("inside");
-    writeRecord(env, record({ childPid: 999_999_999, userns: statSync("/proc/self/ns/user").ino }));
-    assert.equal(findRootless(env)?.inside, true);
+  it("takes a record naming this process's own user namespace, outside any, for no daemon (or it would be 'inside')", () => {
+    const env = envFor("own-userns");
+    writeRecord(env, record({ childPid: 1, userns: statSync("/proc/self/ns/user").ino }));
+    assert.equal(readRecord(rootlessLayout(env)), undefined);
+    assert.equal(findRootless(env), undefined);
+  });
+
+  it("reads only this user's own record, which no one else can write", { skip: process.getuid?.() !== 0 && "needs root (chown)" }, () => {
+    const env = envFor("owner");
+    writeRecord(env, record({}));
+    const file = rootlessLayout(env).recordFile;
+    assert.ok(readRecord(rootlessLayout(env)));
+    chmodSync(file, 0o666);
+    assert.equal(readRecord(rootlessLayout(env)), undefined, "writable by others");
+    chmodSync(file, 0o644);
+    chownSync(file, 65534, 65534);
+    assert.equal(readRecord(rootlessLayout(env)), undefined, "another user's");
+    rmSync(file);
+    symlinkSync(join(scratch, "elsewhere.json"), file);
+    writeFileSync(join(scratch, "elsewhere.json"), JSON.stringify(record({})));
+    assert.equal(readRecord(rootlessLayout(env)), undefined, "a symlink");
   });
 });
 
