@@ -21,7 +21,7 @@ import { parentPid } from "./processes.js";
 import { chooseNetwork, type NetworkRequest, parseNetworkRequest, type RootlessNetwork } from "./rootlesskit-args.js";
 import { ensureRuntimeDir, makeDirs, removeRunFiles } from "./run-files.js";
 import { lockPath, withRootlessLock } from "./start-lock.js";
-import { isOurKit, STOP_WAIT_MS, terminate } from "./terminate.js";
+import { endUnrecordedKits, isOurKit, STOP_WAIT_MS, terminate } from "./terminate.js";
 
 /*
  * `ctrexec rootless start|stop|status` for the library: the user's containerd under rootlesskit, detached, with
@@ -59,7 +59,7 @@ export interface RootlessStatus {
 const DEFAULT_START_TIMEOUT_MS = 20_000;
 
 function selfInside(record: RootlessRecord): boolean {
-  return namespaceInode("self", "user") === record.userns;
+  return inUserNamespace() && namespaceInode("self", "user") === record.userns;
 }
 
 function statusOf(record: RootlessRecord, layout: RootlessLayout): Omit<RootlessStatus, "state"> {
@@ -75,6 +75,8 @@ function statusOf(record: RootlessRecord, layout: RootlessLayout): Omit<Rootless
 
 /** The daemon's state. Inside its namespaces (after `ctrexec rootless enter`) being there proves it alive. */
 export async function rootlessStatus(opts: RootlessOptions = {}): Promise<RootlessStatus> {
+  // Root would probe, as root, the socket a user's record names, and print what the user wrote there.
+  refuseRoot(currentUser().uid, inUserNamespace());
   const layout = rootlessLayout(opts.env ?? process.env);
   const record = readRecord(layout);
   if (!record) return { state: "stopped", address: layout.address, layout };
@@ -116,6 +118,7 @@ async function existing(layout: RootlessLayout, log: Logger, env: NodeJS.Process
   }
   const record = readRecord(layout);
   if (status.state === "stale" && record) await cleanUpStale(layout, record, log);
+  await endUnrecordedKits(layout, undefined, log);
   if ((await daemonVersion(layout.address, PROBE_MS)) !== undefined) {
     throw new FailedPreconditionError(
       `a containerd that ctrexec did not start already answers on ${layout.address} (rootless nerdctl's containerd-rootless.sh uses the same dirs): stop it first, or use it through CONTAINERD_ADDRESS`,
@@ -182,17 +185,20 @@ async function stopLocked(layout: RootlessLayout, log: Logger): Promise<Rootless
   // Read again under the lock: a start or stop may have finished while this one waited.
   const record = readRecord(layout);
   if (!record) {
+    await endUnrecordedKits(layout, undefined, log);
     log.info("rootless containerd is not running");
     return stopped;
   }
   if (!recordAlive(record)) {
     await cleanUpStale(layout, record, log);
+    await endUnrecordedKits(layout, undefined, log);
     return stopped;
   }
   const began = Date.now();
   // The child's parent is rootlesskit unless rootlesskit is gone; then the child is what holds the namespaces.
   const kitPid = parentPid(record.childPid) === record.rootlesskitPid ? record.rootlesskitPid : record.childPid;
   await terminate(kitPid, record.childPid, log);
+  await endUnrecordedKits(layout, undefined, log);
   noteEnded(layout, record);
   removeRunFiles(layout);
   log.info("rootless containerd stopped", { ms: Date.now() - began, pid: record.rootlesskitPid });

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { UnknownError } from "../errors.js";
 import type { Logger } from "../util/logger.js";
 import { namespaceInode, type RootlessLayout } from "./layout.js";
@@ -45,4 +45,33 @@ async function killLeftovers(marks: ProcessMark[], log: Logger): Promise<void> {
   signal(left, "SIGKILL");
   left = await waitGone(left, STOP_WAIT_MS);
   if (left.length > 0) throw new UnknownError(`processes of the rootless daemon still run after SIGKILL: pids ${left.map((m) => m.pid).join(", ")}`);
+}
+
+/** This user's rootlesskit processes started for this layout (isOurKit), recorded or not. */
+export function ourKits(layout: RootlessLayout): number[] {
+  const uid = process.getuid?.();
+  const kits: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    try {
+      if (statSync(`/proc/${pid}`).uid !== uid) continue;
+    } catch {
+      continue;
+    }
+    if (isOurKit(pid, layout)) kits.push(pid);
+  }
+  return kits;
+}
+
+/**
+ * Ends the rootlesskits of this layout that no record names: a start interrupted (^C, a kill) after it spawned
+ * rootlesskit and before containerd answered leaves one, which would keep its socket and hold the next start.
+ */
+export async function endUnrecordedKits(layout: RootlessLayout, recorded: number | undefined, log: Logger): Promise<void> {
+  for (const pid of ourKits(layout)) {
+    if (pid === recorded) continue;
+    log.warn("ending a rootlesskit no record names (an interrupted start)", { pid });
+    await terminate(pid, undefined, log);
+  }
 }
