@@ -1,5 +1,5 @@
 import { accessSync, constants as fsc, statSync } from "node:fs";
-import { isAbsolute } from "node:path";
+import { isAbsolute, resolve } from "node:path";
 import { ContainerdClient } from "../containerd/index.js";
 import {
   ContainerdExecutor,
@@ -101,10 +101,18 @@ export function contextFrom(parsed: Parsed, inherited?: Context): Context {
  * rootless nerdctl does; root keeps the system's.
  */
 function findDaemon(address: string | undefined): { rootless: RootlessDaemon | undefined; noDaemon: boolean } {
-  if (address !== undefined || process.env["CONTAINERD_ADDRESS"]) return { rootless: undefined, noDaemon: false };
   if (process.geteuid?.() === 0 && !inUserNamespace()) return { rootless: undefined, noDaemon: false };
   const rootless = findRootless();
+  const given = address ?? (process.env["CONTAINERD_ADDRESS"] || undefined);
+  // Another socket given: that one, as it is. The user's own rootless socket given: as if found.
+  if (given !== undefined) return { rootless: rootless && sameSocket(given, rootless.record.address) ? rootless : undefined, noDaemon: false };
   return { rootless, noDaemon: rootless === undefined };
+}
+
+/** Two spellings of one unix socket: with or without `unix://`, relative or not. */
+function sameSocket(a: string, b: string): boolean {
+  const path = (s: string) => resolve(s.replace(/^unix:\/\//, ""));
+  return path(a) === path(b);
 }
 
 /** What an unprivileged user without a rootless containerd is told, rather than a socket's "permission denied". */

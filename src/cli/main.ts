@@ -12,7 +12,7 @@ import { rootlessCommand } from "./commands/rootless.js";
 import { runCommand } from "./commands/run.js";
 import { type Context, contextFrom, GLOBAL_OPTIONS, openClient } from "./context.js";
 import { EXIT_OWN_FAILURE, errorLine, exitCodeFor } from "./exit-codes.js";
-import { runInside } from "./rootless-enter.js";
+import { announceStarted, runInside } from "./rootless-enter.js";
 import { VERSION } from "./version.js";
 
 const MAIN_OPTIONS: OptionSpec[] = [...GLOBAL_OPTIONS, { name: "version", kind: "flag", help: "print ctrexec's version" }];
@@ -88,6 +88,7 @@ const COMMANDS: Record<string, Command> = {
 const MOUNTING = new Set(["run", "exec", "prune"]);
 
 export async function main(argv: string[]): Promise<number> {
+  announceStarted();
   try {
     const p = parseOptions(argv, MAIN_OPTIONS, "ctrexec");
     const ctx = contextFrom(p);

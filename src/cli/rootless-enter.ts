@@ -1,18 +1,26 @@
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { closeSync, readFileSync, writeSync } from "node:fs";
 import { constants } from "node:os";
-import { enterArgs, FailedPreconditionError, type RootlessDaemon } from "../index.js";
+import type { Readable } from "node:stream";
+import { enterArgs, FailedPreconditionError, findRootless, type RootlessDaemon } from "../index.js";
 
 /** Set for a process started in the namespaces: one still outside then is a failure, not a reason to enter again. */
 export const ENTERED_ENV = "CTREXEC_ROOTLESS_ENTERED";
+/** The fd on which ctrexec, re-executed inside, says it started: nsenter's own failures are then told apart. */
+const STARTED_FD_ENV = "CTREXEC_ROOTLESS_STARTED_FD";
+/** nsenter's exit status when it could not enter (util-linux's EXIT_FAILURE), as ctrexec's own failure. */
+const EXIT_OWN_FAILURE = 125;
+
+function hasTerminal(): boolean {
+  return Boolean(process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY);
+}
 
 /**
  * Signals passed on to the command inside. A terminal sends SIGINT and SIGQUIT to its whole foreground
  * process group, the command included: those are passed on only when no stdio is a terminal (a supervisor's
  * kill), or the command would get them twice. SIGWINCH comes from the terminal only.
  */
-function forwarded(): NodeJS.Signals[] {
-  const tty = process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY;
+function forwarded(tty: boolean): NodeJS.Signals[] {
   return tty ? ["SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2"] : ["SIGTERM", "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
 }
 
@@ -27,25 +35,50 @@ function commandPid(nsenterPid: number): number | undefined {
 }
 
 /**
- * Runs `command` in the rootless daemon's namespaces through nsenter, with this process's stdio, cwd and
- * environment (XDG_RUNTIME_DIR set: inside, uid 0 would name another runtime dir), and resolves to its exit
- * code (128+n when a signal ended it). This process stays as the command's stand-in: signals sent to it reach
- * the command.
+ * In ctrexec re-executed inside: says so to the stand-in outside (and lets go of the fd, which the command
+ * must not inherit). Called first thing by the CLI.
  */
-export function runInside(daemon: RootlessDaemon, command: string[]): Promise<number> {
-  if (daemon.inside) return spawnAndWait(command[0]!, command.slice(1), process.env);
+export function announceStarted(): void {
+  const fd = Number(process.env[STARTED_FD_ENV]);
+  delete process.env[STARTED_FD_ENV];
+  if (!Number.isInteger(fd) || fd < 3) return;
+  try {
+    writeSync(fd, "1");
+    closeSync(fd);
+  } catch {
+    // the stand-in is gone: nothing to tell
+  }
+}
+
+/**
+ * Runs `argv` (a ctrexec command line: node, its script, the arguments) in the rootless daemon's namespaces
+ * through nsenter, with this process's stdio, cwd and environment (XDG_RUNTIME_DIR set: inside, uid 0 would
+ * name another runtime dir), and resolves to its exit code (128+n when a signal ended it). This process stays
+ * as the command's stand-in: signals sent to it reach the command.
+ *
+ * What runs inside is always ctrexec (`rootless enter -- CMD` goes through it too): nsenter runs with the
+ * signals a terminal or a process group sends ignored, so that it lives as long as the command it waits for,
+ * and Node sets every signal back to its default when it starts, as libuv does for what it spawns.
+ */
+export function runInside(daemon: RootlessDaemon, argv: string[]): Promise<number> {
+  if (daemon.inside) return spawnAndWait(argv[0]!, argv.slice(1), process.env);
   if (process.env[ENTERED_ENV]) {
     throw new FailedPreconditionError(
-      `this process was started in the rootless containerd's namespaces but is not in them (socket ${daemon.record.address}): is the daemon that was entered still running? See \`ctrexec rootless status\``,
+      `${ENTERED_ENV} is set, as in a process ctrexec started inside the rootless containerd's namespaces, but this one is outside them (socket ${daemon.record.address}): unset it, and see \`ctrexec rootless status\``,
     );
   }
-  const args = [...enterArgs(daemon), `--wd=${process.cwd()}`, "--", ...command];
-  return spawnAndWait("nsenter", args, { ...process.env, XDG_RUNTIME_DIR: daemon.layout.runtimeDir, [ENTERED_ENV]: "1" }, true);
+  const nsenter = [...enterArgs(daemon), `--wd=${process.cwd()}`, "--", ...argv];
+  // sh ignores them, then becomes nsenter (exec), which keeps them ignored; $0 is nsenter.
+  const shell = ["-c", 'trap "" INT QUIT TERM HUP; exec "$0" "$@"', "nsenter", ...nsenter];
+  const env = { ...process.env, XDG_RUNTIME_DIR: daemon.layout.runtimeDir, [ENTERED_ENV]: "1", [STARTED_FD_ENV]: "3" };
+  return spawnAndWait("/bin/sh", shell, env, true);
 }
 
 /** Runs `file` with this process's stdio and resolves to its exit code; `viaNsenter`: signals go to nsenter's child. */
 function spawnAndWait(file: string, args: string[], env: NodeJS.ProcessEnv, viaNsenter = false): Promise<number> {
-  const child = spawn(file, args, { stdio: "inherit", env });
+  const child = spawn(file, args, { stdio: viaNsenter ? ["inherit", "inherit", "inherit", "pipe"] : "inherit", env });
+  let started = !viaNsenter;
+  (child.stdio[3] as Readable | null)?.on("data", () => (started = true)).on("error", () => {});
   const pass = (sig: NodeJS.Signals) => {
     const pid = child.pid === undefined || !viaNsenter ? child.pid : commandPid(child.pid);
     if (pid !== undefined) {
@@ -56,20 +89,41 @@ function spawnAndWait(file: string, args: string[], env: NodeJS.ProcessEnv, viaN
       }
     }
   };
-  const signals = forwarded();
+  const tty = hasTerminal();
+  const signals = forwarded(tty);
+  // From a terminal, SIGINT and SIGQUIT reach the command by themselves: the stand-in waits for its end.
+  const ignore = () => {};
+  const ignored: NodeJS.Signals[] = tty ? ["SIGINT", "SIGQUIT"] : [];
   for (const s of signals) process.on(s, pass);
+  for (const s of ignored) process.on(s, ignore);
+  const done = () => {
+    for (const s of signals) process.off(s, pass);
+    for (const s of ignored) process.off(s, ignore);
+  };
   return new Promise<number>((resolve, reject) => {
     child.once("error", (err: NodeJS.ErrnoException) => {
-      for (const s of signals) process.off(s, pass);
+      done();
       reject(
         err.code === "ENOENT" && viaNsenter
           ? new FailedPreconditionError("nsenter is not installed: it comes with util-linux (apt-get install util-linux)", { cause: err })
           : err,
       );
     });
-    child.once("exit", (code, signal) => {
-      for (const s of signals) process.off(s, pass);
-      resolve(signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1));
+    child.once("close", (code, signal) => {
+      done();
+      if (!started) {
+        // nsenter could not enter (it said why on stderr): not an exit status of the command.
+        process.stderr.write(
+          `ctrexec: could not enter the rootless containerd's namespaces (nsenter exited ${code ?? signal}); see \`ctrexec rootless status\`\n`,
+        );
+        resolve(EXIT_OWN_FAILURE);
+        return;
+      }
+      const status = signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1);
+      if (viaNsenter && status === 128 + constants.signals.SIGKILL && !findRootless()) {
+        process.stderr.write("ctrexec: the rootless containerd stopped while the command ran\n");
+      }
+      resolve(status);
     });
   });
 }

@@ -176,7 +176,8 @@ function diagnoseRootless(cgroupVersion: 1 | 2): RootlessDiagnosis {
           cgroupVersion === 1 ? "cgroup v1 cannot delegate limits to an unprivileged user" : "not applied through a delegated cgroup v2 subtree yet",
       },
       { what: "a user namespace per run (--userns)", works: false, why: "idmapped mounts cannot be made from inside the daemon's user namespace" },
-      { what: "host files of other users in mounts", works: false, why: "they show as nobody and stay out of the container's reach" },
+      { what: "writing host files of other users in mounts", works: false, why: "they show as nobody: readable as by anyone, never writable" },
+      { what: "host mounts made after the daemon started", works: false, why: "they do not propagate into its mount namespace: restart it" },
     ],
   };
 }

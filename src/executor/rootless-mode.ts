@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { resolve } from "node:path";
 import { FailedPreconditionError } from "../errors.js";
 import type { LinuxResources } from "../oci/spec.js";
 import { findRootless, inUserNamespace, rootlessLayout } from "../rootless/layout.js";
@@ -17,16 +18,17 @@ const ENTER_HINT = "start the process with `ctrexec rootless enter -- <command>`
  * into a user or mount namespace. nerdctl and BuildKit do the same.
  */
 export function withRootlessDefaults(options: ExecutorOptions, env: NodeJS.ProcessEnv = process.env): ExecutorOptions {
-  const explicit = options.client !== undefined || options.address !== undefined || (env["CONTAINERD_ADDRESS"] ?? "") !== "";
+  const given = options.client?.address ?? options.address ?? (env["CONTAINERD_ADDRESS"] || undefined);
   const inNamespace = inUserNamespace();
   const unprivileged = (process.geteuid?.() ?? 0) !== 0 || inNamespace;
-  if (explicit) {
+  const daemon = unprivileged ? findRootless(env) : undefined;
+  // The user's own rootless socket, given (CONTAINERD_ADDRESS, as nerdctl users set it): as if found.
+  if (given !== undefined && !(daemon && sameSocket(given, daemon.record.address))) {
     // A process in a user namespace can only run containers in it, whatever daemon it talks to.
     const rootless = options.rootless ?? inNamespace;
     return rootless ? withLayoutDefaults({ ...options, rootless }, env) : options;
   }
   if (!unprivileged) return options;
-  const daemon = findRootless(env);
   if (!daemon) {
     throw new FailedPreconditionError(
       "ctrexec as an unprivileged user needs that user's rootless containerd, and none runs: start it with `ctrexec rootless start` (once per machine, as root: scripts/setup-rootless.sh <user>)",
@@ -37,7 +39,14 @@ export function withRootlessDefaults(options: ExecutorOptions, env: NodeJS.Proce
       `a rootless containerd runs for this user (${daemon.record.address}), but this process is outside its namespaces, where a run's mounts must be made: ${ENTER_HINT}`,
     );
   }
-  return withLayoutDefaults({ ...options, address: daemon.record.address, rootless: options.rootless ?? true }, env);
+  const address = options.client ? {} : { address: daemon.record.address };
+  return withLayoutDefaults({ ...options, ...address, rootless: options.rootless ?? true }, env);
+}
+
+/** Two spellings of one unix socket: with or without `unix://`, relative or not. */
+export function sameSocket(a: string, b: string): boolean {
+  const path = (s: string) => resolve(s.replace(/^unix:\/\//, ""));
+  return path(a) === path(b);
 }
 
 function withLayoutDefaults(options: ExecutorOptions, env: NodeJS.ProcessEnv): ExecutorOptions {

@@ -117,7 +117,10 @@ export async function rootlessCommand(argv: string[], parent: Context): Promise<
       const command = dash < 0 ? extra : [...extra, ...argv.slice(dash + 1)];
       const daemon = findRootless();
       if (!daemon) throw new FailedPreconditionError("no rootless containerd runs for this user: start it with `ctrexec rootless start`");
-      return runInside(daemon, command.length ? command : [process.env["SHELL"] || "/bin/sh"]);
+      const target = command.length ? command : [process.env["SHELL"] || "/bin/sh"];
+      // From outside, through ctrexec itself inside (see runInside); inside, the command as it is.
+      const through = [process.execPath, ...process.execArgv, process.argv[1]!, "rootless", "enter", "--", ...target];
+      return runInside(daemon, daemon.inside ? target : through);
     }
     default:
       throw new InvalidArgumentError(`unknown rootless action ${JSON.stringify(action)}: use start, stop, status or enter`, { field: "argv" });
