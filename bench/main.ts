@@ -6,7 +6,7 @@
  * that a noisy machine hurts them alike. Reports medians, p95 and ratios as a table, and everything as JSON.
  */
 import { execFile, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -113,9 +113,9 @@ async function prepareBundle(): Promise<void> {
   await writeFile(join(bundle, "config.json"), JSON.stringify(conf));
 }
 
-async function runcRun(argv: string[], stdout: "ignore" | "count" = "ignore"): Promise<{ ms: number; bytes: number }> {
+async function runcRun(argv: string[], stdout: "ignore" | "count" = "ignore", spec?: string): Promise<{ ms: number; bytes: number }> {
   const { readFile } = await import("node:fs/promises");
-  const conf = JSON.parse(await readFile(join(bundle, "config.json"), "utf8")) as Record<string, Record<string, unknown>>;
+  const conf = JSON.parse(spec ?? (await readFile(join(bundle, "config.json"), "utf8"))) as Record<string, Record<string, unknown>>;
   conf["process"]!["args"] = argv;
   const b = await mkdtemp(join(stateDir, "runc-"));
   await writeFile(join(b, "config.json"), JSON.stringify(conf));
@@ -211,6 +211,26 @@ async function seqTrue(): Promise<void> {
   const cli: number[] = [];
   let cpu = 0;
   for (let i = 0; i < 2; i++) await timed(ex, { args: ["/bin/true"] });
+  // The floor for the same work: runc run on the spec ctrexec gave runc (seccomp, the cgroup mount, the binds),
+  // without its shim group and cgroup path.
+  let ours = "";
+  await ex.run({
+    root: root(),
+    process: { meta: { args: ["/bin/true"] } },
+    onStarted: ({ id }) => {
+      ours = readFileSync(`/run/containerd/io.containerd.runtime.v2.task/${NS}/${id}/config.json`, "utf8");
+    },
+  });
+  const oursSpec = JSON.parse(ours) as { annotations?: unknown; linux: { cgroupsPath?: string }; mounts: { destination: string; source: string }[] };
+  delete oursSpec.annotations;
+  delete oursSpec.linux.cgroupsPath;
+  // The run's own hosts file goes with it: binds of files that stay.
+  for (const m of oursSpec.mounts) {
+    if (m.destination !== "/etc/hosts" && m.destination !== "/etc/resolv.conf") continue;
+    m.source = join(stateDir, `runc-same${m.destination.replaceAll("/", "-")}`);
+    await writeFile(m.source, m.destination === "/etc/hosts" ? "127.0.0.1\tlocalhost\n" : "nameserver 127.0.0.1\n");
+  }
+  const runcSame: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const cpu0 = process.cpuUsage();
     for (let i = 0; i < PER_ROUND; i++) c.push(await timed(ex, { args: ["/bin/true"] }));
@@ -223,6 +243,7 @@ async function seqTrue(): Promise<void> {
     for (let i = 0; i < PER_ROUND; i++) a.push(await timed(auto, { args: ["/bin/true"] }));
     for (let i = 0; i < PER_ROUND; i++) ctr.push((await ctrRun(["/bin/true"])).ms);
     for (let i = 0; i < PER_ROUND; i++) runc.push((await runcRun(["/bin/true"])).ms);
+    for (let i = 0; i < PER_ROUND; i++) runcSame.push((await runcRun(["/bin/true"], "ignore", JSON.stringify(oursSpec))).ms);
     for (let i = 0; i < PER_ROUND; i++) cli.push(await cliRun(["/bin/true"]));
     if (haveGo) go.push(Number(((await goAnchor("seq", ["-n", String(PER_ROUND), "-warmup", "1"]))["latency"] as { median_ms: number }).median_ms));
     // One traced run per round for the phase breakdown.
@@ -260,12 +281,14 @@ async function seqTrue(): Promise<void> {
     ctrexec_warm_shims_auto: summary(a),
     ctr: summary(ctr),
     runc: summary(runc),
+    runc_same_spec: summary(runcSame),
     go: haveGo ? summary(go) : null,
     ctrexec_cli: summary(cli),
     executor_cpu_ms_per_run: r1(cpuPerRun),
     phase_median_ms: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, r1(median(v))])),
   };
   row("run /bin/true (ms)", "ms", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined);
+  row("  runc column: runc run on ctrexec's own spec (ms)", "ms", median(c), median(ctr), median(runcSame), haveGo ? median(go) : undefined);
   row("  same, no stdio (ms)", "ms", median(noStreams), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row('  same, shims: "off" (ms)', "ms", median(nr), median(ctr), median(runc), haveGo ? median(go) : undefined);
   row("  same, shimLauncher: false (ms)", "ms", median(nl), median(ctr), median(runc), haveGo ? median(go) : undefined);
@@ -286,7 +309,17 @@ async function seqTrue(): Promise<void> {
 }
 
 async function execTrue(): Promise<void> {
-  const ex = await newExecutor();
+  // Span events of each measured exec, for the per-phase breakdown (the run's own span events are dropped).
+  let events: { name: string; t: number }[] | undefined;
+  const span = {
+    addEvent: (name: string, _a?: Attributes) => {
+      events?.push({ name, t: performance.now() });
+      return span;
+    },
+    end: () => {},
+  } as unknown as Span;
+  const ex = await newExecutor({ tracer: { startSpan: () => span } as unknown as Tracer });
+  const phases: Record<string, number[]> = {};
   const ac = new AbortController();
   let started!: (id: string) => void;
   const s = new Promise<string>((r) => (started = r));
@@ -296,13 +329,29 @@ async function execTrue(): Promise<void> {
   const id = await s;
   const c: number[] = [];
   const ctr: number[] = [];
+  const runc: number[] = [];
   const go: number[] = [];
   for (let i = 0; i < 3; i++) await ex.exec(id, { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() });
   for (let round = 0; round < ROUNDS; round++) {
     for (let i = 0; i < PER_ROUND * 2; i++) {
+      events = [];
       const t = performance.now();
       await ex.exec(id, { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() });
-      c.push(performance.now() - t);
+      const settledAt = performance.now();
+      c.push(settledAt - t);
+      let prev = t;
+      for (const e of events) {
+        phases[e.name] = [...(phases[e.name] ?? []), e.t - prev];
+        prev = e.t;
+      }
+      phases["exec() settled"] = [...(phases["exec() settled"] ?? []), settledAt - prev];
+      events = undefined;
+    }
+    // The floor: runc's own exec into the same container, no shim, no containerd (a whole runc process).
+    for (let i = 0; i < PER_ROUND; i++) {
+      const t = performance.now();
+      await exec("runc", ["--root", `/run/containerd/runc/${NS}`, "exec", id, "/bin/true"]);
+      runc.push(performance.now() - t);
     }
     for (let i = 0; i < PER_ROUND; i++) {
       const t = performance.now();
@@ -315,8 +364,14 @@ async function execTrue(): Promise<void> {
   ac.abort();
   await run;
   await ex.close();
-  results["exec_true"] = { ctrexec: summary(c), ctr_task_exec: summary(ctr), go: haveGo ? summary(go) : null };
-  row("exec /bin/true (ms)", "ms", median(c), median(ctr), undefined, haveGo ? median(go) : undefined);
+  results["exec_true"] = {
+    ctrexec: summary(c),
+    ctr_task_exec: summary(ctr),
+    runc_exec: summary(runc),
+    go: haveGo ? summary(go) : null,
+    phase_median_ms: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, r1(median(v))])),
+  };
+  row("exec /bin/true (ms)", "ms", median(c), median(ctr), median(runc), haveGo ? median(go) : undefined);
 }
 
 async function cancel(): Promise<void> {

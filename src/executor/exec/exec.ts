@@ -61,12 +61,14 @@ export async function runExec(
     const register = ctx.client.tasks.exec({ containerId: id, execId, spec: jsonAny(PROCESS_TYPE_URL, serializeSpec(process)), ...planned.config });
     // The container's process may have exited since execTarget looked.
     await register.catch(async (err: unknown) => Promise.reject(await exitedOr(ctx.client, id, err)));
+    span.addEvent("Exec registered");
     disposal.defer("delete exec process", {
       now: () => deleteExecProcess(ctx.client, id, execId),
       background: () => ctx.retirements.retireExec(id, execId),
     });
     if (signal.aborted) throw new CanceledError(`exec into ${id} was canceled before it started`, { cause: signal.reason });
     const io = await ioReady;
+    span.addEvent("IO created");
     const outcome = await runProcess({
       client: ctx.client,
       ref: { containerId: id, execId },
@@ -80,7 +82,10 @@ export async function runExec(
       tty: meta.tty,
       initialSize: meta.consoleSize,
       reconnectBoundMs: ctx.options.reconnectBoundMs,
-      onStarted: (pid) => options.onStarted?.({ id, execId, pid }),
+      onStarted: (pid) => {
+        span.addEvent("Exec started");
+        options.onStarted?.({ id, execId, pid });
+      },
       startTurn: <T>(start: () => Promise<T>) => ctx.shimTurns.run(id, start),
     }).catch(async (err: unknown) => Promise.reject(await exitedOr(ctx.client, id, err)));
     if (!ctx.options.awaitCleanup && outcome.waitError === undefined) disposal.retireInBackground();
