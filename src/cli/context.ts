@@ -1,4 +1,4 @@
-import { accessSync, constants as fsc, statSync } from "node:fs";
+import { accessSync, constants as fsc, realpathSync, statSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { ContainerdClient } from "../containerd/index.js";
 import {
@@ -109,9 +109,16 @@ function findDaemon(address: string | undefined): { rootless: RootlessDaemon | u
   return { rootless, noDaemon: rootless === undefined };
 }
 
-/** Two spellings of one unix socket: with or without `unix://`, relative or not. */
+/** Two spellings of one unix socket: with or without `unix://`, relative or not, through symlinks or not. */
 function sameSocket(a: string, b: string): boolean {
-  const path = (s: string) => resolve(s.replace(/^unix:\/\//, ""));
+  const path = (s: string) => {
+    const p = resolve(s.replace(/^unix:\/\//, ""));
+    try {
+      return realpathSync(p); // /var/run is /run
+    } catch {
+      return p;
+    }
+  };
   return path(a) === path(b);
 }
 

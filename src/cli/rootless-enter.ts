@@ -11,17 +11,30 @@ const STARTED_FD_ENV = "CTREXEC_ROOTLESS_STARTED_FD";
 /** nsenter's exit status when it could not enter (util-linux's EXIT_FAILURE), as ctrexec's own failure. */
 const EXIT_OWN_FAILURE = 125;
 
-function hasTerminal(): boolean {
-  return Boolean(process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY);
+/**
+ * Whether this process is in the foreground process group of its controlling terminal: then the terminal's
+ * ^C and ^\\ reach the whole group, the command inside included, by themselves. `/proc/self/stat`'s pgrp,
+ * tty_nr and tpgid (after the command name, which may hold spaces and parentheses).
+ */
+function terminalForeground(): boolean {
+  try {
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(f[4]) !== 0 && f[5] === f[2];
+  } catch {
+    return false;
+  }
 }
 
 /**
- * Signals passed on to the command inside. A terminal sends SIGINT and SIGQUIT to its whole foreground
- * process group, the command included: those are passed on only when no stdio is a terminal (a supervisor's
- * kill), or the command would get them twice. SIGWINCH comes from the terminal only.
+ * Signals passed on to the command inside, once each. In the terminal's foreground, the command is in this
+ * process group and gets what the terminal sends (SIGINT, SIGQUIT) itself: passing those on would double
+ * them, and one sent to this process alone cannot be told from the terminal's, so it is not passed on either.
+ * Elsewhere the command runs in a process group of its own, and everything sent to this one (also to its
+ * group: a CI runner's cancel, `timeout -s INT`) reaches it through here only.
  */
-function forwarded(tty: boolean): NodeJS.Signals[] {
-  return tty ? ["SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2"] : ["SIGTERM", "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
+function forwarded(foreground: boolean): NodeJS.Signals[] {
+  return foreground ? ["SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2"] : ["SIGTERM", "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
 }
 
 /** nsenter's child: the command itself (nsenter forks to enter the pid namespace, and forwards no signal). */
@@ -76,24 +89,32 @@ export function runInside(daemon: RootlessDaemon, argv: string[]): Promise<numbe
 
 /** Runs `file` with this process's stdio and resolves to its exit code; `viaNsenter`: signals go to nsenter's child. */
 function spawnAndWait(file: string, args: string[], env: NodeJS.ProcessEnv, viaNsenter = false): Promise<number> {
-  const child = spawn(file, args, { stdio: viaNsenter ? ["inherit", "inherit", "inherit", "pipe"] : "inherit", env });
+  const foreground = terminalForeground();
+  // Out of the terminal's foreground, a group of its own (see forwarded): nothing reaches it twice.
+  const child = spawn(file, args, { stdio: viaNsenter ? ["inherit", "inherit", "inherit", "pipe"] : "inherit", env, detached: !foreground });
   let started = !viaNsenter;
-  (child.stdio[3] as Readable | null)?.on("data", () => (started = true)).on("error", () => {});
-  const pass = (sig: NodeJS.Signals) => {
+  /** What came before ctrexec inside said it started (nsenter has no child yet, or it still ignores them). */
+  const early: NodeJS.Signals[] = [];
+  const deliver = (sig: NodeJS.Signals) => {
     const pid = child.pid === undefined || !viaNsenter ? child.pid : commandPid(child.pid);
-    if (pid !== undefined) {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        // gone already: its exit is on its way
-      }
+    if (pid === undefined) return;
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // gone already: its exit is on its way
     }
   };
-  const tty = hasTerminal();
-  const signals = forwarded(tty);
-  // From a terminal, SIGINT and SIGQUIT reach the command by themselves: the stand-in waits for its end.
+  const pass = (sig: NodeJS.Signals) => (started ? deliver(sig) : early.push(sig));
+  (child.stdio[3] as Readable | null)
+    ?.on("data", () => {
+      started = true;
+      for (const sig of early.splice(0)) deliver(sig);
+    })
+    .on("error", () => {});
+  const signals = forwarded(foreground);
+  // In the foreground, SIGINT and SIGQUIT reach the command by themselves: the stand-in waits for its end.
   const ignore = () => {};
-  const ignored: NodeJS.Signals[] = tty ? ["SIGINT", "SIGQUIT"] : [];
+  const ignored: NodeJS.Signals[] = foreground ? ["SIGINT", "SIGQUIT"] : [];
   for (const s of signals) process.on(s, pass);
   for (const s of ignored) process.on(s, ignore);
   const done = () => {

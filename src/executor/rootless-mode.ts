@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, realpathSync } from "node:fs";
 import { resolve } from "node:path";
 import { FailedPreconditionError } from "../errors.js";
 import type { LinuxResources } from "../oci/spec.js";
@@ -43,9 +43,16 @@ export function withRootlessDefaults(options: ExecutorOptions, env: NodeJS.Proce
   return withLayoutDefaults({ ...options, ...address, rootless: options.rootless ?? true }, env);
 }
 
-/** Two spellings of one unix socket: with or without `unix://`, relative or not. */
+/** Two spellings of one unix socket: with or without `unix://`, relative or not, through symlinks or not. */
 export function sameSocket(a: string, b: string): boolean {
-  const path = (s: string) => resolve(s.replace(/^unix:\/\//, ""));
+  const path = (s: string) => {
+    const p = resolve(s.replace(/^unix:\/\//, ""));
+    try {
+      return realpathSync(p); // /var/run is /run
+    } catch {
+      return p;
+    }
+  };
   return path(a) === path(b);
 }
 

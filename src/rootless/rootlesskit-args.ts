@@ -82,11 +82,15 @@ const SLIRP_ARGS = [
   "--port-driver=builtin",
 ];
 
+/** The in-namespace script's $0: what tells a rootlesskit ctrexec started from rootless nerdctl's (same state dir). */
+export const IN_NAMESPACE_NAME = "ctrexec-rootless-containerd";
+
 /**
  * rootlesskit's arguments. --pidns: the child is init of a new pid namespace, so when rootlesskit goes, every
  * shim and container goes with it (without it the shims outlive the daemon). --propagation=rslave, as rootless
  * nerdctl: no mount made inside propagates out to the host. $0 of the script names it in ps.
  */
+
 export function rootlesskitArgs(input: KitArgsInput): string[] {
   return [
     `--state-dir=${input.stateDir}`,
@@ -100,7 +104,7 @@ export function rootlesskitArgs(input: KitArgsInput): string[] {
     "sh",
     "-euc",
     IN_NAMESPACE_SCRIPT,
-    "ctrexec-rootless-containerd",
+    IN_NAMESPACE_NAME,
     input.containerdState,
     input.containerdRoot,
     input.configFile,

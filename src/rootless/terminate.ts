@@ -3,6 +3,7 @@ import { UnknownError } from "../errors.js";
 import type { Logger } from "../util/logger.js";
 import { namespaceInode, type RootlessLayout } from "./layout.js";
 import { daemonProcesses, type ProcessMark, signal, waitGone } from "./processes.js";
+import { IN_NAMESPACE_NAME } from "./rootlesskit-args.js";
 
 /** What rootlesskit gets after SIGTERM, and again after SIGKILL: containerd shuts down in well under a second. */
 export const STOP_WAIT_MS = 5_000;
@@ -11,7 +12,8 @@ export const STOP_WAIT_MS = 5_000;
 export function isOurKit(pid: number, layout: RootlessLayout): boolean {
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    return argv[0]?.endsWith("rootlesskit") === true && argv.includes(`--state-dir=${layout.kitStateDir}`);
+    // The state dir is rootless nerdctl's too: only our in-namespace script's name says the kit is ours.
+    return argv[0]?.endsWith("rootlesskit") === true && argv.includes(`--state-dir=${layout.kitStateDir}`) && argv.includes(IN_NAMESPACE_NAME);
   } catch {
     return false;
   }
