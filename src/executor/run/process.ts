@@ -1,8 +1,8 @@
 import { constants } from "node:os";
 import type { ContainerdClient } from "../../containerd/client.js";
 import type { ProcessIO } from "../../containerd/io.js";
-import type { ExitStatus, ProcessRef } from "../../containerd/types.js";
 import { killAll } from "../../containerd/task-cleanup.js";
+import type { ExitStatus, ProcessRef } from "../../containerd/types.js";
 import { waitSurvivingRestarts } from "../../containerd/wait.js";
 import { CanceledError, DeadlineExceededError, InvalidArgumentError, UNKNOWN_EXIT_STATUS } from "../../errors.js";
 import type { Logger } from "../../util/logger.js";
