@@ -1,5 +1,5 @@
-import { accessSync, constants as fsc, realpathSync, statSync } from "node:fs";
-import { isAbsolute, resolve } from "node:path";
+import { accessSync, constants as fsc, statSync } from "node:fs";
+import { isAbsolute } from "node:path";
 import { ContainerdClient } from "../containerd/index.js";
 import {
   ContainerdExecutor,
@@ -102,24 +102,10 @@ export function contextFrom(parsed: Parsed, inherited?: Context): Context {
  */
 function findDaemon(address: string | undefined): { rootless: RootlessDaemon | undefined; noDaemon: boolean } {
   if (process.geteuid?.() === 0 && !inUserNamespace()) return { rootless: undefined, noDaemon: false };
-  const rootless = findRootless();
   const given = address ?? (process.env["CONTAINERD_ADDRESS"] || undefined);
   // Another socket given: that one, as it is. The user's own rootless socket given: as if found.
-  if (given !== undefined) return { rootless: rootless && sameSocket(given, rootless.record.address) ? rootless : undefined, noDaemon: false };
-  return { rootless, noDaemon: rootless === undefined };
-}
-
-/** Two spellings of one unix socket: with or without `unix://`, relative or not, through symlinks or not. */
-function sameSocket(a: string, b: string): boolean {
-  const path = (s: string) => {
-    const p = resolve(s.replace(/^unix:\/\//, ""));
-    try {
-      return realpathSync(p); // /var/run is /run
-    } catch {
-      return p;
-    }
-  };
-  return path(a) === path(b);
+  const rootless = findRootless(process.env, given);
+  return { rootless, noDaemon: given === undefined && rootless === undefined };
 }
 
 /** What an unprivileged user without a rootless containerd is told, rather than a socket's "permission denied". */

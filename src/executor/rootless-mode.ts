@@ -1,5 +1,4 @@
-import { existsSync, realpathSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync } from "node:fs";
 import { FailedPreconditionError } from "../errors.js";
 import type { LinuxResources } from "../oci/spec.js";
 import { findRootless, inUserNamespace, rootlessLayout } from "../rootless/layout.js";
@@ -21,9 +20,10 @@ export function withRootlessDefaults(options: ExecutorOptions, env: NodeJS.Proce
   const given = options.client?.address ?? options.address ?? (env["CONTAINERD_ADDRESS"] || undefined);
   const inNamespace = inUserNamespace();
   const unprivileged = (process.geteuid?.() ?? 0) !== 0 || inNamespace;
-  const daemon = unprivileged ? findRootless(env) : undefined;
-  // The user's own rootless socket, given (CONTAINERD_ADDRESS, as nerdctl users set it): as if found.
-  if (given !== undefined && !(daemon && sameSocket(given, daemon.record.address))) {
+  const daemon = unprivileged ? findRootless(env, given) : undefined;
+  // Another socket given: that one, as it is. The user's own rootless socket given (CONTAINERD_ADDRESS, as
+  // nerdctl users set it): as if found.
+  if (given !== undefined && !daemon) {
     // A process in a user namespace can only run containers in it, whatever daemon it talks to.
     const rootless = options.rootless ?? inNamespace;
     return rootless ? withLayoutDefaults({ ...options, rootless }, env) : options;
@@ -41,19 +41,6 @@ export function withRootlessDefaults(options: ExecutorOptions, env: NodeJS.Proce
   }
   const address = options.client ? {} : { address: daemon.record.address };
   return withLayoutDefaults({ ...options, ...address, rootless: options.rootless ?? true }, env);
-}
-
-/** Two spellings of one unix socket: with or without `unix://`, relative or not, through symlinks or not. */
-export function sameSocket(a: string, b: string): boolean {
-  const path = (s: string) => {
-    const p = resolve(s.replace(/^unix:\/\//, ""));
-    try {
-      return realpathSync(p); // /var/run is /run
-    } catch {
-      return p;
-    }
-  };
-  return path(a) === path(b);
 }
 
 function withLayoutDefaults(options: ExecutorOptions, env: NodeJS.ProcessEnv): ExecutorOptions {

@@ -1,6 +1,18 @@
-import { appendFileSync, closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  closeSync,
+  constants,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { homedir } from "node:os";
-import { dirname, isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { bootId, type EndedPidNamespaces, fileIdentity } from "../util/owner.js";
 
 /**
@@ -171,13 +183,14 @@ export function recordAlive(record: RootlessRecord): boolean {
 }
 
 /**
- * The user's rootless daemon, if `ctrexec rootless start` started one that still runs; undefined otherwise.
+ * The user's rootless daemon, if `ctrexec rootless start` started one that still runs (and, given `address`,
+ * that is its socket); undefined otherwise.
  * Inside its namespaces the host's pids mean nothing, and being there proves it alive.
  */
-export function findRootless(env: NodeJS.ProcessEnv = process.env): RootlessDaemon | undefined {
+export function findRootless(env: NodeJS.ProcessEnv = process.env, address?: string): RootlessDaemon | undefined {
   const layout = rootlessLayout(env);
   const record = readRecord(layout);
-  if (!record) return undefined;
+  if (!record || (address !== undefined && !sameSocket(address, record.address))) return undefined;
   const inside = inUserNamespace() && namespaceInode("self", "user") === record.userns;
   if (!inside && !recordAlive(record)) return undefined;
   return { layout, record, inside };
@@ -254,4 +267,17 @@ export function endedPidNamespaces(layout: RootlessLayout): EndedPidNamespaces {
     if (b === boot && ns && /^\d+:\d+$/.test(ns) && ns !== live) namespaces.add(ns);
   }
   return { bootId: boot, namespaces };
+}
+
+/** Two spellings of one unix socket: with or without `unix://`, relative or not, through symlinks or not. */
+function sameSocket(a: string, b: string): boolean {
+  const path = (s: string) => {
+    const p = resolve(s.replace(/^unix:\/\//, ""));
+    try {
+      return realpathSync(p); // /var/run is /run
+    } catch {
+      return p;
+    }
+  };
+  return path(a) === path(b);
 }
