@@ -168,7 +168,7 @@ function diagnoseRootless(cgroupVersion: 1 | 2): RootlessDiagnosis {
     capabilities: [
       { what: "runs (root inside is this user outside)", works: found !== undefined, ...(found ? {} : { why: "no daemon: ctrexec rootless start" }) },
       { what: `network host (${hostNet ? "the host's network" : "rootlesskit's slirp4netns network"}), none`, works: true },
-      { what: "network bridge", works: false, why: "the bridge would be made in a network namespace this user does not own" },
+      { what: "network bridge", works: false, why: "ctrexec does not run CNI inside rootlesskit" },
       {
         what: "resource limits, cgroup parent",
         works: false,

@@ -84,7 +84,7 @@ export function checkRootlessRun(r: {
   }
   if (r.network === "bridge") {
     throw new FailedPreconditionError(
-      'network "bridge" in rootless mode: the bridge would be made in a network namespace the unprivileged user does not own; use network "host" (rootlesskit\'s network) or "none"',
+      'network "bridge" is not available in rootless mode: ctrexec does not run CNI inside rootlesskit (with its host network there is no network namespace of the user\'s to bridge in); use network "host" (rootlesskit\'s network) or "none"',
     );
   }
 }
