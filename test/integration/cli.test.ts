@@ -68,6 +68,9 @@ describe("ctrexec CLI basics", () => {
     }
     const text = (await ctrexec(["info"])).stdout;
     assert.match(text, /^user namespaces: +yes \(up to \d+\)$/m);
+    // As root, the system daemon: not rootless, and how an unprivileged user gets there.
+    assert.match(text, /^rootless: +no \(as an unprivileged user: ctrexec rootless start\)$/m);
+    assert.equal((JSON.parse((await ctrexec(["info", "--format", "json"])).stdout) as { rootless: unknown }).rootless, null);
     assert.match(text, new RegExp(`^idmapped mounts: +(yes|NO) on state dir ${info.stateDir} \\(`, "m"));
 
     // procfs refuses idmapped mounts: a state dir there (never created by info) shows the refusal and its reason.

@@ -70,7 +70,9 @@ export async function infoCommand(argv: string[], parent: Context): Promise<numb
       `seccomp:          ${d.security.seccomp ? "yes" : "no"}`,
       `apparmor:         ${d.security.apparmor ? "yes" : "no"}`,
       `selinux:          ${d.security.selinux ? "yes" : "no"}`,
-      ...(d.rootless ? rootlessLines(d.rootless) : usernsLines(d.userns)),
+      ...(d.rootless
+        ? rootlessLines(d.rootless)
+        : [`rootless:         no (as an unprivileged user: ctrexec rootless start)`, ...usernsLines(d.userns)]),
       `network:          default ${d.network.default}; providers ${d.network.providers.join(", ")}`,
       `CNI plugins:      ${d.network.cniPluginDir ? `${d.network.cniPlugins.join(", ") || "none"} in ${d.network.cniPluginDir}` : "not installed"}`,
       `default rootfs:   ${d.defaultRootfs.path}${d.defaultRootfs.built ? "" : " (not built yet)"} (each run writes to its own overlay)`,
