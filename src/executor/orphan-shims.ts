@@ -6,7 +6,7 @@ import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { removeTree } from "../fs/remove-tree.js";
 import type { Logger } from "../util/logger.js";
-import { fileIdentity, processStartTime } from "../util/owner.js";
+import { fileIdentity, parentPid, processStartTime } from "../util/owner.js";
 import { isExecutable } from "./shims/launcher.js";
 
 const run = promisify(execFile);
@@ -79,16 +79,6 @@ export function shimBinaries(): Set<string> {
     if (id) ids.add(id);
   }
   return ids;
-}
-
-function parentPid(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    return Number.isInteger(ppid) ? ppid : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Whether a process runs as this process's user (real and effective uid): shims run as containerd's. */

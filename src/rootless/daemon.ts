@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { FailedPreconditionError, InvalidArgumentError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
 import { type Logger, silentLogger } from "../util/logger.js";
-import { processStartTime } from "../util/owner.js";
+import { parentPid, processStartTime } from "../util/owner.js";
 import { configPaths, containerdConfig } from "./containerd-config.js";
 import { launch } from "./launch.js";
 import {
@@ -17,7 +17,6 @@ import {
 } from "./layout.js";
 import { checkPrerequisites, currentUser, refuseRoot } from "./preflight.js";
 import { daemonVersion, PROBE_MS, probeNetwork } from "./probe.js";
-import { parentPid } from "./processes.js";
 import { chooseNetwork, type NetworkRequest, parseNetworkRequest, type RootlessNetwork } from "./rootlesskit-args.js";
 import { ensureRuntimeDir, makeDirs, removeRunFiles } from "./run-files.js";
 import { lockPath, withRootlessLock } from "./start-lock.js";

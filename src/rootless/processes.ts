@@ -1,6 +1,6 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { processStartTime } from "../util/owner.js";
+import { parentPid, processStartTime } from "../util/owner.js";
 import { namespaceInode } from "./layout.js";
 
 /*
@@ -10,18 +10,6 @@ import { namespaceInode } from "./layout.js";
 
 /** A pid and the start time that tells it from a later process with the same pid. */
 export type ProcessMark = { pid: number; start: string };
-
-/** The parent pid of `pid`, or undefined when it is gone. */
-export function parentPid(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command (which may hold spaces and parentheses): state, ppid, ...
-    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    return Number.isInteger(ppid) ? ppid : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 function allPids(): number[] {
   return readdirSync("/proc")

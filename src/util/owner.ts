@@ -23,6 +23,16 @@ function statFields(stat: string): string[] {
   return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
 }
 
+/** The parent pid of `pid`, or undefined when it is gone. */
+export function parentPid(pid: number): number | undefined {
+  try {
+    const ppid = Number(statFields(readFileSync(`/proc/${pid}/stat`, "utf8"))[1]);
+    return Number.isInteger(ppid) ? ppid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The kernel's start time of a pid (clock ticks since boot), which tells a live owner from a reused pid;
  * undefined for no process, and for a zombie (it has exited; only its exit status waits for its parent).
