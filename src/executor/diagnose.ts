@@ -9,7 +9,8 @@ import { autoNetworkMode } from "../network/auto.js";
 import { DEFAULT_PLUGIN_DIRS } from "../network/cni.js";
 import { detectHostFeatures } from "../oci/host-features.js";
 import { defaultRootfsPath } from "../rootfs/default-rootfs.js";
-import { findRootless, inUserNamespace } from "../rootless/layout.js";
+import { findRootless } from "../rootless/layout.js";
+import { isHostRoot } from "../util/user-namespace.js";
 import { diagnoseUserns, type UsernsDiagnosis } from "./diagnose-userns.js";
 import { DEFAULT_FIFO_ROOT, DEFAULT_STATE_DIR } from "./options.js";
 import { chooseShimLauncher } from "./shims/launcher.js";
@@ -125,7 +126,7 @@ export async function diagnoseHost(options: DiagnoseOptions): Promise<HostDiagno
   const rootfs = defaultRootfsPath(stateDir);
   const containerdVersion = containerd.reachable ? containerd.version : "";
   const snapshotterRoot = snapshotterRoots.get(DEFAULT_SNAPSHOTTER);
-  const rootless = options.rootless ?? ((process.geteuid?.() ?? 0) !== 0 || inUserNamespace());
+  const rootless = options.rootless ?? !isHostRoot();
   const cgroupVersion = existsSync("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1;
   const userns = await diagnoseUserns([
     { what: "state dir", path: stateDir },

@@ -9,9 +9,10 @@ import { AlreadyExistsError, NotFoundError, type PruneFailure, PruneIncompleteEr
 import { removeTree } from "../fs/remove-tree.js";
 import { pruneNetns } from "../network/bridge.js";
 import { defaultSpec } from "../oci/defaults.js";
-import { endedPidNamespaces, inUserNamespace, rootlessLayout } from "../rootless/layout.js";
+import { endedPidNamespaces, rootlessLayout } from "../rootless/layout.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import type { EndedPidNamespaces } from "../util/owner.js";
+import { inUserNamespace, isHostRoot } from "../util/user-namespace.js";
 import { LABEL, ownerAlive, ownerId } from "./labels.js";
 import { bundleUsesSocket, findShims, isIdentifier, shimSocket, stopOrphanShim } from "./orphan-shims.js";
 import { rootRegistriesDir, settleRootRegistry } from "./root-stubs.js";
@@ -152,7 +153,7 @@ export async function prune(options: PruneOptions): Promise<string[]> {
     }
     // User namespace ranges of this namespace's dead runs that can no longer be going: dir gone, no task. Only
     // host root hands them out (a rootless daemon's runs share its one namespace), and only it can write the table.
-    if (process.geteuid?.() === 0 && !inUserNamespace()) {
+    if (isHostRoot()) {
       const freed = await attempt("user namespace ranges", async () => pruneRanges(HOST_RANGES_BASE, logger, { namespace: ns, hasTask: keep }));
       if (freed) removed.push(`user namespace ranges of ${freed} dead run(s)`);
     }

@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import { FailedPreconditionError } from "../errors.js";
 import type { LinuxResources } from "../oci/spec.js";
-import { findRootless, inUserNamespace, rootlessLayout } from "../rootless/layout.js";
+import { findRootless, rootlessLayout } from "../rootless/layout.js";
+import { inUserNamespace, isHostRoot } from "../util/user-namespace.js";
 import type { ExecutorOptions } from "./options.js";
 
 /** Says how to reach the namespaces where a rootless daemon's mounts are made. */
@@ -19,7 +20,7 @@ const ENTER_HINT = "start the process with `ctrexec rootless enter -- <command>`
 export function withRootlessDefaults(options: ExecutorOptions, env: NodeJS.ProcessEnv = process.env): ExecutorOptions {
   const given = options.client?.address ?? options.address ?? (env["CONTAINERD_ADDRESS"] || undefined);
   const inNamespace = inUserNamespace();
-  const unprivileged = (process.geteuid?.() ?? 0) !== 0 || inNamespace;
+  const unprivileged = !isHostRoot();
   const daemon = unprivileged ? findRootless(env, given) : undefined;
   // Another socket given: that one, as it is. The user's own rootless socket given (CONTAINERD_ADDRESS, as
   // nerdctl users set it): as if found.

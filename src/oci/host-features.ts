@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { release } from "node:os";
+import { inUserNamespace } from "../util/user-namespace.js";
 import { capabilitiesFromMask } from "./capabilities.js";
 
 /** What the host offers that a spec depends on. Detected once; tests pass their own. */
@@ -32,7 +33,6 @@ export function detectHostFeatures(): HostFeatures {
   if (cached) return cached;
   const status = read("/proc/self/status");
   const capBnd = /^CapBnd:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? "0";
-  const uidMap = read("/proc/self/uid_map").trim().split(/\s+/);
   let loops = 0;
   try {
     loops = readdirSync("/sys/block").filter((d) => d.startsWith("loop")).length;
@@ -45,7 +45,7 @@ export function detectHostFeatures(): HostFeatures {
     apparmor: read("/sys/module/apparmor/parameters/enabled").trim().startsWith("Y"),
     selinux: existsSync("/sys/fs/selinux/enforce"),
     capabilities: capabilitiesFromMask(capBnd),
-    inUserNamespace: !(uidMap[0] === "0" && uidMap[1] === "0" && uidMap[2] === "4294967295"),
+    inUserNamespace: inUserNamespace(),
     loopDevices: loops,
     arch: process.arch,
     kernelRelease: release(),

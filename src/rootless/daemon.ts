@@ -1,13 +1,15 @@
-import { existsSync } from "node:fs";
-import { FailedPreconditionError, InvalidArgumentError } from "../errors.js";
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { DeadlineExceededError, FailedPreconditionError, InvalidArgumentError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
+import { withFileLockWaiting } from "../fs/file-lock.js";
 import { type Logger, silentLogger } from "../util/logger.js";
 import { parentPid, processStartTime } from "../util/owner.js";
 import { configPaths, containerdConfig } from "./containerd-config.js";
 import { launch } from "./launch.js";
 import {
   inUserNamespace,
-  namespaceInode,
+  isInside,
   type RootlessLayout,
   type RootlessRecord,
   readRecord,
@@ -19,7 +21,6 @@ import { checkPrerequisites, currentUser, refuseRoot } from "./preflight.js";
 import { daemonVersion, PROBE_MS, probeNetwork } from "./probe.js";
 import { chooseNetwork, type NetworkRequest, parseNetworkRequest, type RootlessNetwork } from "./rootlesskit-args.js";
 import { ensureRuntimeDir, makeDirs, removeRunFiles } from "./run-files.js";
-import { lockPath, withRootlessLock } from "./start-lock.js";
 import { endUnrecordedKits, isOurKit, STOP_WAIT_MS, terminate } from "./terminate.js";
 
 /*
@@ -57,8 +58,14 @@ export interface RootlessStatus {
 
 const DEFAULT_START_TIMEOUT_MS = 20_000;
 
-function selfInside(record: RootlessRecord): boolean {
-  return inUserNamespace() && namespaceInode("self", "user") === record.userns;
+/** Runs `fn` as the only start or stop of this user's daemon (layout.lockFile), waiting at most `waitMs`. */
+function withRootlessLock<T>(layout: RootlessLayout, waitMs: number, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(dirname(layout.lockFile), { recursive: true, mode: 0o700 });
+  return withFileLockWaiting(layout.lockFile, waitMs, fn, () => {
+    return new DeadlineExceededError(
+      `another 'ctrexec rootless start' or 'stop' of this user still runs (it holds ${layout.lockFile}); try again later`,
+    );
+  });
 }
 
 function statusOf(record: RootlessRecord, layout: RootlessLayout): Omit<RootlessStatus, "state"> {
@@ -79,7 +86,7 @@ export async function rootlessStatus(opts: RootlessOptions = {}): Promise<Rootle
   const layout = rootlessLayout(opts.env ?? process.env);
   const record = readRecord(layout);
   if (!record) return { state: "stopped", address: layout.address, layout };
-  if (!selfInside(record) && !recordAlive(record)) return { state: "stale", ...statusOf(record, layout) };
+  if (!isInside(record) && !recordAlive(record)) return { state: "stale", ...statusOf(record, layout) };
   const version = await daemonVersion(record.address, PROBE_MS);
   return { state: "running", ...statusOf(record, layout), answers: version !== undefined, ...(version !== undefined ? { version } : {}) };
 }
@@ -140,7 +147,7 @@ export async function startRootless(opts: StartRootlessOptions = {}): Promise<Ro
   const layout = rootlessLayout(env);
   ensureRuntimeDir(layout); // the lock lives there
   // Another start may hold the lock for its whole wait and its clean-up.
-  return withRootlessLock(lockPath(layout), timeoutMs + 3 * STOP_WAIT_MS, log, async () => {
+  return withRootlessLock(layout, timeoutMs + 3 * STOP_WAIT_MS, async () => {
     const running = await existing(layout, log, env);
     if (running) {
       log.info("rootless containerd is already running", { pid: running.pid, address: running.address });
@@ -167,7 +174,7 @@ export async function stopRootless(opts: RootlessOptions = {}): Promise<Rootless
   const log = opts.logger ?? silentLogger;
   const layout = rootlessLayout(opts.env ?? process.env);
   const seen = readRecord(layout);
-  if (seen && selfInside(seen)) {
+  if (seen && isInside(seen)) {
     throw new FailedPreconditionError(
       "this process runs inside the rootless daemon's namespaces (ctrexec rootless enter), from where it cannot be stopped: leave them (exit that shell) and run 'ctrexec rootless stop'",
     );
@@ -176,7 +183,7 @@ export async function stopRootless(opts: RootlessOptions = {}): Promise<Rootless
     log.info("rootless containerd is not running", { runtimeDir: layout.runtimeDir });
     return { state: "stopped", address: layout.address, layout };
   }
-  return withRootlessLock(lockPath(layout), DEFAULT_START_TIMEOUT_MS + 3 * STOP_WAIT_MS, log, () => stopLocked(layout, log));
+  return withRootlessLock(layout, DEFAULT_START_TIMEOUT_MS + 3 * STOP_WAIT_MS, () => stopLocked(layout, log));
 }
 
 async function stopLocked(layout: RootlessLayout, log: Logger): Promise<RootlessStatus> {

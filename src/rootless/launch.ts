@@ -1,6 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DeadlineExceededError, UnavailableError, UnknownError } from "../errors.js";
 import { writeFileAtomic } from "../fs/atomic-write.js";
@@ -50,8 +49,8 @@ async function waitAnswers(layout: RootlessLayout, exited: () => KitExit | undef
 
 /** The record of a daemon that answers: its child (rootlesskit's, init of the namespaces) and their user namespace. */
 function makeRecord(layout: RootlessLayout, kitPid: number, network: RootlessNetwork): RootlessRecord {
-  const childPid = Number(readFileSync(join(layout.kitStateDir, "child_pid"), "utf8").trim());
-  if (!Number.isInteger(childPid) || childPid <= 0 || parentPid(childPid) !== kitPid) {
+  const childPid = readChildPid(layout);
+  if (childPid === undefined || parentPid(childPid) !== kitPid) {
     throw new UnknownError(`rootlesskit's child_pid (${childPid}) is not a child of rootlesskit (pid ${kitPid})`);
   }
   const userns = namespaceInode(childPid, "user");

@@ -14,6 +14,9 @@ import {
 import { homedir } from "node:os";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { bootId, type EndedPidNamespaces, fileIdentity } from "../util/owner.js";
+import { inUserNamespace } from "../util/user-namespace.js";
+
+export { inUserNamespace };
 
 /**
  * Where a user's rootless containerd and ctrexec keep their files. The directories are rootless nerdctl's
@@ -40,6 +43,12 @@ export interface RootlessLayout {
   logFile: string;
   /** What `ctrexec rootless start` recorded about the daemon it started. */
   recordFile: string;
+  /**
+   * What one start or stop at a time holds: without it two starts would both find no daemon, and the second would
+   * remove the first's fresh socket before its own rootlesskit failed. Not in rootlesskit's state dir, which
+   * rootlesskit removes when it exits (a lock file removed while held no longer excludes anyone).
+   */
+  lockFile: string;
   /** The pid namespaces of this user's daemons that ended (stopped, or found dead), one `BOOTID DEV:INO` a line. */
   endedFile: string;
 }
@@ -125,6 +134,7 @@ export function rootlessLayout(env: NodeJS.ProcessEnv = process.env): RootlessLa
     // stays known (stale) until start or stop notes its end.
     recordFile: join(runtimeDir, "ctrexec", "rootless.json"),
     endedFile: join(runtimeDir, "ctrexec", "ended-pid-namespaces"),
+    lockFile: join(runtimeDir, "ctrexec", "rootless.lock"),
   };
 }
 
@@ -177,6 +187,11 @@ export function namespaceInode(pid: number | "self", ns: string): number | undef
   }
 }
 
+/** Whether this process runs in the record's user namespace (entered through `ctrexec rootless enter`). */
+export function isInside(record: RootlessRecord): boolean {
+  return inUserNamespace() && namespaceInode("self", "user") === record.userns;
+}
+
 /** Whether the record's daemon still runs: its child is still the owner of the recorded user namespace (not a reused pid). */
 export function recordAlive(record: RootlessRecord): boolean {
   return namespaceInode(record.childPid, "user") === record.userns;
@@ -191,19 +206,9 @@ export function findRootless(env: NodeJS.ProcessEnv = process.env, address?: str
   const layout = rootlessLayout(env);
   const record = readRecord(layout);
   if (!record || (address !== undefined && !sameSocket(address, record.address))) return undefined;
-  const inside = inUserNamespace() && namespaceInode("self", "user") === record.userns;
+  const inside = isInside(record);
   if (!inside && !recordAlive(record)) return undefined;
   return { layout, record, inside };
-}
-
-/** Whether this process runs in a user namespace other than the host's (its uid_map is not the identity). */
-export function inUserNamespace(): boolean {
-  try {
-    const lines = readFileSync("/proc/self/uid_map", "utf8").trim().split("\n");
-    return !(lines.length === 1 && lines[0]!.trim().split(/\s+/).join(" ") === "0 0 4294967295");
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -11,7 +11,8 @@ import { namespaceInode } from "./layout.js";
 /** A pid and the start time that tells it from a later process with the same pid. */
 export type ProcessMark = { pid: number; start: string };
 
-function allPids(): number[] {
+/** Every pid /proc shows now. */
+export function allPids(): number[] {
   return readdirSync("/proc")
     .filter((e) => /^\d+$/.test(e))
     .map(Number);

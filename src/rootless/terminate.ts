@@ -1,8 +1,8 @@
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { UnknownError } from "../errors.js";
 import type { Logger } from "../util/logger.js";
 import { namespaceInode, type RootlessLayout } from "./layout.js";
-import { daemonProcesses, type ProcessMark, signal, waitGone } from "./processes.js";
+import { allPids, daemonProcesses, type ProcessMark, signal, waitGone } from "./processes.js";
 import { IN_NAMESPACE_NAME } from "./rootlesskit-args.js";
 
 /** What rootlesskit gets after SIGTERM, and again after SIGKILL: containerd shuts down in well under a second. */
@@ -52,18 +52,13 @@ async function killLeftovers(marks: ProcessMark[], log: Logger): Promise<void> {
 /** This user's rootlesskit processes started for this layout (isOurKit), recorded or not. */
 export function ourKits(layout: RootlessLayout): number[] {
   const uid = process.getuid?.();
-  const kits: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
+  return allPids().filter((pid) => {
     try {
-      if (statSync(`/proc/${pid}`).uid !== uid) continue;
+      return statSync(`/proc/${pid}`).uid === uid && isOurKit(pid, layout);
     } catch {
-      continue;
+      return false;
     }
-    if (isOurKit(pid, layout)) kits.push(pid);
-  }
-  return kits;
+  });
 }
 
 /**

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DeadlineExceededError, FailedPreconditionError, InvalidArgumentError } from "../../src/errors.js";
+import { withFileLockWaiting } from "../../src/fs/file-lock.js";
 import { configPaths, containerdConfig, tomlString } from "../../src/rootless/containerd-config.js";
 import { stopRootless } from "../../src/rootless/daemon.js";
 import { rootlessLayout } from "../../src/rootless/layout.js";
@@ -12,7 +13,6 @@ import { logTail, openDaemonLog } from "../../src/rootless/log-file.js";
 import { checkPrerequisites, findOnPath, missingPrerequisites, parseSubIds, refuseRoot } from "../../src/rootless/preflight.js";
 import { alive, daemonProcesses, signal, waitGone } from "../../src/rootless/processes.js";
 import { chooseNetwork, IN_NAMESPACE_SCRIPT, parseNetworkRequest, rootlesskitArgs } from "../../src/rootless/rootlesskit-args.js";
-import { withRootlessLock } from "../../src/rootless/start-lock.js";
 import { silentLogger } from "../../src/util/logger.js";
 import { nativeAddon } from "../../src/util/native.js";
 
@@ -253,23 +253,30 @@ describe("daemon processes", () => {
 describe("start/stop lock", { skip: nativeAddon()?.flock ? false : "the native addon (flock) is not built" }, () => {
   it("runs one holder at a time, and a waiter past its bound gets a DeadlineExceededError", async () => {
     const path = join(top, "rt", "ctrexec", "rootless.lock");
+    mkdirSync(join(top, "rt", "ctrexec"), { recursive: true });
+    const busy = () => new DeadlineExceededError("held");
     const order: string[] = [];
     let release!: () => void;
     const held = new Promise<void>((r) => {
       release = r;
     });
-    const first = withRootlessLock(path, 1000, silentLogger, async () => {
-      order.push("first in");
-      await held;
-      order.push("first out");
-    });
+    const first = withFileLockWaiting(
+      path,
+      1000,
+      async () => {
+        order.push("first in");
+        await held;
+        order.push("first out");
+      },
+      busy,
+    );
     await new Promise((r) => setTimeout(r, 20));
     // flock excludes open file descriptions, not processes: a second holder in this process waits as another would.
     await assert.rejects(
-      withRootlessLock(path, 150, silentLogger, async () => order.push("never")),
+      withFileLockWaiting(path, 150, async () => order.push("never"), busy),
       DeadlineExceededError,
     );
-    const second = withRootlessLock(path, 5000, silentLogger, async () => order.push("second"));
+    const second = withFileLockWaiting(path, 5000, async () => order.push("second"), busy);
     await new Promise((r) => setTimeout(r, 100));
     release();
     await Promise.all([first, second]);
