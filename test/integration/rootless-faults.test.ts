@@ -126,7 +126,13 @@ describe("rootless faults: interrupted starts, reused namespaces, terminals, soc
   it("^C at a terminal does not end the CLI before its run (the stand-in stays, as with root)", async () => {
     const vars = Object.entries(u().env()).map(([k, v]) => `${k}=${v}`);
     const inner = ["runuser", "-u", u().name, "--", "env", "-i", ...vars, process.execPath, cli(), "run", "--rm", "--", "sleep", "6"].join(" ");
-    const script = spawn("script", ["-qec", `${inner}; echo "rc=$?"`, "/dev/null"], { cwd: u().scratch, stdio: ["pipe", "pipe", "pipe"] });
+    // script runs $SHELL, which CI may not set: /bin/sh (dash) dies of the terminal's SIGINT itself and never says
+    // rc=, while bash, like a user's interactive shell, waits for the command and goes on when it was not killed.
+    const script = spawn("script", ["-qec", `${inner}; echo "rc=$?"`, "/dev/null"], {
+      cwd: u().scratch,
+      env: { ...process.env, SHELL: "/bin/bash" },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
     let out = "";
     script.stdout.setEncoding("utf8").on("data", (s: string) => (out += s));
     const exited = new Promise((r) => script.once("exit", r));
