@@ -57,7 +57,9 @@ await writeCodeCache(${JSON.stringify(bundle)}, ${JSON.stringify(`${bundle}.cach
   process.stdout.write = process.stderr.write = () => true;
   try {
     for (const argv of [["--help"], ["--version"], ["run", "--help"], ["exec", "--help"], ["ps", "--help"],
-      ["version", "--address", "/nonexistent/ctrexec-code-cache.sock"]]) await main(argv);
+      ["version", "--address", "/nonexistent/ctrexec-code-cache.sock"], ["ps", "--address", "/nonexistent/ctrexec-code-cache.sock"]]) {
+      await main(argv);
+    }
   } finally {
     process.stdout.write = out;
     process.stderr.write = err;

@@ -1,7 +1,7 @@
-import type { DescMessage, DescMethodUnary, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type { DescMessage, DescMethodUnary, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { NotFoundError, UnknownError } from "../errors.js";
 import type { ContentSource, ContentWriteOptions } from "./content-write.js";
-import type * as Proto from "./proto.js";
+import { type Loaded, services } from "./services.js";
 import { type CallOptions, type CallScope, GrpcTransport } from "./transport.js";
 import type {
   BlobInfo,
@@ -48,18 +48,6 @@ const VERSION_TIMEOUT_MS = 5_000;
 /** Content.Abort after a failed or canceled write: its own deadline, since the caller's signal may have fired. */
 const ABORT_TIMEOUT_MS = 10_000;
 
-type Protocol = typeof Proto;
-let protocol: Promise<Protocol> | undefined;
-/**
- * The generated services and the converters, loaded on the first call: building their descriptors is the
- * larger part of the protocol's start-up cost, and a process that makes no call (`--help`) need not pay it.
- */
-const loadProtocol = (): Promise<Protocol> =>
-  (protocol ??= import("./proto.js").catch((err: unknown) => {
-    // Not cached: a later call tries again (and fails with the same cause if the package is broken).
-    protocol = undefined;
-    throw err;
-  }));
 const none = (): void => undefined;
 
 /**
@@ -96,22 +84,27 @@ export class ContainerdClient implements AsyncDisposable {
     return new ContainerdClient({ address: this.address, namespace: this.namespace, timeoutMs: this.timeoutMs, lease }, this.#transport);
   }
 
-  /** A unary call: `method` picks the generated method, `result` makes the answer the client's data. */
-  async #call<I extends DescMessage, O extends DescMessage, T>(
-    method: (p: Protocol) => DescMethodUnary<I, O>,
+  /**
+   * A unary call: `load` gives the service (services.ts), `method` picks its generated method, `result` makes the
+   * answer the client's data with the service's converters.
+   */
+  async #call<S extends DescService, C, I extends DescMessage, O extends DescMessage, T>(
+    load: () => Promise<Loaded<S, C>>,
+    method: (service: S) => DescMethodUnary<I, O>,
     request: NoInfer<MessageInitShape<I>>,
-    result: (response: MessageShape<O>, p: Protocol) => T,
+    result: (response: MessageShape<O>, to: C) => T,
     options?: CallOptions,
     timeoutMs?: number,
   ): Promise<T> {
-    const p = await loadProtocol();
-    return result(await this.#transport.unary(method(p), request, this.#scope, timeoutMs ?? this.timeoutMs, options), p);
+    const { service, to } = await load();
+    return result(await this.#transport.unary(method(service), request, this.#scope, timeoutMs ?? this.timeoutMs, options), to);
   }
 
   /** The daemon's version; the cheapest way to learn that containerd answers. */
   version(options?: CallOptions): Promise<{ version: string; revision: string }> {
     return this.#call(
-      (p) => p.Version.method.version,
+      services.version,
+      (s) => s.method.version,
       {},
       (r) => ({ version: r.version, revision: r.revision }),
       options,
@@ -122,40 +115,45 @@ export class ContainerdClient implements AsyncDisposable {
   readonly containers = {
     create: (container: NewContainer, options?: CallOptions): Promise<ContainerRecord> =>
       this.#call(
-        (p) => p.Containers.method.create,
+        services.containers,
+        (s) => s.method.create,
         { container },
-        (r, p) => p.to.container(required(r.container, "Containers.Create")),
+        (r, to) => to.container(required(r.container, "Containers.Create")),
         options,
       ),
     get: (id: string, options?: CallOptions): Promise<ContainerRecord> =>
       this.#call(
-        (p) => p.Containers.method.get,
+        services.containers,
+        (s) => s.method.get,
         { id },
-        (r, p) => p.to.container(required(r.container, "Containers.Get")),
+        (r, to) => to.container(required(r.container, "Containers.Get")),
         options,
       ),
     /** Filters use containerd's syntax, e.g. `labels."ctrexec.owner"==host`. */
     list: (filters: string[] = [], options?: CallOptions): Promise<ContainerRecord[]> =>
       this.#call(
-        (p) => p.Containers.method.list,
+        services.containers,
+        (s) => s.method.list,
         { filters },
-        (r, p) => r.containers.map(p.to.container),
+        (r, to) => r.containers.map(to.container),
         options,
       ),
-    delete: (id: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Containers.method.delete, { id }, none, options),
+    delete: (id: string, options?: CallOptions): Promise<void> => this.#call(services.containers, (s) => s.method.delete, { id }, none, options),
   };
 
   readonly tasks = {
     create: (request: CreateTaskRequest, options?: CallOptions): Promise<{ containerId: string; pid: number }> =>
       this.#call(
-        (p) => p.Tasks.method.create,
+        services.tasks,
+        (s) => s.method.create,
         request,
         (r) => ({ containerId: r.containerId, pid: r.pid }),
         options,
       ),
     start: (ref: ProcessRef, options?: CallOptions): Promise<number> =>
       this.#call(
-        (p) => p.Tasks.method.start,
+        services.tasks,
+        (s) => s.method.start,
         ref,
         (r) => r.pid,
         options,
@@ -163,54 +161,63 @@ export class ContainerdClient implements AsyncDisposable {
     /** Blocks until the process exits: no deadline unless `timeoutMs` is given. */
     wait: (ref: ProcessRef, options?: CallOptions): Promise<ExitStatus> =>
       this.#call(
-        (p) => p.Tasks.method.wait,
+        services.tasks,
+        (s) => s.method.wait,
         ref,
-        (r, p) => p.to.exitStatus(r),
+        (r, to) => to.exitStatus(r),
         options,
         0,
       ),
-    kill: (request: KillRequest, options?: CallOptions): Promise<void> => this.#call((p) => p.Tasks.method.kill, request, none, options),
+    kill: (request: KillRequest, options?: CallOptions): Promise<void> => this.#call(services.tasks, (s) => s.method.kill, request, none, options),
     closeIO: (ref: ProcessRef, options?: CallOptions): Promise<void> =>
-      this.#call((p) => p.Tasks.method.closeIO, { ...ref, stdin: true }, none, options),
+      this.#call(services.tasks, (s) => s.method.closeIO, { ...ref, stdin: true }, none, options),
     resizePty: (request: ResizePtyRequest, options?: CallOptions): Promise<void> =>
-      this.#call((p) => p.Tasks.method.resizePty, request, none, options),
-    exec: (request: ExecProcessRequest, options?: CallOptions): Promise<void> => this.#call((p) => p.Tasks.method.exec, request, none, options),
+      this.#call(services.tasks, (s) => s.method.resizePty, request, none, options),
+    exec: (request: ExecProcessRequest, options?: CallOptions): Promise<void> =>
+      this.#call(services.tasks, (s) => s.method.exec, request, none, options),
     /** Freezes every process of the task (cgroup freezer). */
-    pause: (containerId: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Tasks.method.pause, { containerId }, none, options),
-    resume: (containerId: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Tasks.method.resume, { containerId }, none, options),
+    pause: (containerId: string, options?: CallOptions): Promise<void> =>
+      this.#call(services.tasks, (s) => s.method.pause, { containerId }, none, options),
+    resume: (containerId: string, options?: CallOptions): Promise<void> =>
+      this.#call(services.tasks, (s) => s.method.resume, { containerId }, none, options),
     get: (ref: ProcessRef, options?: CallOptions): Promise<ProcessState> =>
       this.#call(
-        (p) => p.Tasks.method.get,
+        services.tasks,
+        (s) => s.method.get,
         ref,
-        (r, p) => p.to.processState(required(r.process, "Tasks.Get")),
+        (r, to) => to.processState(required(r.process, "Tasks.Get")),
         options,
       ),
     list: (filter = "", options?: CallOptions): Promise<ProcessState[]> =>
       this.#call(
-        (p) => p.Tasks.method.list,
+        services.tasks,
+        (s) => s.method.list,
         { filter },
-        (r, p) => r.tasks.map(p.to.processState),
+        (r, to) => r.tasks.map(to.processState),
         options,
       ),
     listPids: (containerId: string, options?: CallOptions): Promise<number[]> =>
       this.#call(
-        (p) => p.Tasks.method.listPids,
+        services.tasks,
+        (s) => s.method.listPids,
         { containerId },
         (r) => r.processes.map((x) => x.pid),
         options,
       ),
     delete: (containerId: string, options?: CallOptions): Promise<DeleteResponse> =>
       this.#call(
-        (p) => p.Tasks.method.delete,
+        services.tasks,
+        (s) => s.method.delete,
         { containerId },
-        (r, p) => p.to.deleteResponse(r),
+        (r, to) => to.deleteResponse(r),
         options,
       ),
     deleteProcess: (ref: Required<ProcessRef>, options?: CallOptions): Promise<DeleteResponse> =>
       this.#call(
-        (p) => p.Tasks.method.deleteProcess,
+        services.tasks,
+        (s) => s.method.deleteProcess,
         ref,
-        (r, p) => p.to.deleteResponse(r),
+        (r, to) => to.deleteResponse(r),
         options,
       ),
   };
@@ -231,21 +238,23 @@ export class ContainerdClient implements AsyncDisposable {
   };
 
   async *#subscribe(filters: string[], options: CallOptions): AsyncGenerator<Envelope> {
-    const p = await loadProtocol();
-    for await (const raw of this.#transport.serverStream(p.Events.method.subscribe, { filters }, {}, options)) yield p.to.envelope(raw);
+    const { service, to } = await services.events();
+    for await (const raw of this.#transport.serverStream(service.method.subscribe, { filters }, {}, options)) yield to.envelope(raw);
   }
 
   readonly introspection = {
     plugins: (filters: string[] = [], options?: CallOptions): Promise<PluginInfo[]> =>
       this.#call(
-        (p) => p.Introspection.method.plugins,
+        services.introspection,
+        (s) => s.method.plugins,
         { filters },
-        (r, p) => r.plugins.map(p.to.plugin),
+        (r, to) => r.plugins.map(to.plugin),
         options,
       ),
     server: (options?: CallOptions): Promise<{ uuid: string }> =>
       this.#call(
-        (p) => p.Introspection.method.server,
+        services.introspection,
+        (s) => s.method.server,
         {},
         (r) => ({ uuid: r.uuid }),
         options,
@@ -255,58 +264,63 @@ export class ContainerdClient implements AsyncDisposable {
   readonly namespaces = {
     list: (options?: CallOptions): Promise<string[]> =>
       this.#call(
-        (p) => p.Namespaces.method.list,
+        services.namespaces,
+        (s) => s.method.list,
         {},
         (r) => r.namespaces.map((n) => n.name),
         options,
       ),
     create: (name: string, labels: Record<string, string> = {}, options?: CallOptions): Promise<void> =>
-      this.#call((p) => p.Namespaces.method.create, { namespace: { name, labels } }, none, options),
+      this.#call(services.namespaces, (s) => s.method.create, { namespace: { name, labels } }, none, options),
     /** Fails with FailedPreconditionError while the namespace still holds containers, images or snapshots. */
-    delete: (name: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Namespaces.method.delete, { name }, none, options),
+    delete: (name: string, options?: CallOptions): Promise<void> => this.#call(services.namespaces, (s) => s.method.delete, { name }, none, options),
   };
 
   readonly snapshots = {
     prepare: (req: SnapshotRequest, options?: CallOptions): Promise<Mount[]> =>
       this.#call(
-        (p) => p.Snapshots.method.prepare,
+        services.snapshots,
+        (s) => s.method.prepare,
         req,
-        (r, p) => r.mounts.map(p.to.mount),
+        (r, to) => r.mounts.map(to.mount),
         options,
       ),
     view: (req: SnapshotRequest, options?: CallOptions): Promise<Mount[]> =>
       this.#call(
-        (p) => p.Snapshots.method.view,
+        services.snapshots,
+        (s) => s.method.view,
         req,
-        (r, p) => r.mounts.map(p.to.mount),
+        (r, to) => r.mounts.map(to.mount),
         options,
       ),
     mounts: (req: { snapshotter: string; key: string }, options?: CallOptions): Promise<Mount[]> =>
       this.#call(
-        (p) => p.Snapshots.method.mounts,
+        services.snapshots,
+        (s) => s.method.mounts,
         req,
-        (r, p) => r.mounts.map(p.to.mount),
+        (r, to) => r.mounts.map(to.mount),
         options,
       ),
     commit: (req: { snapshotter: string; name: string; key: string; labels?: Record<string, string> }, options?: CallOptions): Promise<void> =>
-      this.#call((p) => p.Snapshots.method.commit, req, none, options),
+      this.#call(services.snapshots, (s) => s.method.commit, req, none, options),
     remove: (req: { snapshotter: string; key: string }, options?: CallOptions): Promise<void> =>
-      this.#call((p) => p.Snapshots.method.remove, req, none, options),
+      this.#call(services.snapshots, (s) => s.method.remove, req, none, options),
     stat: (req: { snapshotter: string; key: string }, options?: CallOptions): Promise<SnapshotInfo> =>
       this.#call(
-        (p) => p.Snapshots.method.stat,
+        services.snapshots,
+        (s) => s.method.stat,
         req,
-        (r, p) => p.to.snapshotInfo(required(r.info, "Snapshots.Stat")),
+        (r, to) => to.snapshotInfo(required(r.info, "Snapshots.Stat")),
         options,
       ),
     list: async (snapshotter: string, filters: string[] = [], options?: CallOptions): Promise<SnapshotInfo[]> => {
-      const p = await loadProtocol();
+      const { service, to } = await services.snapshots();
       const out: SnapshotInfo[] = [];
-      const stream = this.#transport.serverStream(p.Snapshots.method.list, { snapshotter, filters }, this.#scope, {
+      const stream = this.#transport.serverStream(service.method.list, { snapshotter, filters }, this.#scope, {
         signal: options?.signal,
         timeoutMs: options?.timeoutMs ?? this.timeoutMs,
       });
-      for await (const page of stream) for (const info of page.info) out.push(p.to.snapshotInfo(info));
+      for await (const page of stream) for (const info of page.info) out.push(to.snapshotInfo(info));
       return out;
     },
   };
@@ -314,66 +328,72 @@ export class ContainerdClient implements AsyncDisposable {
   readonly images = {
     get: (name: string, options?: CallOptions): Promise<ImageRecord> =>
       this.#call(
-        (p) => p.Images.method.get,
+        services.images,
+        (s) => s.method.get,
         { name },
-        (r, p) => p.to.image(required(r.image, "Images.Get")),
+        (r, to) => to.image(required(r.image, "Images.Get")),
         options,
       ),
     list: (filters: string[] = [], options?: CallOptions): Promise<ImageRecord[]> =>
       this.#call(
-        (p) => p.Images.method.list,
+        services.images,
+        (s) => s.method.list,
         { filters },
-        (r, p) => r.images.map(p.to.image),
+        (r, to) => r.images.map(to.image),
         options,
       ),
     /** Fails with AlreadyExistsError when an image of that name exists. */
     create: async (image: NewImage, options?: CallOptions): Promise<ImageRecord> => {
-      const p = await loadProtocol();
-      const record = { name: image.name, target: p.to.toDescriptor(image.target), labels: image.labels ?? {} };
+      const { to } = await services.images();
+      const record = { name: image.name, target: to.toDescriptor(image.target), labels: image.labels ?? {} };
       return this.#call(
-        (q) => q.Images.method.create,
+        services.images,
+        (s) => s.method.create,
         { image: record },
-        (r) => p.to.image(required(r.image, "Images.Create")),
+        (r) => to.image(required(r.image, "Images.Create")),
         options,
       );
     },
     /** Replaces the record, or only the named fields (`target`, `labels`, `labels.<key>`); NotFoundError if absent. */
     update: async (image: NewImage, fieldPaths: string[] = [], options?: CallOptions): Promise<ImageRecord> => {
-      const p = await loadProtocol();
-      const record = { name: image.name, target: p.to.toDescriptor(image.target), labels: image.labels ?? {} };
+      const { to } = await services.images();
+      const record = { name: image.name, target: to.toDescriptor(image.target), labels: image.labels ?? {} };
       return this.#call(
-        (q) => q.Images.method.update,
+        services.images,
+        (s) => s.method.update,
         { image: record, ...(fieldPaths.length > 0 ? { updateMask: { paths: fieldPaths } } : {}) },
-        (r) => p.to.image(required(r.image, "Images.Update")),
+        (r) => to.image(required(r.image, "Images.Update")),
         options,
       );
     },
     /** `sync`: return after containerd's GC has collected what only this image held. */
     delete: (name: string, options?: CallOptions & { sync?: boolean }): Promise<void> =>
-      this.#call((p) => p.Images.method.delete, { name, sync: options?.sync ?? false }, none, options),
+      this.#call(services.images, (s) => s.method.delete, { name, sync: options?.sync ?? false }, none, options),
   };
 
   readonly content = {
     info: (digest: string, options?: CallOptions): Promise<BlobInfo> =>
       this.#call(
-        (p) => p.Content.method.info,
+        services.content,
+        (s) => s.method.info,
         { digest },
-        (r, p) => p.to.blobInfo(required(r.info, "Content.Info")),
+        (r, to) => to.blobInfo(required(r.info, "Content.Info")),
         options,
       ),
     /** Sets labels on a blob (only the named label keys are touched). */
     setLabels: (digest: string, labels: Record<string, string>, options?: CallOptions): Promise<void> =>
       this.#call(
-        (p) => p.Content.method.update,
+        services.content,
+        (s) => s.method.update,
         { info: { digest, labels }, updateMask: { paths: Object.keys(labels).map((k) => `labels.${k}`) } },
         none,
         options,
       ),
     /** The whole blob (for manifests and configs: small). */
     read: async (digest: string, options?: CallOptions): Promise<Buffer> => {
-      const p = await loadProtocol();
+      const { service } = await services.content();
       const parts: Buffer[] = [];
-      const stream = this.#transport.serverStream(p.Content.method.read, { digest }, this.#scope, {
+      const stream = this.#transport.serverStream(service.method.read, { digest }, this.#scope, {
         signal: options?.signal,
         timeoutMs: options?.timeoutMs ?? this.timeoutMs,
       });
@@ -382,24 +402,25 @@ export class ContainerdClient implements AsyncDisposable {
     },
     /** Blobs in the namespace; filters in containerd's syntax, e.g. `labels."containerd.io/uncompressed"`. */
     list: async (filters: string[] = [], options?: CallOptions): Promise<BlobInfo[]> => {
-      const p = await loadProtocol();
+      const { service, to } = await services.content();
       const out: BlobInfo[] = [];
-      const stream = this.#transport.serverStream(p.Content.method.list, { filters }, this.#scope, {
+      const stream = this.#transport.serverStream(service.method.list, { filters }, this.#scope, {
         signal: options?.signal,
         timeoutMs: options?.timeoutMs ?? this.timeoutMs,
       });
-      for await (const page of stream) for (const info of page.info) out.push(p.to.blobInfo(info));
+      for await (const page of stream) for (const info of page.info) out.push(to.blobInfo(info));
       return out;
     },
-    delete: (digest: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Content.method.delete, { digest }, none, options),
+    delete: (digest: string, options?: CallOptions): Promise<void> => this.#call(services.content, (s) => s.method.delete, { digest }, none, options),
     /** Drops an ingest (a write not committed); NotFoundError when there is none under `ref`. */
-    abort: (ref: string, options?: CallOptions): Promise<void> => this.#call((p) => p.Content.method.abort, { ref }, none, options),
+    abort: (ref: string, options?: CallOptions): Promise<void> => this.#call(services.content, (s) => s.method.abort, { ref }, none, options),
     /** Ingests in progress or left behind (filters on `ref`, e.g. `ref~=^layer-`). */
     listStatuses: (filters: string[] = [], options?: CallOptions): Promise<IngestStatus[]> =>
       this.#call(
-        (p) => p.Content.method.listStatuses,
+        services.content,
+        (s) => s.method.listStatuses,
         { filters },
-        (r, p) => r.statuses.map(p.to.ingestStatus),
+        (r, to) => r.statuses.map(to.ingestStatus),
         options,
       ),
     /**
@@ -415,33 +436,34 @@ export class ContainerdClient implements AsyncDisposable {
       expected: { digest: string; size: number },
       options?: ContentWriteOptions,
     ): Promise<"written" | "exists"> => {
-      const p = await loadProtocol();
+      const { service, writeContent } = await services.content();
       const deps = {
-        open: (signal: AbortSignal) => this.#transport.requestStream(p.Content.method.write, this.#scope, 0, { signal }),
+        open: (signal: AbortSignal) => this.#transport.requestStream(service.method.write, this.#scope, 0, { signal }),
         abort: async (r: string) => {
-          await this.#transport.unary(p.Content.method.abort, { ref: r }, this.#scope, ABORT_TIMEOUT_MS, undefined).catch((err: unknown) => {
+          await this.#transport.unary(service.method.abort, { ref: r }, this.#scope, ABORT_TIMEOUT_MS, undefined).catch((err: unknown) => {
             if (!(err instanceof NotFoundError)) throw err;
           });
         },
         offset: async (r: string) => {
-          const statuses = await this.#transport.unary(p.Content.method.listStatuses, {}, this.#scope, this.timeoutMs, undefined);
+          const statuses = await this.#transport.unary(service.method.listStatuses, {}, this.#scope, this.timeoutMs, undefined);
           const s = statuses.statuses.find((x) => x.ref === r);
           return s ? Number(s.offset) : undefined;
         },
         idleMs: this.timeoutMs > 0 ? this.timeoutMs : 60_000,
       };
-      return p.writeContent(deps, ref, source, expected, options);
+      return writeContent(deps, ref, source, expected, options);
     },
   };
 
   readonly diff = {
     /** Applies a layer (by its descriptor, from the content store) onto the given mounts. */
     apply: async (diff: Descriptor, mounts: Mount[], options?: CallOptions): Promise<Descriptor> => {
-      const p = await loadProtocol();
+      const { to } = await services.diff();
       return this.#call(
-        (q) => q.Diff.method.apply,
-        { diff: p.to.toDescriptor(diff), mounts },
-        (r) => p.to.descriptor(required(r.applied, "Diff.Apply")),
+        services.diff,
+        (s) => s.method.apply,
+        { diff: to.toDescriptor(diff), mounts },
+        (r) => to.descriptor(required(r.applied, "Diff.Apply")),
         options,
       );
     },
@@ -449,24 +471,26 @@ export class ContainerdClient implements AsyncDisposable {
 
   readonly leases = {
     create: (id: string, labels: Record<string, string> = {}, options?: CallOptions): Promise<void> =>
-      this.#call((p) => p.Leases.method.create, { id, labels }, none, options),
+      this.#call(services.leases, (s) => s.method.create, { id, labels }, none, options),
     delete: (id: string, options?: CallOptions & { sync?: boolean }): Promise<void> =>
-      this.#call((p) => p.Leases.method.delete, { id, sync: options?.sync ?? false }, none, options),
+      this.#call(services.leases, (s) => s.method.delete, { id, sync: options?.sync ?? false }, none, options),
     list: (filters: string[] = [], options?: CallOptions): Promise<LeaseInfo[]> =>
       this.#call(
-        (p) => p.Leases.method.list,
+        services.leases,
+        (s) => s.method.list,
         { filters },
-        (r, p) => r.leases.map(p.to.lease),
+        (r, to) => r.leases.map(to.lease),
         options,
       ),
     /** Makes the lease hold a resource that exists already (`type` "content", "ingests" or "snapshots/<snapshotter>"). */
     addResource: (lease: string, resource: LeaseResource, options?: CallOptions): Promise<void> =>
-      this.#call((p) => p.Leases.method.addResource, { id: lease, resource }, none, options),
+      this.#call(services.leases, (s) => s.method.addResource, { id: lease, resource }, none, options),
     listResources: (lease: string, options?: CallOptions): Promise<LeaseResource[]> =>
       this.#call(
-        (p) => p.Leases.method.listResources,
+        services.leases,
+        (s) => s.method.listResources,
         { id: lease },
-        (r, p) => r.resources.map(p.to.leaseResource),
+        (r, to) => r.resources.map(to.leaseResource),
         options,
       ),
   };

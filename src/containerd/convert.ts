@@ -1,21 +1,10 @@
-import { fromBinary as decode } from "@bufbuild/protobuf";
 import type { Timestamp as PbTimestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError } from "../errors.js";
 import type { Container } from "../gen/containers_pb.js";
 import type { Info as PbBlobInfo, Status as PbIngestStatus } from "../gen/content_pb.js";
-import type { Envelope as PbEnvelope } from "../gen/events_pb.js";
 import type { Image } from "../gen/images_pb.js";
 import type { Plugin } from "../gen/introspection_pb.js";
 import type { Lease, Resource } from "../gen/leases_pb.js";
-import { Kind, type Info as PbSnapshotInfo } from "../gen/snapshots_pb.js";
-import {
-  TaskDeleteSchema,
-  TaskExecAddedSchema,
-  TaskExecStartedSchema,
-  TaskExitSchema,
-  TaskOOMSchema,
-  TaskStartSchema,
-} from "../gen/task_events_pb.js";
 import { type Process, Status } from "../gen/task_types_pb.js";
 import type { DeleteResponse as PbDeleteResponse, WaitResponse } from "../gen/tasks_pb.js";
 import type { Any as PbAny, Descriptor as PbDescriptor, Mount as PbMount } from "../gen/types_pb.js";
@@ -26,7 +15,6 @@ import type {
   Data,
   DeleteResponse,
   Descriptor,
-  Envelope,
   ExitStatus,
   ImageRecord,
   IngestStatus,
@@ -36,16 +24,15 @@ import type {
   PluginInfo,
   ProcessState,
   ProcessStatus,
-  SnapshotInfo,
-  SnapshotKind,
-  TaskEvent,
   Timestamp,
 } from "./types.js";
 
 /**
  * Decoded messages (src/gen/) to the client's plain data (types.ts): int64 to number, Timestamps to numbers,
  * enums to their names, absent messages to null, no `$typeName`. Each function names every field, so a field
- * added to proto/ fails to compile here until it is handled.
+ * added to proto/ fails to compile here until it is handled. A service's converters that need generated values
+ * other than the tasks' (snapshots' kinds, events' payloads) are in their own module (convert-*.ts), so that they
+ * load with that service only (services.ts).
  */
 
 /** int64 values the client hands out (sizes, offsets, seconds) stay below 2^53. */
@@ -83,7 +70,6 @@ export function container(c: Container): ContainerRecord {
 
 // Values a newer containerd may add are not in the generated enum: they read as UNKNOWN.
 const processStatus = (s: Status): ProcessStatus => (Status[s] as ProcessStatus | undefined) ?? "UNKNOWN";
-const snapshotKind = (k: Kind): SnapshotKind => (Kind[k] as SnapshotKind | undefined) ?? "UNKNOWN";
 
 export function processState(p: Process): ProcessState {
   return {
@@ -114,17 +100,6 @@ export function plugin(p: Plugin): PluginInfo {
     platforms: p.platforms.map((x) => ({ os: x.os, architecture: x.architecture, variant: x.variant })),
     exports: p.exports,
     capabilities: p.capabilities,
-  };
-}
-
-export function snapshotInfo(i: PbSnapshotInfo): SnapshotInfo {
-  return {
-    name: i.name,
-    parent: i.parent,
-    kind: snapshotKind(i.kind),
-    createdAt: timestamp(i.createdAt),
-    updatedAt: timestamp(i.updatedAt),
-    labels: i.labels,
   };
 }
 
@@ -167,59 +142,5 @@ export function ingestStatus(s: PbIngestStatus): IngestStatus {
     offset: num(s.offset),
     total: num(s.total),
     expected: s.expected,
-  };
-}
-
-const EVENT_PREFIX = "containerd.events.";
-
-/** A /tasks/* event's payload by its name (the type URL's last part), or null for a type we do not define. */
-/** Anyone who can reach containerd's socket can publish an event: a payload that does not decode is no event of ours. */
-function taskEventOrNull(typeName: string, value: Uint8Array): TaskEvent | null {
-  try {
-    return taskEvent(typeName, value);
-  } catch {
-    return null;
-  }
-}
-
-function taskEvent(typeName: string, value: Uint8Array): TaskEvent | null {
-  switch (typeName) {
-    case `${EVENT_PREFIX}TaskStart`: {
-      const e = decode(TaskStartSchema, value);
-      return { type: "TaskStart", containerId: e.containerId, pid: e.pid };
-    }
-    case `${EVENT_PREFIX}TaskExit`: {
-      const e = decode(TaskExitSchema, value);
-      return { type: "TaskExit", containerId: e.containerId, id: e.id, pid: e.pid, exitStatus: e.exitStatus, exitedAt: timestamp(e.exitedAt) };
-    }
-    case `${EVENT_PREFIX}TaskDelete`: {
-      const e = decode(TaskDeleteSchema, value);
-      return { type: "TaskDelete", containerId: e.containerId, id: e.id, pid: e.pid, exitStatus: e.exitStatus, exitedAt: timestamp(e.exitedAt) };
-    }
-    case `${EVENT_PREFIX}TaskOOM`:
-      return { type: "TaskOOM", containerId: decode(TaskOOMSchema, value).containerId };
-    case `${EVENT_PREFIX}TaskExecAdded`: {
-      const e = decode(TaskExecAddedSchema, value);
-      return { type: "TaskExecAdded", containerId: e.containerId, execId: e.execId };
-    }
-    case `${EVENT_PREFIX}TaskExecStarted`: {
-      const e = decode(TaskExecStartedSchema, value);
-      return { type: "TaskExecStarted", containerId: e.containerId, execId: e.execId, pid: e.pid };
-    }
-    default:
-      return null;
-  }
-}
-
-export function envelope(raw: PbEnvelope): Envelope {
-  const typeUrl = raw.event?.typeUrl ?? "";
-  // Event type URLs are the message's full name with no host part, e.g. "containerd.events.TaskExit".
-  const typeName = typeUrl.slice(typeUrl.lastIndexOf("/") + 1);
-  return {
-    timestamp: timestamp(raw.timestamp),
-    namespace: raw.namespace,
-    topic: raw.topic,
-    event: raw.event ? taskEventOrNull(typeName, raw.event.value) : null,
-    eventType: typeName,
   };
 }

@@ -10,10 +10,9 @@ import { after, describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { ContainerdClient } from "../../src/containerd/client.js";
-import { Content } from "../../src/containerd/proto.js";
 import { GrpcTransport } from "../../src/containerd/transport.js";
 import { AlreadyExistsError, CanceledError, DataLossError, InvalidArgumentError, NotFoundError } from "../../src/errors.js";
-import { WriteAction } from "../../src/gen/content_pb.js";
+import { Content, WriteAction } from "../../src/gen/content_pb.js";
 
 const MiB = 1024 * 1024;
 const root = new ContainerdClient();

@@ -1,9 +1,15 @@
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
-import { describe, it } from "node:test";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import type { DescService } from "@bufbuild/protobuf";
 import * as to from "../../src/containerd/convert.js";
-import { decode, encode, services } from "../../src/containerd/proto.js";
+import { envelope } from "../../src/containerd/convert-events.js";
+import { snapshotInfo } from "../../src/containerd/convert-snapshots.js";
+import { services as loaders } from "../../src/containerd/services.js";
 import { jsonAny, SPEC_TYPE_URL } from "../../src/containerd/types.js";
 import { ContainerSchema } from "../../src/gen/containers_pb.js";
 import { InfoSchema as BlobInfoSchema } from "../../src/gen/content_pb.js";
@@ -13,6 +19,7 @@ import { Kind, InfoSchema as SnapshotInfoSchema } from "../../src/gen/snapshots_
 import { TaskExitSchema } from "../../src/gen/task_events_pb.js";
 import { ProcessSchema, Status } from "../../src/gen/task_types_pb.js";
 import { CreateTaskRequestSchema } from "../../src/gen/tasks_pb.js";
+import { decode, encode } from "../helpers/proto.js";
 
 const protoDir = fileURLToPath(new URL("../../../proto/containerd/", import.meta.url));
 
@@ -34,6 +41,12 @@ function rpcsInProto(): { service: string; method: string; input: string; output
 }
 
 describe("the generated containerd protocol (src/gen from proto/)", () => {
+  /** Every service as the client loads it (services.ts): a service in proto/ without a loader fails below. */
+  let services: DescService[] = [];
+  before(async () => {
+    services = (await Promise.all(Object.values(loaders).map((load) => load()))).map((l) => l.service);
+  });
+
   it("has a generated method, with the same request and response types, for every rpc in proto/", () => {
     const rpcs = rpcsInProto();
     assert.ok(rpcs.length >= 40, `only ${rpcs.length} rpcs found in proto/`);
@@ -102,7 +115,7 @@ describe("the generated containerd protocol (src/gen from proto/)", () => {
   });
 
   it("gives enums by name, and an enum value this proto/ does not know as UNKNOWN", () => {
-    const info = to.snapshotInfo(decode(SnapshotInfoSchema, encode(SnapshotInfoSchema, { name: "s", kind: Kind.COMMITTED })));
+    const info = snapshotInfo(decode(SnapshotInfoSchema, encode(SnapshotInfoSchema, { name: "s", kind: Kind.COMMITTED })));
     assert.equal(info.kind, "COMMITTED");
     const proc = (status: number) => to.processState(decode(ProcessSchema, encode(ProcessSchema, { containerId: "c", pid: 7, status })));
     assert.equal(proc(Status.PAUSED).status, "PAUSED");
@@ -112,7 +125,7 @@ describe("the generated containerd protocol (src/gen from proto/)", () => {
 
   it("decodes a task event carried in an Envelope's Any, and leaves other payloads undecoded", () => {
     const exit = encode(TaskExitSchema, { containerId: "c", id: "c", pid: 9, exitStatus: 137, exitedAt: { seconds: 5n, nanos: 6 } });
-    const env = to.envelope(
+    const env = envelope(
       decode(
         EnvelopeSchema,
         encode(EnvelopeSchema, { namespace: "ns", topic: "/tasks/exit", event: { typeUrl: "containerd.events.TaskExit", value: exit } }),
@@ -125,7 +138,7 @@ describe("the generated containerd protocol (src/gen from proto/)", () => {
       event: { type: "TaskExit", containerId: "c", id: "c", pid: 9, exitStatus: 137, exitedAt: { seconds: 5, nanos: 6 } },
       eventType: "containerd.events.TaskExit",
     });
-    const other = to.envelope(
+    const other = envelope(
       decode(
         EnvelopeSchema,
         encode(EnvelopeSchema, { topic: "/images/create", event: { typeUrl: "containerd.events.ImageCreate", value: new Uint8Array([10, 1, 97]) } }),
@@ -149,8 +162,48 @@ describe("the generated containerd protocol (src/gen from proto/)", () => {
       namespace: "x",
       event: { typeUrl: "containerd.events.TaskExit", value: new Uint8Array([0xff, 0xff, 0xff]) },
     });
-    const e = to.envelope(decode(EnvelopeSchema, bytes));
+    const e = envelope(decode(EnvelopeSchema, bytes));
     assert.equal(e.eventType, "containerd.events.TaskExit");
     assert.equal(e.event, null);
+  });
+});
+
+describe("the client's protocol loading (services.ts)", () => {
+  /** The generated files a fresh process loads for `calls` against a socket that does not exist (each call fails). */
+  function genFilesLoadedBy(calls: string): string[] {
+    const dir = mkdtempSync(join(tmpdir(), "ctrexec-gen-"));
+    try {
+      const log = join(dir, "gen.log");
+      const client = new URL("../../src/containerd/client.js", import.meta.url).href;
+      const script = `const { ContainerdClient } = await import(${JSON.stringify(client)});
+        const c = new ContainerdClient({ address: ${JSON.stringify(join(dir, "none.sock"))} });
+        for (const call of [${calls}]) await call(c).catch(() => {});
+        await c.close();`;
+      const register = new URL("../helpers/gen-imports-register.js", import.meta.url).href;
+      const r = spawnSync(process.execPath, ["--import", register, "--input-type=module", "-e", script], {
+        env: { ...process.env, CTREXEC_TEST_GEN_LOG: log },
+        encoding: "utf8",
+      });
+      assert.equal(r.status, 0, r.stderr);
+      return [...new Set(readFileSync(log, "utf8").trim().split("\n"))].filter(Boolean).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it("loads nothing of the protocol until a call, then only the files of the services called", () => {
+    assert.deepEqual(genFilesLoadedBy(""), []);
+    assert.deepEqual(genFilesLoadedBy("(c) => c.containers.list()"), ["containers_pb", "task_types_pb", "types_pb"]);
+    // What `ctrexec run` calls: not Content, Images, Snapshots, Leases, Diff, Introspection or Namespaces.
+    assert.deepEqual(
+      genFilesLoadedBy(
+        "(c) => c.version(), (c) => c.containers.list(), (c) => c.tasks.list(), async (c) => { for await (const e of c.events.subscribe()) void e; }",
+      ),
+      ["containers_pb", "events_pb", "task_events_pb", "task_types_pb", "tasks_pb", "types_pb", "version_pb"],
+    );
+    assert.deepEqual(genFilesLoadedBy("(c) => c.snapshots.list('overlayfs')"), ["snapshots_pb", "task_types_pb", "types_pb"]);
   });
 });

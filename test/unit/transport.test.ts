@@ -11,7 +11,6 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ContainerdClient } from "../../src/containerd/client.js";
 import { FrameDecoder, frame } from "../../src/containerd/grpc-wire.js";
-import { Content, decode, encode } from "../../src/containerd/proto.js";
 import { GrpcTransport } from "../../src/containerd/transport.js";
 import {
   CanceledError,
@@ -22,9 +21,10 @@ import {
   UnavailableError,
   UnknownError,
 } from "../../src/errors.js";
-import { WriteAction, WriteContentRequestSchema, WriteContentResponseSchema } from "../../src/gen/content_pb.js";
+import { Content, WriteAction, WriteContentRequestSchema, WriteContentResponseSchema } from "../../src/gen/content_pb.js";
 import { EnvelopeSchema } from "../../src/gen/events_pb.js";
 import { VersionResponseSchema } from "../../src/gen/version_pb.js";
+import { decode, encode } from "../helpers/proto.js";
 
 type Handler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void;
 
