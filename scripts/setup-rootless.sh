@@ -14,6 +14,7 @@ die() {
 
 # ctrexec's own pool of user-namespace ranges (userns per run, as root) starts here: a user's range must end below.
 readonly POOL_START=268435456
+readonly POOL_END=$((POOL_START + 1024 * 65536))
 readonly RANGE=65536
 readonly FIRST=100000
 
@@ -58,8 +59,9 @@ add_range() { # file, usermod flag, label
     say "$label: $user already has $(awk -F: -v n="$user" -v u="$uid" '$1 == n || $1 == u { printf "%s%s:%s", sep, $2, $3; sep = " " }' "$file")"
     # Such a range may have been made by useradd (login.defs SUB_UID_MAX reaches far): shared ids would let a
     # rootless container and a root run with its own user namespace touch each other's files.
-    if awk -F: -v n="$user" -v u="$uid" -v pool="$POOL_START" '($1 == n || $1 == u) && $2 + $3 > pool { bad = 1 } END { exit !bad }' "$file"; then
-      say "warning: that $label range reaches into ctrexec's user-namespace pool (from $POOL_START); replace it:" \
+    if awk -F: -v n="$user" -v u="$uid" -v lo="$POOL_START" -v hi="$POOL_END" '($1 == n || $1 == u) && $2 < hi && $2 + $3 > lo { bad = 1 } END { exit !bad }' "$file"; then
+      say "warning: that $label range overlaps ctrexec's user-namespace pool ($POOL_START-$((POOL_END - 1))), so ctrexec" \
+        "refuses runs with a user namespace of their own while it does; replace it:" \
         "usermod $(sed 's/add/del/' <<<"$flag") START-END $user, then run this script again"
     fi
     return

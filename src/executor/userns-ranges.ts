@@ -26,6 +26,11 @@ export interface RangePool {
 export interface ResolvedPools {
   uid: RangePool;
   gid: RangePool;
+  /**
+   * For `{ subuid: user }`: the names that user's /etc/subuid and /etc/subgid lines go by (its name and uid). The
+   * pool is that user's on purpose; any other user's range overlapping it is refused (checkAgainstAccounts).
+   */
+  delegatedTo?: readonly string[];
 }
 
 /** 1024 ranges from 0x10000000 (268435456): far above any id useradd hands out (or /etc/subuid's 100000…). */
@@ -144,7 +149,7 @@ export function resolvePools(
       throw new InvalidArgumentError(`userns.pool.subuid must be a user name or uid, not ${JSON.stringify(user)}`, { field: FIELD });
     }
     const keys = userKeys(user, files.passwd ?? "/etc/passwd");
-    return { uid: subordinatePool(files.subuid, user, keys), gid: subordinatePool(files.subgid, user, keys) };
+    return { uid: subordinatePool(files.subuid, user, keys), gid: subordinatePool(files.subgid, user, keys), delegatedTo: [...keys] };
   }
   const pool = checkPool({ start: option.start, size: option.size }, "userns.pool", true);
   return { uid: pool, gid: { ...pool } };
@@ -506,13 +511,17 @@ export function listRanges(stateDir: string): RangeEntry[] {
 
 /**
  * Host ids a run's user namespace would get must belong to no account of the host (/etc/passwd users and their
- * primary groups, /etc/group): the run's root would own that account's files. Directory services (LDAP, SSSD)
- * are not looked at: keep pools and maps out of their ranges. `field` names the option in the error.
+ * primary groups, /etc/group): the run's root would own that account's files. Nor may they be in a range
+ * /etc/subuid or /etc/subgid delegates to a user (but to `delegatedTo`, the user whose range the pool is): that
+ * user's own user namespaces (rootless containers, newuidmap) would run as the same host ids as the runs, able to
+ * signal their processes and own their files. Directory services (LDAP, SSSD) are not looked at: keep pools and
+ * maps out of their ranges. `field` names the option in the error.
  */
 export function checkAgainstAccounts(
   ids: { uids: readonly [number, number][]; gids: readonly [number, number][] },
   field: string,
-  files = { passwd: "/etc/passwd", group: "/etc/group" },
+  files = { passwd: "/etc/passwd", group: "/etc/group", subuid: "/etc/subuid", subgid: "/etc/subgid" },
+  delegatedTo: readonly string[] = [],
 ): void {
   const within = (n: number, ranges: readonly [number, number][]) => ranges.some(([start, size]) => n >= start && n < start + size);
   const read = (file: string) => {
@@ -536,5 +545,24 @@ export function checkAgainstAccounts(
   for (const line of read(files.group)) {
     const [name, , gid] = line.split(":");
     if (name && within(Number(gid), ids.gids)) throw refuse(files.group, name, "gid", Number(gid));
+  }
+  const overlapping = (start: number, size: number, ranges: readonly [number, number][]) =>
+    ranges.some(([s, n]) => start < s + n && s < start + size);
+  for (const [file, ranges] of [
+    [files.subuid, ids.uids],
+    [files.subgid, ids.gids],
+  ] as const) {
+    for (const line of read(file)) {
+      const m = /^\s*([^:#\s][^:]*):(\d+):(\d+)\s*$/.exec(line);
+      if (!m || delegatedTo.includes(m[1]!)) continue;
+      const start = Number(m[2]);
+      const size = Number(m[3]);
+      if (size > 0 && overlapping(start, size, ranges)) {
+        throw new InvalidArgumentError(
+          `${field}: ${file} gives ${JSON.stringify(m[1])} the ids ${start}-${start + size - 1}, which overlap the host ids a run would get: that user's own containers would run as the same ids as these runs; choose ids outside every /etc/subuid and /etc/subgid range (or use that user's range, userns.pool { subuid: user })`,
+          { field },
+        );
+      }
+    }
   }
 }

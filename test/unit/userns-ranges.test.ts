@@ -186,7 +186,7 @@ describe("userns ranges", () => {
     const S = DEFAULT_POOL.start;
     writeFileSync(join(dir, "passwd"), `root:x:0:0::/root:/bin/sh\nsvc:x:${S + 5}:100::/:/bin/false\nalice:x:70000:${S + 2 * R}::/:/bin/sh\n`);
     writeFileSync(join(dir, "group"), `root:x:0:\nops:x:${S + 3 * R + 7}:\n`);
-    const files = { passwd: join(dir, "passwd"), group: join(dir, "group") };
+    const files = { passwd: join(dir, "passwd"), group: join(dir, "group"), subuid: join(dir, "none"), subgid: join(dir, "none") };
     const check = (uids: [number, number][], gids: [number, number][]) => checkAgainstAccounts({ uids, gids }, "userns", files);
     const refused = (uids: [number, number][], gids: [number, number][], who: RegExp) =>
       assert.throws(
@@ -197,6 +197,33 @@ describe("userns ranges", () => {
     refused([[S + R, R]], [[S + 2 * R, R]], /"alice" with gid/);
     refused([[S + R, R]], [[S + 3 * R, R]], /"ops" with gid/);
     check([[S + R, R]], [[S + R, R]]);
+  });
+
+  it("refuses host ids in a range /etc/subuid or /etc/subgid delegates to a user, but the pool's own user's", () => {
+    const dir = join(top, "delegated");
+    mkdirSync(dir, { recursive: true });
+    const S = DEFAULT_POOL.start;
+    // useradd hands out 65536 ids per user upwards from 100000: the 4000th user's reaches the default pool.
+    writeFileSync(join(dir, "subuid"), `# comment\nalice:100000:65536\nbob:${S + 5 * R - 10}:65536\n1002:${S + 9 * R}:${R}\n`);
+    writeFileSync(join(dir, "subgid"), `alice:100000:65536\ncarol:${S + 7 * R}:1\n`);
+    writeFileSync(join(dir, "passwd"), "root:x:0:0::/root:/bin/sh\n");
+    writeFileSync(join(dir, "group"), "root:x:0:\n");
+    const files = { passwd: join(dir, "passwd"), group: join(dir, "group"), subuid: join(dir, "subuid"), subgid: join(dir, "subgid") };
+    const check = (uids: [number, number][], gids: [number, number][], delegatedTo: string[] = []) =>
+      checkAgainstAccounts({ uids, gids }, "userns.pool", files, delegatedTo);
+    const refused = (uids: [number, number][], gids: [number, number][], who: RegExp, delegatedTo: string[] = []) =>
+      assert.throws(
+        () => check(uids, gids, delegatedTo),
+        (e: unknown) => e instanceof InvalidArgumentError && e.field === "userns.pool" && who.test(e.message),
+      );
+    // The whole default pool: bob's range reaches into it (10 ids before one of its ranges), carol's gid too.
+    refused([[S, 1024 * R]], [[S, R]], /subuid gives "bob" the ids \d+-\d+, which overlap/);
+    refused([[S + 10 * R, R]], [[S + 7 * R, R]], /subgid gives "carol"/);
+    refused([[S + 9 * R, R]], [[S, R]], /subuid gives "1002"/);
+    // Ranges that only touch are apart; a user's range is the pool's when the pool is that user's.
+    check([[S + 5 * R + R - 10, R]], [[S + 8 * R, R]]);
+    check([[S + 4 * R + R - 10, R]], [[S, R]], ["bob"]);
+    refused([[S + 4 * R, 6 * R]], [[S, R]], /"1002"/, ["bob"]);
   });
 
   it("frees a range on release, once: a second release changes nothing", () => {
@@ -444,7 +471,11 @@ describe("resolvePools", () => {
       "rl:500000:65536\n1001:700000:70000\n",
       "root:x:0:0::/root:/bin/sh\nrl:x:1001:1001::/home/rl:/bin/sh\n",
     );
-    assert.deepEqual(resolvePools({ subuid: "rl" }, f), { uid: { start: 300000, size: 2 * R }, gid: { start: 700000, size: R } });
+    assert.deepEqual(resolvePools({ subuid: "rl" }, f), {
+      uid: { start: 300000, size: 2 * R },
+      gid: { start: 700000, size: R },
+      delegatedTo: ["rl", "1001"],
+    });
     // Given as its uid: the lines under its name count too.
     assert.deepEqual(resolvePools({ subuid: "1001" }, f).uid, { start: 300000, size: 2 * R });
     // A user /etc/passwd does not know is found by name alone.

@@ -37,7 +37,12 @@ export function checkUserns(ctx: ExecutorContext, mode: UsernsMode): IdMapping |
     const pools = ctx.options.userns.pools;
     // Once per executor, at its first "auto" run, not on every run's path (two files read).
     if (!checkedPools.has(pools)) {
-      checkAgainstAccounts({ uids: [[pools.uid.start, pools.uid.size]], gids: [[pools.gid.start, pools.gid.size]] }, "userns.pool");
+      checkAgainstAccounts(
+        { uids: [[pools.uid.start, pools.uid.size]], gids: [[pools.gid.start, pools.gid.size]] },
+        "userns.pool",
+        undefined,
+        pools.delegatedTo,
+      );
       checkedPools.add(pools);
     }
     return rangeMapping(pools.uid.start, pools.gid.start);
