@@ -166,12 +166,16 @@ export async function prune(options: PruneOptions): Promise<string[]> {
     if (await attempt(`mount stubs recorded in ${dir}`, () => settleRootRegistry(dir, logger))) removed.push(`mount stubs recorded in ${dir}`);
   }
 
-  // Leases of dead owners: deleting them lets containerd's GC take the active snapshots they held.
+  // Leases of dead owners, and the active snapshots they held: deleting a lease lets containerd's GC take the rest.
   for (const lease of (await attempt("leases (listing them)", () => client.leases.list())) ?? []) {
     const owner = lease.labels[LABEL.owner];
     if (!owner || ownerAlive(owner, ended) !== false) continue;
-    if ((await attempt(`lease ${lease.id}`, () => client.leases.delete(lease.id, { sync: true }).then(() => true))) === true)
-      removed.push(`lease ${lease.id}`);
+    const gone = await attempt(`lease ${lease.id}`, async () => {
+      await removeWorkingSnapshots(client, lease.id);
+      await client.leases.delete(lease.id, { sync: true });
+      return true;
+    });
+    if (gone === true) removed.push(`lease ${lease.id}`);
   }
 
   // A FIFO dir belongs to a live run while its container exists, or (the FIFOs are made while containerd
@@ -194,6 +198,26 @@ export async function prune(options: PruneOptions): Promise<string[]> {
   removed.push(...(netns ?? []));
   if (failures.length > 0) throw new PruneIncompleteError(removed, failures);
   return removed;
+}
+
+/**
+ * Removes the active and view snapshots `lease` holds (a dead run's root, a dead unpack's layer in the making) by
+ * name, before the lease goes. containerd's GC would take them too, but it deletes a snapshot's record without
+ * unlinking it from its parent's children (containerd 1.6 metadata/gc.go, `remove`), and Snapshots.Remove refuses
+ * a snapshot with children: the parent, a committed snapshot the user removes by name, could never be removed.
+ * Committed ones are left to the GC: an image may reference them.
+ */
+async function removeWorkingSnapshots(client: ContainerdClient, lease: string): Promise<void> {
+  const gone = (err: unknown) => {
+    if (!(err instanceof NotFoundError)) throw err;
+  };
+  for (const resource of await client.leases.listResources(lease)) {
+    const snapshotter = /^snapshots\/(.+)$/.exec(resource.type)?.[1];
+    if (!snapshotter) continue;
+    const key = { snapshotter, key: resource.id };
+    const info = await client.snapshots.stat(key, { timeoutMs: CLEANUP_RPC_MS }).catch(gone);
+    if (info && info.kind !== "COMMITTED") await client.snapshots.remove(key, { timeoutMs: CLEANUP_RPC_MS }).catch(gone);
+  }
 }
 
 /**

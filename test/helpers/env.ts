@@ -6,7 +6,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ContainerdClient } from "../../src/containerd/client.js";
-import { NotFoundError } from "../../src/errors.js";
+import { InvalidArgumentError, NotFoundError } from "../../src/errors.js";
 import { dropRanges, HOST_RANGES_BASE } from "../../src/executor/userns-ranges.js";
 import { mountPointsUnder } from "../../src/fs/mountinfo.js";
 import { ensureDefaultRootfs } from "../../src/rootfs/default-rootfs.js";
@@ -24,6 +24,11 @@ export interface TestEnv {
   rootfs: string;
   uniqueId(prefix?: string): string;
   assertNoLeaks(): Promise<void>;
+  /**
+   * After a synchronous GC, nothing left in the namespace (containers, images, leases, snapshots, content): what a
+   * test that removed all it made must see, and what dispose needs to delete the namespace. Fails naming what is left.
+   */
+  assertNamespaceEmpty(): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -73,6 +78,11 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
       const runcStates = await readdir(`/run/containerd/runc/${namespace}`).catch(() => []);
       assert.deepEqual(runcStates, [], "runc container states left");
     },
+    async assertNamespaceEmpty() {
+      await collectGarbage(client);
+      const left = await namespaceContents(client);
+      assert.deepEqual(left, [], `left in namespace ${namespace}:\n${left.join("\n")}`);
+    },
     async dispose() {
       for (const t of await client.tasks.list().catch(() => [])) {
         await client.tasks.kill({ containerId: t.id, signal: 9, all: true }).catch(() => {});
@@ -80,15 +90,15 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
         await client.tasks.delete(t.id).catch(() => {});
       }
       for (const c of await client.containers.list().catch(() => [])) await client.containers.delete(c.id).catch(() => {});
-      // containerd's garbage collector may still hold the namespace's last content or snapshots for a moment.
-      let deleted = false;
-      for (let i = 0; i < 30 && !deleted; i++) {
-        deleted = await client.namespaces.delete(namespace).then(
-          () => true,
-          (e: unknown) => e instanceof NotFoundError,
-        );
-        if (!deleted) await new Promise((r) => setTimeout(r, 100));
-      }
+      // What the test released (deleted images and leases, and snapshots that GC must take because it took a child
+      // of theirs and containerd now refuses them by name) containerd's GC collects only when its scheduler gets to
+      // it, paced by pause_threshold: tens of seconds when collections are slow. A synchronous collection makes the
+      // delete below depend only on what the test left, not on that timing.
+      await collectGarbage(client).catch(() => {});
+      const deleted = await client.namespaces.delete(namespace).then(
+        () => true,
+        (e: unknown) => e instanceof NotFoundError,
+      );
       if (deleted) await removeRuntimeNamespaceDirs(namespace);
       forgetRanges(namespace);
       await client.close();
@@ -96,6 +106,45 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
     },
   };
   return env;
+}
+
+/**
+ * Runs containerd's GC now and waits for it to finish: a lease deleted with `sync` makes containerd's scheduler
+ * collect at once (ScheduleAndWait) instead of at its paced interval.
+ */
+export async function collectGarbage(client: ContainerdClient): Promise<void> {
+  const lease = `ctrexec-test-gc-${randomBytes(6).toString("hex")}`;
+  await client.leases.create(lease);
+  await client.leases.delete(lease, { sync: true });
+}
+
+/** What is left in the client's namespace, one line per kind: what keeps the namespace from being deleted, and what pins it. */
+export async function namespaceContents(client: ContainerdClient): Promise<string[]> {
+  const lines: string[] = [];
+  const add = async (what: string, list: () => Promise<string[]>) => {
+    const items = await list();
+    if (items.length > 0) lines.push(`${what}: ${items.join(", ")}`);
+  };
+  await add("containers", async () => (await client.containers.list()).map((c) => c.id));
+  await add("tasks", async () => (await client.tasks.list()).map((t) => t.id));
+  await add("images", async () => (await client.images.list()).map((i) => i.name));
+  await add("leases", async () => (await client.leases.list()).map((l) => l.id));
+  for (const { id } of await client.introspection.plugins(["type==io.containerd.snapshotter.v1"])) {
+    // Snapshotters that failed to load (aufs, zfs... on most hosts) are listed too, and refuse the call.
+    await add(`snapshots (${id})`, async () =>
+      (await client.snapshots.list(id).catch((e: unknown) => (e instanceof InvalidArgumentError ? [] : Promise.reject(e)))).map(
+        (x) => `${x.name} (${x.kind.toLowerCase()}${x.parent ? ` on ${x.parent}` : ""})`,
+      ),
+    );
+  }
+  await add("content", async () => (await client.content.list()).map((b) => b.digest));
+  return lines;
+}
+
+/** Whether containerd has namespace `name`, asked on a client of its own (for after a test env's dispose). */
+export async function namespaceExists(name: string): Promise<boolean> {
+  await using client = new ContainerdClient({ namespace: name });
+  return (await client.namespaces.list()).includes(name);
 }
 
 /**
