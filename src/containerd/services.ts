@@ -17,14 +17,15 @@ export interface Loaded<S extends DescService, C> {
 
 type To = typeof Convert;
 
-/** Loads once; a failure is not kept, so a later call tries again (and fails with the same cause if the package is broken). */
+/**
+ * Loads once; concurrent first calls share the load. A load that failed stays failed: Node keeps a module that
+ * could not be loaded as failed (ESM's module map; the CLI bundle's initialisers rethrow their first error), so a
+ * retry would only repeat the error. The files are the package's own: they fail to load only when the package is
+ * broken or the process is out of file descriptors at that moment.
+ */
 function once<T>(load: () => Promise<T>): () => Promise<T> {
   let loaded: Promise<T> | undefined;
-  return () =>
-    (loaded ??= load().catch((err: unknown) => {
-      loaded = undefined;
-      throw err;
-    }));
+  return () => (loaded ??= load());
 }
 
 const convert = once(() => import("./convert.js"));

@@ -94,17 +94,35 @@ function userKeys(user: string, passwdPath: string): Set<string> {
   return keys;
 }
 
+/**
+ * A number of a subuid/subgid line as shadow reads it (strtoul, base 0; newuidmap and libsubid go by that reading):
+ * leading blanks and a `+`, then `0x` hex, `0` octal or decimal digits; what follows the digits is ignored.
+ */
+function subidNumber(field: string): number | undefined {
+  const m = /^\s*\+?(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))/.exec(field);
+  if (!m) return undefined;
+  const n = m[1] !== undefined ? Number.parseInt(m[1], 16) : m[2] !== undefined ? Number.parseInt(m[2], 8) : Number(m[3]);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** An /etc/subuid or /etc/subgid line: `owner:start:count` (a fourth field is ignored, as shadow ignores it). */
+function subidLine(line: string): { owner: string; start: number; size: number } | undefined {
+  if (/^\s*(#|$)/.test(line)) return undefined;
+  const [owner, start, size] = line.split(":");
+  if (!owner || start === undefined || size === undefined) return undefined;
+  const s = subidNumber(start);
+  const n = subidNumber(size);
+  return s === undefined || n === undefined ? undefined : { owner, start: s, size: n };
+}
+
 /** The user's largest range in a subuid/subgid file, as a pool of whole 65536-id ranges. */
 function subordinatePool(path: string, user: string, keys: Set<string>): RangePool {
   const text = readText(path, `it must give user ${JSON.stringify(user)} a range of at least 65536 ids (usermod --add-subuids / --add-subgids)`);
   let best: RangePool | undefined;
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
-    if (line === "" || line.startsWith("#")) continue;
-    const m = /^([^:]+):(\d+):(\d+)$/.exec(line);
-    if (!m || !keys.has(m[1]!)) continue;
-    const entry = { start: Number(m[2]), size: Number(m[3]) };
-    if (!best || entry.size > best.size) best = entry;
+  for (const line of text.split("\n")) {
+    const e = subidLine(line);
+    if (!e || !keys.has(e.owner)) continue;
+    if (!best || e.size > best.size) best = { start: e.start, size: e.size };
   }
   if (!best) {
     throw new InvalidArgumentError(
@@ -509,60 +527,71 @@ export function listRanges(stateDir: string): RangeEntry[] {
   return readTable(paths(stateDir).table);
 }
 
+/** Host ids: [start, count] intervals of uids and of gids. */
+export interface HostIds {
+  uids: readonly [number, number][];
+  gids: readonly [number, number][];
+}
+
+const ACCOUNT_FILES = { passwd: "/etc/passwd", group: "/etc/group", subuid: "/etc/subuid", subgid: "/etc/subgid" };
+
+function readLines(file: string): string[] {
+  try {
+    return readFileSync(file, "utf8").split("\n");
+  } catch {
+    return [];
+  }
+}
+
 /**
  * Host ids a run's user namespace would get must belong to no account of the host (/etc/passwd users and their
- * primary groups, /etc/group): the run's root would own that account's files. Nor may they be in a range
- * /etc/subuid or /etc/subgid delegates to a user (but to `delegatedTo`, the user whose range the pool is): that
- * user's own user namespaces (rootless containers, newuidmap) would run as the same host ids as the runs, able to
- * signal their processes and own their files. Directory services (LDAP, SSSD) are not looked at: keep pools and
- * maps out of their ranges. `field` names the option in the error.
+ * primary groups, /etc/group): the run's root would own that account's files. Directory services (LDAP, SSSD)
+ * are not looked at: keep pools and maps out of their ranges. `field` names the option in the error.
  */
-export function checkAgainstAccounts(
-  ids: { uids: readonly [number, number][]; gids: readonly [number, number][] },
-  field: string,
-  files = { passwd: "/etc/passwd", group: "/etc/group", subuid: "/etc/subuid", subgid: "/etc/subgid" },
-  delegatedTo: readonly string[] = [],
-): void {
+export function checkAgainstAccounts(ids: HostIds, field: string, files: { passwd: string; group: string } = ACCOUNT_FILES): void {
   const within = (n: number, ranges: readonly [number, number][]) => ranges.some(([start, size]) => n >= start && n < start + size);
-  const read = (file: string) => {
-    try {
-      return readFileSync(file, "utf8").split("\n");
-    } catch {
-      return [];
-    }
-  };
   const refuse = (file: string, name: string, kind: string, n: number) =>
     new InvalidArgumentError(
       `${field}: ${file} has ${JSON.stringify(name)} with ${kind} ${n}, among the host ids a run would get: its root would own that account's files; choose ids outside the host's accounts`,
       { field },
     );
-  for (const line of read(files.passwd)) {
+  for (const line of readLines(files.passwd)) {
     const [name, , uid, gid] = line.split(":");
     if (!name) continue;
     if (within(Number(uid), ids.uids)) throw refuse(files.passwd, name, "uid", Number(uid));
     if (within(Number(gid), ids.gids)) throw refuse(files.passwd, name, "gid", Number(gid));
   }
-  for (const line of read(files.group)) {
+  for (const line of readLines(files.group)) {
     const [name, , gid] = line.split(":");
     if (name && within(Number(gid), ids.gids)) throw refuse(files.group, name, "gid", Number(gid));
   }
-  const overlapping = (start: number, size: number, ranges: readonly [number, number][]) =>
-    ranges.some(([s, n]) => start < s + n && s < start + size);
+}
+
+/**
+ * The first range /etc/subuid or /etc/subgid delegates to a user (but the users named in `except`) that overlaps
+ * `ids`: that user's own user namespaces (rootless containers, newuidmap) run as those host ids, and would share
+ * them with the runs, each side able to signal the other's processes and own its files. Lines are read as
+ * shadow reads them.
+ */
+export function delegatedOverlap(
+  ids: HostIds,
+  except: readonly string[] = [],
+  files: { subuid: string; subgid: string } = ACCOUNT_FILES,
+): { file: string; owner: string; start: number; size: number } | undefined {
   for (const [file, ranges] of [
     [files.subuid, ids.uids],
     [files.subgid, ids.gids],
   ] as const) {
-    for (const line of read(file)) {
-      const m = /^\s*([^:#\s][^:]*):(\d+):(\d+)\s*$/.exec(line);
-      if (!m || delegatedTo.includes(m[1]!)) continue;
-      const start = Number(m[2]);
-      const size = Number(m[3]);
-      if (size > 0 && overlapping(start, size, ranges)) {
-        throw new InvalidArgumentError(
-          `${field}: ${file} gives ${JSON.stringify(m[1])} the ids ${start}-${start + size - 1}, which overlap the host ids a run would get: that user's own containers would run as the same ids as these runs; choose ids outside every /etc/subuid and /etc/subgid range (or use that user's range, userns.pool { subuid: user })`,
-          { field },
-        );
-      }
+    for (const line of readLines(file)) {
+      const e = subidLine(line);
+      if (!e || e.size === 0 || except.includes(e.owner)) continue;
+      if (ranges.some(([s, n]) => e.start < s + n && s < e.start + e.size)) return { file, ...e };
     }
   }
+  return undefined;
+}
+
+/** delegatedOverlap's finding as words: who has which ids in which file. */
+export function describeOverlap(o: { file: string; owner: string; start: number; size: number }): string {
+  return `${o.file} gives ${JSON.stringify(o.owner)} the ids ${o.start}-${o.start + o.size - 1}`;
 }

@@ -99,10 +99,13 @@ export async function createTestEnv(name: string): Promise<TestEnv> {
         () => true,
         (e: unknown) => e instanceof NotFoundError,
       );
+      // Left after the test's own cleanup and a synchronous GC: a leak of the library or of the test.
+      const left = deleted ? [] : await namespaceContents(client).catch((e: unknown) => [`(not listed: ${(e as Error).message})`]);
       if (deleted) await removeRuntimeNamespaceDirs(namespace);
       forgetRanges(namespace);
       await client.close();
       await rm(stateDir, { recursive: true, force: true });
+      assert.equal(deleted, true, `namespace ${namespace} could not be deleted; left in it:\n${left.join("\n")}`);
     },
   };
   return env;

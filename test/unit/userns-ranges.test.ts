@@ -11,6 +11,8 @@ import {
   claimMapping,
   claimRange,
   DEFAULT_POOL,
+  delegatedOverlap,
+  describeOverlap,
   listRanges,
   pruneRanges,
   type RangeClaim,
@@ -186,7 +188,7 @@ describe("userns ranges", () => {
     const S = DEFAULT_POOL.start;
     writeFileSync(join(dir, "passwd"), `root:x:0:0::/root:/bin/sh\nsvc:x:${S + 5}:100::/:/bin/false\nalice:x:70000:${S + 2 * R}::/:/bin/sh\n`);
     writeFileSync(join(dir, "group"), `root:x:0:\nops:x:${S + 3 * R + 7}:\n`);
-    const files = { passwd: join(dir, "passwd"), group: join(dir, "group"), subuid: join(dir, "none"), subgid: join(dir, "none") };
+    const files = { passwd: join(dir, "passwd"), group: join(dir, "group") };
     const check = (uids: [number, number][], gids: [number, number][]) => checkAgainstAccounts({ uids, gids }, "userns", files);
     const refused = (uids: [number, number][], gids: [number, number][], who: RegExp) =>
       assert.throws(
@@ -199,31 +201,51 @@ describe("userns ranges", () => {
     check([[S + R, R]], [[S + R, R]]);
   });
 
-  it("refuses host ids in a range /etc/subuid or /etc/subgid delegates to a user, but the pool's own user's", () => {
+  it("finds host ids in a range /etc/subuid or /etc/subgid delegates to a user, but the pool's own user's", () => {
     const dir = join(top, "delegated");
     mkdirSync(dir, { recursive: true });
     const S = DEFAULT_POOL.start;
     // useradd hands out 65536 ids per user upwards from 100000: the 4000th user's reaches the default pool.
     writeFileSync(join(dir, "subuid"), `# comment\nalice:100000:65536\nbob:${S + 5 * R - 10}:65536\n1002:${S + 9 * R}:${R}\n`);
     writeFileSync(join(dir, "subgid"), `alice:100000:65536\ncarol:${S + 7 * R}:1\n`);
-    writeFileSync(join(dir, "passwd"), "root:x:0:0::/root:/bin/sh\n");
-    writeFileSync(join(dir, "group"), "root:x:0:\n");
-    const files = { passwd: join(dir, "passwd"), group: join(dir, "group"), subuid: join(dir, "subuid"), subgid: join(dir, "subgid") };
-    const check = (uids: [number, number][], gids: [number, number][], delegatedTo: string[] = []) =>
-      checkAgainstAccounts({ uids, gids }, "userns.pool", files, delegatedTo);
-    const refused = (uids: [number, number][], gids: [number, number][], who: RegExp, delegatedTo: string[] = []) =>
-      assert.throws(
-        () => check(uids, gids, delegatedTo),
-        (e: unknown) => e instanceof InvalidArgumentError && e.field === "userns.pool" && who.test(e.message),
-      );
+    const files = { subuid: join(dir, "subuid"), subgid: join(dir, "subgid") };
+    const found = (uids: [number, number][], gids: [number, number][], except: string[] = []) => delegatedOverlap({ uids, gids }, except, files);
     // The whole default pool: bob's range reaches into it (10 ids before one of its ranges), carol's gid too.
-    refused([[S, 1024 * R]], [[S, R]], /subuid gives "bob" the ids \d+-\d+, which overlap/);
-    refused([[S + 10 * R, R]], [[S + 7 * R, R]], /subgid gives "carol"/);
-    refused([[S + 9 * R, R]], [[S, R]], /subuid gives "1002"/);
+    assert.deepEqual(found([[S, 1024 * R]], [[S, R]]), { file: files.subuid, owner: "bob", start: S + 5 * R - 10, size: R });
+    assert.match(describeOverlap(found([[S, 1024 * R]], [[S, R]])!), /subuid gives "bob" the ids \d+-\d+$/);
+    assert.equal(found([[S + 10 * R, R]], [[S + 7 * R, R]])?.owner, "carol");
+    assert.equal(found([[S + 9 * R, R]], [[S, R]])?.owner, "1002");
     // Ranges that only touch are apart; a user's range is the pool's when the pool is that user's.
-    check([[S + 5 * R + R - 10, R]], [[S + 8 * R, R]]);
-    check([[S + 4 * R + R - 10, R]], [[S, R]], ["bob"]);
-    refused([[S + 4 * R, 6 * R]], [[S, R]], /"1002"/, ["bob"]);
+    assert.equal(found([[S + 5 * R + R - 10, R]], [[S + 8 * R, R]]), undefined);
+    assert.equal(found([[S + 4 * R + R - 10, R]], [[S, R]], ["bob"]), undefined);
+    assert.equal(found([[S + 4 * R, 6 * R]], [[S, R]], ["bob"])?.owner, "1002");
+  });
+
+  it("reads subuid lines as shadow does: hex, octal, blanks and a sign, a fourth field", () => {
+    const dir = join(top, "shadow-numbers");
+    mkdirSync(dir, { recursive: true });
+    const S = DEFAULT_POOL.start; // 0x10000000, octal 02000000000
+    const at = (line: string) => {
+      writeFileSync(join(dir, "subuid"), `${line}\n`);
+      writeFileSync(join(dir, "subgid"), "");
+      return delegatedOverlap({ uids: [[S, R]], gids: [] }, [], { subuid: join(dir, "subuid"), subgid: join(dir, "subgid") });
+    };
+    for (const line of ["x:0x10000000:65536", "x:02000000000:10", "x: 268435456:10", "x:+268435456:20", "x:268435456:65536:extra"]) {
+      assert.equal(at(line)?.start, S, line);
+    }
+    // Octal as shadow reads it, not as decimal: 01777777777 is 268435455, one below the pool, and 2 ids reach it.
+    assert.equal(at("x:01777777777:1"), undefined);
+    assert.equal(at("x:01777777777:2")?.start, S - 1);
+    // What shadow cannot read gives nobody ids.
+    for (const line of ["x:abc:65536", "x:268435456", "#x:268435456:10", ":268435456:10"]) assert.equal(at(line), undefined, line);
+    // A pool { subuid } reads its user's range the same way.
+    writeFileSync(join(dir, "subuid"), "rl:0x100000:0x20000\n");
+    writeFileSync(join(dir, "subgid"), "rl:0400000:65536\n");
+    assert.deepEqual(resolvePools({ subuid: "rl" }, { subuid: join(dir, "subuid"), subgid: join(dir, "subgid"), passwd: join(dir, "none") }), {
+      uid: { start: 0x100000, size: 2 * R },
+      gid: { start: 0o400000, size: R },
+      delegatedTo: ["rl"],
+    });
   });
 
   it("frees a range on release, once: a second release changes nothing", () => {

@@ -5,7 +5,16 @@ import { openUserNamespace } from "../../fs/idmap.js";
 import { checkExplicitMaps, hostRoot, type IdMapping, mapToHost, rangeMapping } from "../../oci/userns.js";
 import type { ExecutorContext } from "../context.js";
 import type { UsernsMode } from "../types.js";
-import { checkAgainstAccounts, claimMapping, claimRange, HOST_RANGES_BASE, type RangeClaim } from "../userns-ranges.js";
+import {
+  checkAgainstAccounts,
+  claimMapping,
+  claimRange,
+  delegatedOverlap,
+  describeOverlap,
+  HOST_RANGES_BASE,
+  type HostIds,
+  type RangeClaim,
+} from "../userns-ranges.js";
 import type { RunUserNamespace } from "../userns-root.js";
 import type { RunDisposal } from "./disposal.js";
 
@@ -19,8 +28,28 @@ export function usernsMode(ctx: ExecutorContext, requested: UsernsMode | undefin
   return requested ?? ctx.options.userns.default;
 }
 
-/** Executors' pools found to hold no host account (each executor resolves its own pools object once). */
-const checkedPools = new WeakSet<object>();
+/**
+ * Executors' pools found to hold no host account and no user's delegated range (each executor resolves its own
+ * pools object once), with the account files as they were then: a change to one (a user added) checks again.
+ */
+const checkedPools = new WeakMap<object, string>();
+
+/** The four account files' identities and mtimes: what a pool's check depends on. */
+function accountFilesStamp(): string {
+  return ["/etc/passwd", "/etc/group", "/etc/subuid", "/etc/subgid"]
+    .map((f) => {
+      try {
+        const st = statSync(f, { bigint: true });
+        return `${st.ino}:${st.mtimeNs}:${st.size}`;
+      } catch {
+        return "-";
+      }
+    })
+    .join(" ");
+}
+
+/** Explicit maps already warned of, per executor (a warning per run would repeat itself). */
+const warnedMaps = new WeakMap<object, Set<string>>();
 
 /**
  * Checks the mode without side effects; returns maps the spec can be checked with (for "auto", the pool's first
@@ -35,15 +64,20 @@ export function checkUserns(ctx: ExecutorContext, mode: UsernsMode): IdMapping |
   }
   if (mode === "auto") {
     const pools = ctx.options.userns.pools;
-    // Once per executor, at its first "auto" run, not on every run's path (two files read).
-    if (!checkedPools.has(pools)) {
-      checkAgainstAccounts(
-        { uids: [[pools.uid.start, pools.uid.size]], gids: [[pools.gid.start, pools.gid.size]] },
-        "userns.pool",
-        undefined,
-        pools.delegatedTo,
-      );
-      checkedPools.add(pools);
+    // At an executor's first "auto" run, and again when an account file changed: four stats per run, not four reads.
+    const stamp = accountFilesStamp();
+    if (checkedPools.get(pools) !== stamp) {
+      const ids = { uids: [[pools.uid.start, pools.uid.size]], gids: [[pools.gid.start, pools.gid.size]] } satisfies HostIds;
+      checkAgainstAccounts(ids, "userns.pool");
+      // Ids ctrexec hands out itself must never be a user's: only the user whose range the pool is on purpose.
+      const overlap = delegatedOverlap(ids, pools.delegatedTo);
+      if (overlap) {
+        throw new InvalidArgumentError(
+          `userns.pool: ${describeOverlap(overlap)}, which overlap the pool's (uids ${pools.uid.start}-${pools.uid.start + pools.uid.size - 1}, gids ${pools.gid.start}-${pools.gid.start + pools.gid.size - 1}): that user's own containers would run as the same ids as these runs; give the pool ids outside every /etc/subuid and /etc/subgid range, or make it that user's (userns.pool { subuid: user })`,
+          { field: "userns.pool" },
+        );
+      }
+      checkedPools.set(pools, stamp);
     }
     return rangeMapping(pools.uid.start, pools.gid.start);
   }
@@ -52,7 +86,23 @@ export function checkUserns(ctx: ExecutorContext, mode: UsernsMode): IdMapping |
   }
   const m = checkExplicitMaps(mode, "userns");
   const lines = (map: IdMapping["uidMap"]) => map.map((e): [number, number] => [e.hostId, e.size]);
-  checkAgainstAccounts({ uids: lines(m.uidMap), gids: lines(m.gidMap) }, "userns");
+  const ids = { uids: lines(m.uidMap), gids: lines(m.gidMap) };
+  checkAgainstAccounts(ids, "userns");
+  // Explicit host ids are the caller's choice, and may be a range delegated for the purpose (docker's dockremap
+  // style): said, not refused.
+  const overlap = delegatedOverlap(ids, ctx.options.userns.pools.delegatedTo);
+  if (overlap) {
+    const key = JSON.stringify([m, overlap]);
+    const warned = warnedMaps.get(ctx.options) ?? new Set<string>();
+    warnedMaps.set(ctx.options, warned);
+    if (!warned.has(key)) {
+      if (warned.size >= 256) warned.clear(); // bounded: a caller with ever new maps is warned again, not remembered
+      warned.add(key);
+      ctx.logger.warn(
+        `userns: ${describeOverlap(overlap)}, which overlap the run's explicit maps: that user's own containers run as the same host ids as this run`,
+      );
+    }
+  }
   return m;
 }
 
