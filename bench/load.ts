@@ -18,7 +18,6 @@ import { readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs"
 import { readdir, readFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { getHeapStatistics } from "node:v8";
@@ -26,6 +25,7 @@ import { ContainerdClient } from "../src/containerd/client.js";
 import { ContainerdExecutor } from "../src/executor/executor.js";
 import { bindMountable } from "../src/executor/mountables.js";
 import { mountsUnder, shimsOf } from "../test/helpers/env.js";
+import { Discard } from "./run-exec-probe.js";
 
 const exec = promisify(execFile);
 
@@ -41,12 +41,6 @@ export interface LoadBenchContext {
 
 const THROUGHPUT_LEVELS = [1, 2, 4, 8, 16, 32];
 const RSS_LEVELS = [32, 128, 512];
-
-class Discard extends Writable {
-  override _write(_chunk: Buffer, _e: BufferEncoding, cb: () => void): void {
-    cb();
-  }
-}
 
 const r1 = (n: number) => Math.round(n * 10) / 10;
 const mb = (bytes: number) => r1(bytes / 2 ** 20);

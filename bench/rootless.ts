@@ -5,16 +5,9 @@
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { ContainerdExecutor } from "../src/executor/executor.js";
-import { bindMountable } from "../src/executor/mountables.js";
 import { createRootlessUser, type RootlessUser } from "../test/helpers/rootless.js";
-
-class Discard extends Writable {
-  override _write(_c: Buffer, _e: BufferEncoding, cb: () => void): void {
-    cb();
-  }
-}
+import { runExecProbe } from "./run-exec-probe.js";
 
 export interface RootlessBenchOptions {
   namespace: string;
@@ -61,26 +54,9 @@ export async function benchRootless(o: RootlessBenchOptions): Promise<void> {
       fifoRoot: join(o.stateDir, "fifo"),
       defaultNetwork: "host",
     });
-    const root = () => ({ source: bindMountable(o.rootfs) });
-    const once = async (args: string[]) => {
-      const t = performance.now();
-      await ex.run({ root: root(), process: { meta: { args }, stdout: new Discard(), stderr: new Discard() } });
-      return performance.now() - t;
-    };
-    const ac = new AbortController();
-    let started!: (id: string) => void;
-    const s = new Promise<string>((r) => (started = r));
-    const long = ex
-      .run({ root: root(), process: { meta: { args: ["sleep", "600"] } }, signal: ac.signal, onStarted: ({ id }) => started(id) })
-      .catch(() => {});
-    const id = await s;
-    const execOnce = async () => {
-      const t = performance.now();
-      await ex.exec(id, { meta: { args: ["/bin/true"] }, stdout: new Discard(), stderr: new Discard() });
-      return performance.now() - t;
-    };
-    await once(["/bin/true"]);
-    await execOnce();
+    const probe = runExecProbe(ex, o.rootfs);
+    await probe.run();
+    await probe.exec();
 
     const bin = join(user.app, "dist/src/cli/ctrexec.mjs");
     const userIds = { uid: user.uid, gid: user.gid, cwd: user.home };
@@ -113,10 +89,10 @@ export async function benchRootless(o: RootlessBenchOptions): Promise<void> {
     let cpu = 0;
     for (let round = 0; round < o.rounds; round++) {
       const cpu0 = process.cpuUsage();
-      for (let i = 0; i < o.perRound; i++) rootRun.push(await once(["/bin/true"]));
+      for (let i = 0; i < o.perRound; i++) rootRun.push(await probe.run());
       const d = process.cpuUsage(cpu0);
       cpu += d.user + d.system;
-      for (let i = 0; i < o.perRound; i++) rootExec.push(await execOnce());
+      for (let i = 0; i < o.perRound; i++) rootExec.push(await probe.exec());
       const rl = await rootlessRound(user, o.perRound, o.perRound);
       rlRun.push(...rl.run);
       rlExec.push(...rl.exec);
@@ -126,8 +102,7 @@ export async function benchRootless(o: RootlessBenchOptions): Promise<void> {
         rlCliMs.push(await cliProcess([bin, ...cliArgs], user.env(), userIds));
       }
     }
-    ac.abort();
-    await long;
+    await probe.stop();
     await ex.close();
     const m = o.median;
     const rootCpu = cpu / 1000 / (o.rounds * o.perRound);

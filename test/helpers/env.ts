@@ -144,12 +144,6 @@ export async function namespaceContents(client: ContainerdClient): Promise<strin
   return lines;
 }
 
-/** Whether containerd has namespace `name`, asked on a client of its own (for after a test env's dispose). */
-export async function namespaceExists(name: string): Promise<boolean> {
-  await using client = new ContainerdClient({ namespace: name });
-  return (await client.namespaces.list()).includes(name);
-}
-
 /**
  * Removes the host-wide user namespace range entries of a test's namespace: a test that failed midway must not
  * leave ranges held in /run/ctrexec for good (prune frees only those of dead processes, and the test's is alive).
@@ -186,7 +180,8 @@ export function shimsOf(namespace: string): number[] {
     } catch {
       continue;
     }
-    if (!argv[0]?.includes("containerd-shim")) continue;
+    // ctrexec-shim: the launcher, while it starts or deletes a shim in containerd's place.
+    if (!argv[0]?.includes("containerd-shim") && !argv[0]?.includes("ctrexec-shim")) continue;
     const i = argv.indexOf("-namespace");
     if (i >= 0 && argv[i + 1] === namespace) pids.push(Number(entry));
   }

@@ -5,6 +5,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { chmod, chown, cp, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { mountPointsUnder } from "../../src/fs/mountinfo.js";
@@ -63,6 +64,50 @@ export interface RootlessUser {
   processes(): number[];
   /** Stops whatever of the user still runs, removes the user and its files, and asserts nothing of it is left. */
   dispose(): Promise<void>;
+}
+
+/** A command's end and output, for assertion messages. */
+export const showResult = (r: UserCommandResult): string => `exit ${r.code ?? r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+
+/** A throwaway user for one describe block: accessors that fail the test when its set-up failed. */
+export interface RootlessSuite {
+  u(): RootlessUser;
+  /** `ctrexec ...args` as the user, in its scratch dir. */
+  ctrexec(args: readonly string[], timeoutMs?: number, env?: Record<string, string>): Promise<UserCommandResult>;
+  /** The CLI the user runs (for commands spelled out by hand: runuser, script, setsid). */
+  cli(): string;
+  /** The user's environment as `KEY=VALUE` words, for `env -i`. */
+  vars(): string[];
+}
+
+/**
+ * Makes a user in the describe block's `before`; in its `after`, stops the user's rootless daemon (if one runs)
+ * and disposes of the user, which kills and reports whatever a failing test left.
+ */
+export function useRootlessUser(): RootlessSuite {
+  let user: RootlessUser | undefined;
+  const u = () => {
+    assert.ok(user, "no test user (set-up failed)");
+    return user;
+  };
+  const ctrexec = (args: readonly string[], timeoutMs = 60_000, env?: Record<string, string>) =>
+    u().ctrexec(args, { timeoutMs, cwd: u().scratch, ...(env ? { env } : {}) });
+  before(async () => {
+    user = await createRootlessUser();
+  });
+  after(async () => {
+    try {
+      if (user) await ctrexec(["rootless", "stop"]);
+    } finally {
+      await user?.dispose();
+    }
+  });
+  return {
+    u,
+    ctrexec,
+    cli: () => join(u().app, "dist/src/cli/ctrexec.mjs"),
+    vars: () => Object.entries(u().env()).map(([k, v]) => `${k}=${v}`),
+  };
 }
 
 /** Runs a command as root; rejects with its stderr on failure. */

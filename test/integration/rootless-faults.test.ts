@@ -7,14 +7,10 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { appendFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
-import { createRootlessUser, type RootlessUser, type UserCommandResult, waitFor } from "../helpers/rootless.js";
+import { describe, it } from "node:test";
+import { showResult as show, useRootlessUser, waitFor } from "../helpers/rootless.js";
 
 const isRoot = process.getuid?.() === 0;
-const DAEMON_MS = 60_000;
-const CLI_MS = 60_000;
-
-const show = (r: UserCommandResult) => `exit ${r.code ?? r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 
 function comm(pid: number): string {
   try {
@@ -36,14 +32,7 @@ function childrenOf(pid: number): number[] {
 describe("rootless faults: interrupted starts, reused namespaces, terminals, sockets", {
   skip: isRoot ? false : "needs root: it creates a user",
 }, () => {
-  let user: RootlessUser | undefined;
-  const u = () => {
-    assert.ok(user, "no test user (set-up failed)");
-    return user;
-  };
-  const ctrexec = (args: string[], timeoutMs = CLI_MS, env?: Record<string, string>) =>
-    u().ctrexec(args, { timeoutMs, cwd: u().scratch, ...(env ? { env } : {}) });
-  const cli = () => join(u().app, "dist/src/cli/ctrexec.mjs");
+  const { u, ctrexec, cli, vars } = useRootlessUser();
   const runIds = async () => {
     const ps = await ctrexec(["ps"]);
     assert.equal(ps.code, 0, show(ps));
@@ -54,24 +43,10 @@ describe("rootless faults: interrupted starts, reused namespaces, terminals, soc
       .filter((id): id is string => !!id);
   };
 
-  before(async () => {
-    user = await createRootlessUser();
-  });
-
-  after(async () => {
-    try {
-      if (user) await ctrexec(["rootless", "stop"], DAEMON_MS);
-    } finally {
-      // What a failing test here leaves (an orphaned daemon) is killed by dispose, which then reports it.
-      await user?.dispose();
-    }
-  });
-
   it("a start interrupted (^C) while it waits leaves nothing that stop cannot stop", async () => {
-    const vars = Object.entries(u().env()).map(([k, v]) => `${k}=${v}`);
     const runuser = spawn(
       "runuser",
-      ["-u", u().name, "--", "env", "-i", ...vars, process.execPath, cli(), "rootless", "--network", "host", "start"],
+      ["-u", u().name, "--", "env", "-i", ...vars(), process.execPath, cli(), "rootless", "--network", "host", "start"],
       {
         cwd: u().scratch,
         stdio: "ignore",
@@ -91,7 +66,7 @@ describe("rootless faults: interrupted starts, reused namespaces, terminals, soc
     assert.ok(node, "the start's node process");
     process.kill(node, "SIGINT");
     await exited;
-    const stop = await ctrexec(["rootless", "stop"], DAEMON_MS);
+    const stop = await ctrexec(["rootless", "stop"]);
     assert.equal(stop.code, 0, show(stop));
     const gone = await waitFor(() => u().processes().length === 0, 5_000);
     const left = u()
@@ -104,7 +79,7 @@ describe("rootless faults: interrupted starts, reused namespaces, terminals, soc
   });
 
   it("a start after that works (no 'containerd that ctrexec did not start')", async () => {
-    const start = await ctrexec(["rootless", "--network", "host", "start"], DAEMON_MS);
+    const start = await ctrexec(["rootless", "--network", "host", "start"]);
     assert.equal(start.code, 0, show(start));
   });
 
@@ -124,10 +99,9 @@ describe("rootless faults: interrupted starts, reused namespaces, terminals, soc
   });
 
   it("^C at a terminal does not end the CLI before its run (the stand-in stays, as with root)", async () => {
-    const vars = Object.entries(u().env()).map(([k, v]) => `${k}=${v}`);
     // The container's init says when SIGINT reaches it (it goes on waiting for its sleep): ^C must arrive, once.
     const init = `'trap "echo got-SIGINT" INT; sleep 6 & wait; wait'`;
-    const inner = ["runuser", "-u", u().name, "--", "env", "-i", ...vars, process.execPath, cli(), "run", "--rm", "--", "sh", "-c", init].join(" ");
+    const inner = ["runuser", "-u", u().name, "--", "env", "-i", ...vars(), process.execPath, cli(), "run", "--rm", "--", "sh", "-c", init].join(" ");
     // script runs $SHELL, which CI may not set: /bin/sh (dash) dies of the terminal's SIGINT itself and never says
     // rc=, while bash, like a user's interactive shell, waits for the command and goes on when it was not killed.
     const script = spawn("script", ["-qec", `${inner}; echo "rc=$?"`, "/dev/null"], {
@@ -152,7 +126,7 @@ describe("rootless faults: interrupted starts, reused namespaces, terminals, soc
 
   it("CONTAINERD_ADDRESS naming the user's rootless socket runs, or says what to do", async () => {
     const address = join(u().runtimeDir, "containerd/containerd.sock");
-    const r = await ctrexec(["run", "--rm", "--", "true"], CLI_MS, { CONTAINERD_ADDRESS: address });
+    const r = await ctrexec(["run", "--rm", "--", "true"], undefined, { CONTAINERD_ADDRESS: address });
     assert.ok(r.code === 0 || /rootless/.test(r.stderr), show(r));
   });
 

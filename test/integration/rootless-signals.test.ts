@@ -7,14 +7,10 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
-import { createRootlessUser, type RootlessUser, type UserCommandResult, waitFor } from "../helpers/rootless.js";
+import { describe, it } from "node:test";
+import { showResult as show, useRootlessUser, waitFor } from "../helpers/rootless.js";
 
 const isRoot = process.getuid?.() === 0;
-const DAEMON_MS = 60_000;
-const CLI_MS = 60_000;
-
-const show = (r: UserCommandResult) => `exit ${r.code ?? r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 
 function argvOf(pid: number): string[] {
   try {
@@ -43,26 +39,7 @@ function byArgv0(uid: number, name: string): number[] {
 describe("rootless: other tools' daemons, signals to the CLI's process group", {
   skip: isRoot ? false : "needs root: it creates a user",
 }, () => {
-  let user: RootlessUser | undefined;
-  const u = () => {
-    assert.ok(user, "no test user (set-up failed)");
-    return user;
-  };
-  const ctrexec = (args: string[], timeoutMs = CLI_MS) => u().ctrexec(args, { timeoutMs, cwd: u().scratch });
-  const cli = () => join(u().app, "dist/src/cli/ctrexec.mjs");
-  const vars = () => Object.entries(u().env()).map(([k, v]) => `${k}=${v}`);
-
-  before(async () => {
-    user = await createRootlessUser();
-  });
-
-  after(async () => {
-    try {
-      if (user) await ctrexec(["rootless", "stop"], DAEMON_MS);
-    } finally {
-      await user?.dispose();
-    }
-  });
+  const { u, ctrexec, cli, vars } = useRootlessUser();
 
   it("`rootless stop` leaves alone a rootlesskit that rootless nerdctl started (same --state-dir)", async () => {
     // containerd-rootless.sh's own command line (its daemon is replaced by a sleep).
@@ -82,7 +59,7 @@ describe("rootless: other tools' daemons, signals to the CLI's process group", {
     assert.ok(await waitFor(() => byArgv0(u().uid, "rootlesskit").length === 1, 20_000), "rootlesskit did not start");
     const [pid] = byArgv0(u().uid, "rootlesskit");
     try {
-      const stop = await ctrexec(["rootless", "stop"], DAEMON_MS);
+      const stop = await ctrexec(["rootless", "stop"]);
       assert.equal(stop.code, 0, show(stop));
       assert.ok(existsPid(pid!), `ctrexec rootless stop killed another tool's rootlesskit (pid ${pid}):\n${show(stop)}`);
     } finally {
@@ -92,7 +69,7 @@ describe("rootless: other tools' daemons, signals to the CLI's process group", {
   });
 
   it("two SIGINTs to the CLI's process group (a CI runner's cancel, `timeout -s INT`) are two interrupts, not a kill", async () => {
-    const start = await ctrexec(["rootless", "start", "--network", "host"], DAEMON_MS);
+    const start = await ctrexec(["rootless", "start", "--network", "host"]);
     assert.equal(start.code, 0, show(start));
     // Prints "ready" once its trap is set, and runs on for a while after.
     const script = 'trap "echo got-INT" INT; echo ready; i=0; while [ $i -lt 60 ]; do sleep 0.1; i=$((i+1)); done; echo finished';

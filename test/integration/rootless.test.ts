@@ -36,7 +36,7 @@ import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { writeRunnableLayout } from "../helpers/oci-image.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
-import { createRootlessUser, entriesOf, fileFacts, type RootlessUser, type UserCommandResult, waitFor } from "../helpers/rootless.js";
+import { createRootlessUser, entriesOf, fileFacts, type RootlessUser, showResult as show, waitFor } from "../helpers/rootless.js";
 
 const execFileP = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
@@ -44,8 +44,6 @@ const isRoot = process.getuid?.() === 0;
 const DAEMON_MS = 60_000;
 const INNER_SUITE_MS = 150_000;
 const CLI_MS = 60_000;
-
-const show = (r: UserCommandResult) => `exit ${r.code ?? r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 
 describe("rootless pass: a throwaway user and its rootless containerd", { skip: isRoot ? false : "needs root: it creates a user" }, () => {
   let user: RootlessUser | undefined;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, rm, rmdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,8 @@ import type { ProcessInfo, ProcessMeta, RunRequest, RunResult } from "../../src/
 import { mountPointsUnder } from "../../src/fs/mountinfo.js";
 import { DEFAULT_SNAPSHOTTER } from "../../src/image/image.js";
 import { ensureDefaultRootfs } from "../../src/rootfs/default-rootfs.js";
+import { collectGarbage, namespaceContents, shimsOf } from "../helpers/env.js";
+import { waitFor } from "../helpers/rootless.js";
 import { Collect } from "../helpers/streams.js";
 
 /**
@@ -42,33 +44,6 @@ export interface RootlessEnv {
   assertClean(): Promise<void>;
   dispose(): Promise<void>;
 }
-
-/** Pids of containerd-shim processes serving `namespace` (this pid namespace's /proc; read only). */
-function shimsOf(namespace: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
-    } catch {
-      continue;
-    }
-    if (!argv[0]?.includes("containerd-shim") && !argv[0]?.includes("ctrexec-shim")) continue;
-    const i = argv.indexOf("-namespace");
-    if (i >= 0 && argv[i + 1] === namespace) pids.push(Number(entry));
-  }
-  return pids;
-}
-
-const until = async (done: () => boolean | Promise<boolean>, boundMs: number): Promise<boolean> => {
-  const deadline = Date.now() + boundMs;
-  for (;;) {
-    if (await done()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-};
 
 /** The rootless state dir ctrexec uses unless given one: `$XDG_DATA_HOME/ctrexec`, else `~/.local/share/ctrexec`. */
 export function defaultRootlessStateDir(): string {
@@ -156,7 +131,7 @@ export async function createRootlessEnv(name: string, options: ExecutorOptions =
       assert.deepEqual(await readdir(join(fifoRoot, namespace)).catch(() => []), [], "FIFO dirs left");
       assert.deepEqual(mountPointsUnder(stateDir), [], "mounts left under the state dir");
       // containerd removes a dead shim's leftovers with a short-lived `shim delete`: bounded wait, not a sleep.
-      await until(() => shimsOf(namespace).length === 0, 3000);
+      await waitFor(() => shimsOf(namespace).length === 0, 3000);
       assert.deepEqual(shimsOf(namespace), [], "shims left for the namespace");
       assert.deepEqual(await readdir(`/run/containerd/io.containerd.runtime.v2.task/${namespace}`).catch(() => []), [], "bundles left");
       assert.deepEqual(await readdir(`/run/containerd/runc/${namespace}`).catch(() => []), [], "runc states left");
@@ -170,15 +145,13 @@ export async function createRootlessEnv(name: string, options: ExecutorOptions =
       }
       for (const c of await client.containers.list().catch(() => [])) await client.containers.delete(c.id).catch(() => {});
       for (const i of await client.images.list().catch(() => [])) await client.images.delete(i.name, { sync: true }).catch(() => {});
-      // containerd's garbage collector may hold the namespace's last content or snapshots for a moment.
-      await until(
-        () =>
-          client.namespaces.delete(namespace).then(
-            () => true,
-            (e: unknown) => e instanceof NotFoundError,
-          ),
-        3000,
+      // What the images and runs released, a synchronous GC collects now, not when containerd's pacing gets to it.
+      await collectGarbage(client).catch(() => {});
+      const deleted = await client.namespaces.delete(namespace).then(
+        () => true,
+        (e: unknown) => e instanceof NotFoundError,
       );
+      const left = deleted ? [] : await namespaceContents(client).catch((e: unknown) => [`(not listed: ${(e as Error).message})`]);
       await client.close();
       // The namespace's own (empty) dirs in the shared places.
       await rmdir(join(fifoRoot, namespace)).catch(() => {});
@@ -187,6 +160,7 @@ export async function createRootlessEnv(name: string, options: ExecutorOptions =
         await rm(stateDir, { recursive: true, force: true });
         assert.equal(existsSync(stateDir), false);
       }
+      assert.equal(deleted, true, `namespace ${namespace} could not be deleted; left in it:\n${left.join("\n")}`);
     },
   };
   return env;
